@@ -30,6 +30,7 @@ class DataConfig:
     image_size: int = 224          # network input (the method: 224)
     resize_ratio: float = 256 / 224  # train: resize to image_size*ratio, then RandomResizedCrop
     cache: bool = True             # decode JPEGs once into a memory-mapped uint8 array
+    cache_dir: str = ""            # where decoded caches live; empty: <run>/cache
     num_workers: int = 2
     batch_size: int = 32
 
@@ -64,6 +65,7 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model
     limit_train_batches: float = 1.0
     log_every_n_steps: int = 10
+    progress_bar: bool = True
     init_from: str = ""            # warm start weights from this checkpoint (KD: the supervised student)
 
 

@@ -1,0 +1,115 @@
+"""Teacher logits on K fixed augmented views per image, computed once (`kndnet cache-teacher`).
+
+Running an EfficientNet teacher on every distillation step costs more than the student itself on a
+CPU. Instead, view k of image i is a pure function of (seed, image id, k) (see data.transforms), the
+teacher scores each view once, and distillation replays a random view k with its stored logits: the
+student always sees exactly the pixels the teacher's logits belong to. Logits are float16, N x K x C.
+Each view is written atomically to its own file, so an interrupted cache resumes at the next view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from kndnet.checkpoint import load_model
+from kndnet.data.cache import DecodedCache
+from kndnet.data.datasets import LesionDataset
+from kndnet.errors import DataError
+from kndnet.io import atomic_path, atomic_write_json
+
+INDEX_NAME = "teacher_cache.json"
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
+
+
+@dataclass
+class TeacherCache:
+    image_ids: list[str]
+    logits: np.ndarray          # N x K x C float16
+    seed: int
+    image_size: int
+
+    @property
+    def views(self) -> int:
+        return self.logits.shape[1]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TeacherCache":
+        directory = Path(directory)
+        index_path = directory / INDEX_NAME
+        if not index_path.is_file():
+            raise DataError(f"{directory}: no {INDEX_NAME}; build it with `kndnet cache-teacher`")
+        index = json.loads(index_path.read_text())
+        views = [np.load(directory / f"logits_view{k}.npy") for k in range(int(index["views"]))]
+        return cls(list(index["image_ids"]), np.stack(views, axis=1), int(index["seed"]),
+                   int(index["image_size"]))
+
+    def logits_for(self, image_ids: list[str]) -> np.ndarray:
+        """Logits rows in the order of `image_ids`; every id must be cached."""
+        position = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        missing = [i for i in image_ids if i not in position]
+        if missing:
+            raise DataError(f"teacher cache lacks {len(missing)} of the {len(image_ids)} training images "
+                            f"(first: {', '.join(missing[:3])}); rebuild it with `kndnet cache-teacher` "
+                            "on this manifest")
+        return self.logits[[position[i] for i in image_ids]]
+
+
+@torch.no_grad()
+def _score_view(teacher: torch.nn.Module, dataset: LesionDataset, mean: torch.Tensor, std: torch.Tensor,
+                teacher_size: int, batch_size: int, workers: int) -> np.ndarray:
+    out = []
+    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        x = (batch["image"].float() - mean) / std
+        if x.shape[-1] != teacher_size:
+            x = F.interpolate(x, size=(teacher_size, teacher_size), mode="bilinear", antialias=True)
+        out.append(teacher(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+    return np.concatenate(out).astype(np.float16)
+
+
+def build_teacher_cache(teacher_ckpt: str | Path, rows: pd.DataFrame, out_dir: str | Path, views: int,
+                        seed: int, image_size: int, cache: DecodedCache | None, load_size: int,
+                        batch_size: int = 64, workers: int = 2) -> TeacherCache:
+    """Score `views` fixed views of every row with the teacher; resumes view by view."""
+    out_dir = Path(out_dir)
+    teacher, spec = load_model(teacher_ckpt)
+    teacher = teacher.to(memory_format=torch.channels_last)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255
+    index = {"image_ids": rows["image_id"].astype(str).tolist(), "views": views, "seed": seed,
+             "image_size": image_size, "teacher": str(teacher_ckpt),
+             "teacher_sha1": file_digest(teacher_ckpt), "teacher_image_size": spec.image_size}
+    _start_or_resume(out_dir, index)
+    for k in range(views):
+        target = out_dir / f"logits_view{k}.npy"
+        if target.is_file():
+            continue
+        dataset = LesionDataset(rows, image_size, "fixed_view", cache, load_size, view_seed=seed, k=k)
+        logits = _score_view(teacher, dataset, mean, std, spec.image_size, batch_size, workers)
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, logits)
+    atomic_write_json(out_dir / INDEX_NAME, {**index, "complete": True})
+    return TeacherCache.load(out_dir)
+
+
+def _start_or_resume(out_dir: Path, index: dict) -> None:
+    """Keep finished views only if they were made by the same teacher, images, seed and size."""
+    pending = out_dir / "pending.json"
+    if pending.is_file() and json.loads(pending.read_text()) != index:
+        for stale in out_dir.glob("logits_view*.npy"):
+            stale.unlink()
+    if (out_dir / INDEX_NAME).is_file():
+        (out_dir / INDEX_NAME).unlink()
+    atomic_write_json(pending, index)

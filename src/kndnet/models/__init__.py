@@ -1,0 +1,42 @@
+"""Models: the KNDNet student, timm teachers, and one factory for both."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from kndnet.config import ModelConfig
+from kndnet.models.student import KNDNetStudent
+from kndnet.models.teachers import create_teacher, freeze_backbone_fraction
+
+STUDENT_ARCHS = {"kndnet_student": KNDNetStudent}
+
+
+def create_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
+    """Build the model a ModelConfig describes (student by name, anything else from timm).
+
+    pretrained=False skips loading teacher weights: used when a checkpoint supplies them.
+    """
+    if cfg.arch in STUDENT_ARCHS:
+        return STUDENT_ARCHS[cfg.arch](num_classes=cfg.num_classes, width=cfg.width, dropout=cfg.dropout)
+    model = create_teacher(cfg.arch, cfg.num_classes, cfg.pretrained if pretrained else "none-quiet")
+    freeze_backbone_fraction(model, cfg.freeze_fraction)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def cam_target_layer(model: nn.Module) -> nn.Module:
+    """Default Grad-CAM layer: the student's last block, or a timm model's last feature stage."""
+    if hasattr(model, "cam_target_layer"):
+        return model.cam_target_layer()
+    for name in ("bn2", "conv_head", "layer4", "stages", "features", "blocks"):
+        if hasattr(model, name):
+            layer = getattr(model, name)
+            return layer[-1] if isinstance(layer, nn.Sequential) else layer
+    raise ValueError(f"no default Grad-CAM layer for {type(model).__name__}; pass one explicitly")
+
+
+__all__ = ["KNDNetStudent", "create_model", "create_teacher", "freeze_backbone_fraction",
+           "count_parameters", "cam_target_layer"]

@@ -1,0 +1,69 @@
+"""The KNDNet student: a 9-block depthwise-separable CNN, 148,855 parameters at width 1.5.
+
+Architecture exactly as the KNDNet notebooks (Lishad et al., 2025): stem 3x3/2 conv-BN-SiLU, nine
+blocks of 3x3 depthwise -> 1x1 pointwise -> BN -> SiLU -> Dropout2d(0.05) (residual when the shape
+is kept), global average pool, Dropout(0.15), linear head. Note the single BatchNorm per block, after
+the pointwise conv: that is the published model, kept so published weights and counts match.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BASE_WIDTHS = (32, 48, 64, 96, 128, 160)
+# (input width index, output width index, stride) of the nine blocks
+BLOCKS = ((0, 0, 1), (0, 1, 2), (1, 1, 1), (1, 2, 2), (2, 2, 1),
+          (2, 3, 2), (3, 3, 1), (3, 4, 1), (4, 5, 1))
+
+
+def scaled_widths(width: float) -> list[int]:
+    """Base widths times the multiplier, truncated, at least 8: 1.5 -> [48, 72, 96, 144, 192, 240]."""
+    return [max(8, int(w * width)) for w in BASE_WIDTHS]
+
+
+class SeparableBlock(nn.Module):
+    """3x3 depthwise (stride s) -> 1x1 pointwise -> BN -> SiLU -> Dropout2d, + input if shapes match."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, drop: float = 0.05) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_ch, in_ch, 3, stride, 1, groups=in_ch, bias=False)
+        self.pointwise = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch)
+        self.act = nn.SiLU(inplace=True)
+        self.drop = nn.Dropout2d(drop)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.drop(self.act(self.bn(self.pointwise(self.depthwise(x)))))
+        return out + x if self.residual else out
+
+
+class KNDNetStudent(nn.Module):
+    """The student CNN. Input N x 3 x H x W (any H, W >= 16); output N x num_classes logits."""
+
+    def __init__(self, num_classes: int = 7, width: float = 1.5, dropout: float = 0.15) -> None:
+        super().__init__()
+        widths = scaled_widths(width)
+        self.num_classes = num_classes
+        self.num_features = widths[-1]
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.SiLU(inplace=True))
+        self.blocks = nn.Sequential(*(SeparableBlock(widths[i], widths[o], s) for i, o, s in BLOCKS))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(widths[-1], num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W -> N x C x H/16 x W/16 feature map (the Grad-CAM target)."""
+        return self.blocks(self.stem(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head_drop(torch.flatten(self.pool(features), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def cam_target_layer(self) -> nn.Module:
+        """The last block: the deepest layer that still has spatial extent."""
+        return self.blocks[-1]

@@ -1,0 +1,105 @@
+"""LightningDataModule over a manifest: train / val (the validation fold) / test (held out).
+
+Lightning wraps the samplers for DDP. The decoded cache is built once, in `prepare_data` (rank 0),
+then memory-mapped by every rank and loader worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from kndnet.classes import CLASS_CODES
+from kndnet.config import Config
+from kndnet.data.cache import DecodedCache, build_cache
+from kndnet.data.datasets import LesionDataset, class_balanced_weights
+from kndnet.data.transforms import resize_for_training
+from kndnet.distill.teacher_cache import TeacherCache
+
+
+def split_rows(manifest: pd.DataFrame, split: str, val_fold: int) -> pd.DataFrame:
+    """Rows of one split; train/val follow `val_fold`, so any fold can validate."""
+    if split == "test":
+        rows = manifest[manifest["split"] == "test"]
+    elif split == "val":
+        rows = manifest[(manifest["split"] != "test") & (manifest["fold"] == val_fold)]
+    elif split == "train":
+        rows = manifest[(manifest["split"] != "test") & (manifest["fold"] != val_fold)]
+    elif split == "all":
+        rows = manifest
+    else:
+        raise ValueError(f"unknown split {split!r}; choose train, val, test or all")
+    return rows.reset_index(drop=True)
+
+
+def class_counts(rows: pd.DataFrame) -> list[int]:
+    counts = rows["label"].value_counts()
+    return [int(counts.get(code, 0)) for code in CLASS_CODES]
+
+
+class LesionDataModule(L.LightningDataModule):
+    def __init__(self, cfg: Config, manifest: pd.DataFrame, cache_dir: Path,
+                 teacher_cache: TeacherCache | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.manifest = manifest
+        self.cache_dir = cache_dir
+        self.teacher_cache = teacher_cache
+        self.load_size = resize_for_training(cfg.data.image_size, cfg.data.resize_ratio)
+        self._cache: DecodedCache | None = None
+
+    def prepare_data(self) -> None:
+        if self.cfg.data.cache:
+            build_cache(self.manifest["path"].tolist(), self.load_size, self.cache_dir)
+
+    def _subset_cache(self, rows: pd.DataFrame) -> DecodedCache | None:
+        if not self.cfg.data.cache:
+            return None
+        full = build_cache(self.manifest["path"].tolist(), self.load_size, self.cache_dir)
+        return _CacheSubset(full, self.manifest.index[self.manifest["image_id"].isin(rows["image_id"])])
+
+    def dataset(self, split: str, mode: str) -> LesionDataset:
+        rows = split_rows(self.manifest, split, self.cfg.data.val_fold)
+        cache = self._subset_cache(rows) if self.cfg.data.cache else None
+        logits = None
+        if mode == "train" and self.cfg.role == "distill" and self.teacher_cache is not None:
+            logits = self.teacher_cache.logits_for(rows["image_id"].tolist())
+        load_size = self.load_size if mode == "train" else self.cfg.data.image_size
+        return LesionDataset(rows, self.cfg.data.image_size, mode, cache, load_size,
+                             view_seed=self.teacher_cache.seed if self.teacher_cache else self.cfg.data.seed,
+                             teacher_logits=logits)
+
+    def _loader(self, dataset: LesionDataset, shuffle: bool, sampler=None) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(dataset, batch_size=self.cfg.data.batch_size, shuffle=shuffle and sampler is None,
+                          sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=False, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train", "train")
+        sampler = None
+        if self.cfg.train.sampler == "balanced":
+            weights = class_balanced_weights(dataset.labels, self.cfg.model.num_classes)
+            sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True)
+        return self._loader(dataset, shuffle=True, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val", "eval"), shuffle=False)
+
+
+class _CacheSubset(DecodedCache):
+    """Rows of a full-manifest cache, reindexed to a split (no copy: still the same memmap)."""
+
+    def __init__(self, full: DecodedCache, positions: pd.Index) -> None:
+        super().__init__(full.array_path, [full.paths[i] for i in positions])
+        self.positions = np.asarray(positions)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.array[self.positions[i]]
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "positions": self.positions}

@@ -1,0 +1,150 @@
+"""Set up and run one training job: run directory, data, Lightning Trainer, summary.
+
+A run directory holds: config.yaml (resolved), manifest.csv (used), checkpoints/{best,last}.ckpt,
+metrics.csv (one row per epoch), logs/ (Lightning's CSV log) and summary.json. A run whose
+last.ckpt exists but has no summary.json was interrupted: calling `fit` again resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from kndnet.config import Config, save_config
+from kndnet.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, load_manifest, prepare, write_csv_atomic
+from kndnet.distill.teacher_cache import TeacherCache
+from kndnet.errors import DataError
+from kndnet.io import atomic_write_json
+from kndnet.models import count_parameters
+from kndnet.training.datamodule import LesionDataModule, class_counts, split_rows
+from kndnet.training.module import LesionClassifier
+
+MONITOR = "val/macro_f1"
+
+
+def is_manifest(path: Path) -> bool:
+    if not (path.is_file() and path.suffix == ".csv"):
+        return False
+    header = pd.read_csv(path, nrows=0).columns
+    return set(MANIFEST_COLUMNS) <= set(header)
+
+
+def resolve_manifest(cfg: Config, run_dir: Path) -> pd.DataFrame:
+    """Use cfg.data.path as a manifest, or prepare one from a data folder, into the run directory."""
+    source = Path(cfg.data.path)
+    target = run_dir / MANIFEST_NAME
+    if target.is_file():
+        return load_manifest(target)
+    if is_manifest(source):
+        manifest = load_manifest(source)
+        write_csv_atomic(manifest, target)
+        return manifest
+    return prepare(cfg.data, run_dir).manifest
+
+
+def _callbacks(cfg: Config, ckpt_dir: Path) -> list[Callback]:
+    callbacks: list[Callback] = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR,
+                                                 mode="max", save_last=True, save_top_k=1)]
+    if cfg.train.early_stop_patience > 0:
+        callbacks.append(EarlyStopping(MONITOR, mode="max", patience=cfg.train.early_stop_patience))
+    return callbacks
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def build_trainer(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | None = None) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=_devices(cfg.train.devices),
+        num_nodes=cfg.train.num_nodes, strategy=cfg.train.strategy, precision=cfg.train.precision,
+        gradient_clip_val=cfg.train.grad_clip or None, callbacks=_callbacks(cfg, run_dir / "checkpoints")
+        + list(extra_callbacks or []), logger=CSVLogger(run_dir, name="", version="logs"),
+        log_every_n_steps=cfg.train.log_every_n_steps, limit_train_batches=cfg.train.limit_train_batches,
+        deterministic=False, enable_model_summary=False, default_root_dir=run_dir,
+        enable_progress_bar=cfg.train.progress_bar,
+    )
+
+
+def epoch_table(run_dir: Path) -> pd.DataFrame:
+    """Condense Lightning's step/epoch CSV log into one row per epoch."""
+    log = pd.read_csv(run_dir / "logs" / "metrics.csv")
+    keep = [c for c in log.columns if c == "epoch" or c.startswith("val/") or c.endswith("_epoch")
+            or c in {"train/ce", "train/kd", "train/mask_coverage"}]
+    table = log[keep].groupby("epoch", as_index=False).last()
+    return table.rename(columns=lambda c: c.replace("_epoch", ""))
+
+
+def _summary(cfg: Config, module: LesionClassifier, trainer: L.Trainer, run_dir: Path,
+             seconds: float) -> dict[str, Any]:
+    ckpt = trainer.checkpoint_callback
+    metrics = epoch_table(run_dir)
+    best_row = metrics.loc[metrics[MONITOR].idxmax()] if MONITOR in metrics else None
+    return {
+        "role": cfg.role, "arch": cfg.model.arch, "parameters": count_parameters(module.model),
+        "epochs_run": int(trainer.current_epoch), "best_epoch": None if best_row is None else int(best_row["epoch"]),
+        "best_val_macro_f1": None if ckpt.best_model_score is None else round(float(ckpt.best_model_score), 4),
+        "best_val_acc": None if best_row is None else round(float(best_row["val/acc"]), 4),
+        "world_size": trainer.world_size, "samples_per_rank": module.samples_per_rank,
+        "train_seconds": round(seconds, 1), "best_checkpoint": str(ckpt.best_model_path),
+        "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+    }
+
+
+def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None = None,
+        force: bool = False) -> dict[str, Any]:
+    """Train (or resume) one run; returns the summary dict also written to summary.json."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file() and not force:
+        return json.loads(summary_path.read_text())
+    if force:
+        _clear_results(run_dir)
+    L.seed_everything(cfg.data.seed, workers=True, verbose=False)
+    manifest = resolve_manifest(cfg, run_dir)
+    save_config(cfg, run_dir / "config.yaml")
+    teacher_cache = _teacher_cache(cfg)
+    data = LesionDataModule(cfg, manifest, Path(cfg.data.cache_dir or run_dir / "cache"), teacher_cache)
+    module = LesionClassifier(cfg.to_dict(), class_counts(split_rows(manifest, "train", cfg.data.val_fold)))
+    if cfg.role == "distill" and teacher_cache is None:
+        module.attach_online_teacher(cfg.distill.teacher)
+    if cfg.train.compile:
+        module.model = torch.compile(module.model)
+    trainer = build_trainer(cfg, run_dir, extra_callbacks)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
+    if trainer.interrupted or not trainer.is_global_zero:
+        return {"interrupted": trainer.interrupted}
+    summary = _summary(cfg, module, trainer, run_dir, time.perf_counter() - start)
+    write_csv_atomic(epoch_table(run_dir), run_dir / "metrics.csv")
+    atomic_write_json(summary_path, summary)
+    return summary
+
+
+def _clear_results(run_dir: Path) -> None:
+    """Remove a finished run's results (not its manifest or cache) before retraining."""
+    for name in ("checkpoints", "logs"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in ("summary.json", "metrics.csv"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _teacher_cache(cfg: Config) -> TeacherCache | None:
+    if cfg.role != "distill":
+        return None
+    if cfg.distill.teacher_cache:
+        return TeacherCache.load(cfg.distill.teacher_cache)
+    if not cfg.distill.teacher:
+        raise DataError("distillation needs --teacher CKPT (online) or a teacher cache "
+                        "(distill.teacher_cache, built by `kndnet cache-teacher`)")
+    return None

@@ -1,0 +1,125 @@
+"""One LightningModule for the three roles: teacher, student alone, and student by distillation.
+
+A training step returns its loss parts (CE, KD, mask coverage) so the per-epoch CSV shows how much
+of each batch the confidence mask let through (KNDNet reports about 42% at threshold 0.65).
+Images arrive as uint8 and are normalised here, on the device, in channels_last when asked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+from kndnet.checkpoint import SPEC_KEY, ModelSpec, load_model, model_weights, read_checkpoint, spec_payload
+from kndnet.config import Config, config_from_dict
+from kndnet.distill.losses import distillation_loss
+from kndnet.models import create_model
+
+
+def class_weights(counts: list[int]) -> torch.Tensor:
+    """'Balanced' CE weights n / (C * n_c), as scikit-learn computes them; empty classes get 0."""
+    counts_t = torch.tensor(counts, dtype=torch.float)
+    weights = counts_t.sum() / (len(counts) * counts_t.clamp(min=1))
+    return torch.where(counts_t > 0, weights, torch.zeros_like(weights))
+
+
+def _metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection({
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "balanced_acc": MulticlassRecall(num_classes, average="macro"),
+        "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+    })
+
+
+class LesionClassifier(L.LightningModule):
+    def __init__(self, config: dict[str, Any], class_counts: list[int]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg: Config = config_from_dict(config)
+        self.model = create_model(self.cfg.model, pretrained=True)
+        self._warm_start(self.cfg.train.init_from)
+        if self.cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.register_buffer("ce_weight", class_weights(class_counts) if
+                             self.cfg.train.class_weighted_loss else torch.ones(len(class_counts)))
+        spec = ModelSpec.from_config(self.cfg)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255)
+        self.val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val/")
+        self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and optimiser
+        self.samples_seen = 0
+        self.samples_per_rank: list[int] = []
+
+    def _warm_start(self, path: str) -> None:
+        if path:
+            self.model.load_state_dict(model_weights(read_checkpoint(path)["state_dict"]))
+
+    def attach_online_teacher(self, teacher_ckpt: str) -> None:
+        teacher, _ = load_model(teacher_ckpt)
+        self._teacher = [teacher.requires_grad_(False)]
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 N x 3 x H x W -> normalised float, channels_last when configured."""
+        x = (images.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.preprocess(images))
+
+    def _teacher_logits(self, batch: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if "teacher_logits" in batch:
+            return batch["teacher_logits"]
+        if not self._teacher:
+            raise RuntimeError("distillation needs cached teacher logits or an online teacher")
+        teacher = self._teacher[0].to(x.device).eval()
+        with torch.no_grad():
+            return teacher(x)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = self.preprocess(batch["image"]), batch["label"]
+        logits = self.model(x)
+        ce_kwargs = {"ce_weight": self.ce_weight, "label_smoothing": self.cfg.train.label_smoothing}
+        if self.cfg.role == "distill":
+            loss, parts = distillation_loss(self.cfg.distill, logits, self._teacher_logits(batch, x), y,
+                                            **ce_kwargs)
+        else:
+            loss = F.cross_entropy(logits, y, weight=ce_kwargs["ce_weight"],
+                                   label_smoothing=ce_kwargs["label_smoothing"])
+            parts = {"ce": loss.detach()}
+        self.samples_seen += len(y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        self.val_metrics.update(logits, batch["label"])
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(logits), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def on_train_end(self) -> None:
+        counts = self.all_gather(torch.tensor(self.samples_seen, device=self.device))
+        self.samples_per_rank = [int(c) for c in counts.reshape(-1).tolist()]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+        epochs, warmup = self.cfg.train.epochs, self.cfg.train.warmup_epochs
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup))
+        if warmup:
+            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+            cosine = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[SPEC_KEY] = spec_payload(ModelSpec.from_config(self.cfg), self.cfg)
