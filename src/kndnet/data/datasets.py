@@ -51,7 +51,7 @@ class LesionDataset(Dataset):
 
     def _decoded(self, i: int) -> torch.Tensor:
         array = self.cache[i] if self.cache is not None else load_rgb_array(self.paths[i], self.load_size)
-        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image = self._decoded(i)

@@ -39,6 +39,7 @@ class TeacherCache:
     logits: np.ndarray          # N x K x C float16
     seed: int
     image_size: int
+    load_size: int
 
     @property
     def views(self) -> int:
@@ -53,7 +54,14 @@ class TeacherCache:
         index = json.loads(index_path.read_text())
         views = [np.load(directory / f"logits_view{k}.npy") for k in range(int(index["views"]))]
         return cls(list(index["image_ids"]), np.stack(views, axis=1), int(index["seed"]),
-                   int(index["image_size"]))
+                   int(index["image_size"]), int(index["load_size"]))
+
+    def check_matches(self, image_size: int, load_size: int) -> None:
+        """The student must get views of the same geometry the teacher scored."""
+        if (image_size, load_size) != (self.image_size, self.load_size):
+            raise DataError(f"teacher cache was built for {self.image_size}px views (from {self.load_size}px "
+                            f"images) but distillation uses {image_size}px (from {load_size}px); rebuild it "
+                            "with `kndnet cache-teacher --image-size` matching the student")
 
     def logits_for(self, image_ids: list[str]) -> np.ndarray:
         """Logits rows in the order of `image_ids`; every id must be cached."""
@@ -88,7 +96,7 @@ def build_teacher_cache(teacher_ckpt: str | Path, rows: pd.DataFrame, out_dir: s
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255
     std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255
     index = {"image_ids": rows["image_id"].astype(str).tolist(), "views": views, "seed": seed,
-             "image_size": image_size, "teacher": str(teacher_ckpt),
+             "image_size": image_size, "load_size": load_size, "teacher": str(teacher_ckpt),
              "teacher_sha1": file_digest(teacher_ckpt), "teacher_image_size": spec.image_size}
     _start_or_resume(out_dir, index)
     for k in range(views):

@@ -50,7 +50,8 @@ class LesionDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.teacher_cache = teacher_cache
         self.load_size = resize_for_training(cfg.data.image_size, cfg.data.resize_ratio)
-        self._cache: DecodedCache | None = None
+        if teacher_cache is not None:
+            teacher_cache.check_matches(cfg.data.image_size, self.load_size)
 
     def prepare_data(self) -> None:
         if self.cfg.data.cache:
@@ -64,7 +65,7 @@ class LesionDataModule(L.LightningDataModule):
 
     def dataset(self, split: str, mode: str) -> LesionDataset:
         rows = split_rows(self.manifest, split, self.cfg.data.val_fold)
-        cache = self._subset_cache(rows) if self.cfg.data.cache else None
+        cache = self._subset_cache(rows)
         logits = None
         if mode == "train" and self.cfg.role == "distill" and self.teacher_cache is not None:
             logits = self.teacher_cache.logits_for(rows["image_id"].tolist())

@@ -1,0 +1,25 @@
+"""Build a teacher cache for a config: the training split of its manifest, at its image size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kndnet.config import Config
+from kndnet.data.cache import build_cache
+from kndnet.data.transforms import resize_for_training
+from kndnet.distill.teacher_cache import TeacherCache, build_teacher_cache
+from kndnet.training.datamodule import split_rows
+from kndnet.training.fit import resolve_manifest
+
+
+def cache_teacher_for_config(cfg: Config, out_dir: str | Path, batch_size: int = 64) -> TeacherCache:
+    """Score cfg.distill.views fixed views of every training image with cfg.distill.teacher."""
+    out_dir = Path(out_dir)
+    manifest = resolve_manifest(cfg, out_dir)
+    rows = split_rows(manifest, "train", cfg.data.val_fold)
+    load_size = resize_for_training(cfg.data.image_size, cfg.data.resize_ratio)
+    cache = None
+    if cfg.data.cache:
+        cache = build_cache(rows["path"].tolist(), load_size, Path(cfg.data.cache_dir or out_dir / "cache"))
+    return build_teacher_cache(cfg.distill.teacher, rows, out_dir, cfg.distill.views, cfg.data.seed,
+                               cfg.data.image_size, cache, load_size, batch_size, cfg.data.num_workers)
