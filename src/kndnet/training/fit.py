@@ -25,6 +25,7 @@ from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import DataError
 from kndnet.io import atomic_write_json
 from kndnet.models import count_parameters
+from kndnet.training.epoch_log import EpochMetricsWriter
 from kndnet.training.datamodule import LesionDataModule, class_counts, split_rows
 from kndnet.training.module import LesionClassifier
 
@@ -51,9 +52,15 @@ def resolve_manifest(cfg: Config, run_dir: Path) -> pd.DataFrame:
     return prepare(cfg.data, run_dir).manifest
 
 
-def _callbacks(cfg: Config, ckpt_dir: Path) -> list[Callback]:
-    callbacks: list[Callback] = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR,
-                                                 mode="max", save_last=True, save_top_k=1)]
+def _callbacks(cfg: Config, run_dir: Path) -> list[Callback]:
+    callbacks: list[Callback] = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max",
+                        save_top_k=1, enable_version_counter=False),
+        # Lightning 2.6 refreshes save_last only when the best improved; resuming needs every epoch
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                        enable_version_counter=False),
+        EpochMetricsWriter(run_dir / "metrics.csv"),
+    ]
     if cfg.train.early_stop_patience > 0:
         callbacks.append(EarlyStopping(MONITOR, mode="max", patience=cfg.train.early_stop_patience))
     return callbacks
@@ -67,27 +74,18 @@ def build_trainer(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | 
     return L.Trainer(
         max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=_devices(cfg.train.devices),
         num_nodes=cfg.train.num_nodes, strategy=cfg.train.strategy, precision=cfg.train.precision,
-        gradient_clip_val=cfg.train.grad_clip or None, callbacks=_callbacks(cfg, run_dir / "checkpoints")
-        + list(extra_callbacks or []), logger=CSVLogger(run_dir, name="", version="logs"),
+        gradient_clip_val=cfg.train.grad_clip or None, callbacks=_callbacks(cfg, run_dir)
+        + list(extra_callbacks or []), logger=CSVLogger(run_dir, name="logs"),
         log_every_n_steps=cfg.train.log_every_n_steps, limit_train_batches=cfg.train.limit_train_batches,
         deterministic=False, enable_model_summary=False, default_root_dir=run_dir,
         enable_progress_bar=cfg.train.progress_bar,
     )
 
 
-def epoch_table(run_dir: Path) -> pd.DataFrame:
-    """Condense Lightning's step/epoch CSV log into one row per epoch."""
-    log = pd.read_csv(run_dir / "logs" / "metrics.csv")
-    keep = [c for c in log.columns if c == "epoch" or c.startswith("val/") or c.endswith("_epoch")
-            or c in {"train/ce", "train/kd", "train/mask_coverage"}]
-    table = log[keep].groupby("epoch", as_index=False).last()
-    return table.rename(columns=lambda c: c.replace("_epoch", ""))
-
-
 def _summary(cfg: Config, module: LesionClassifier, trainer: L.Trainer, run_dir: Path,
              seconds: float) -> dict[str, Any]:
     ckpt = trainer.checkpoint_callback
-    metrics = epoch_table(run_dir)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
     best_row = metrics.loc[metrics[MONITOR].idxmax()] if MONITOR in metrics else None
     return {
         "role": cfg.role, "arch": cfg.model.arch, "parameters": count_parameters(module.model),
@@ -126,7 +124,6 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
     if trainer.interrupted or not trainer.is_global_zero:
         return {"interrupted": trainer.interrupted}
     summary = _summary(cfg, module, trainer, run_dir, time.perf_counter() - start)
-    write_csv_atomic(epoch_table(run_dir), run_dir / "metrics.csv")
     atomic_write_json(summary_path, summary)
     return summary
 

@@ -1,0 +1,43 @@
+"""One row per epoch in <run>/metrics.csv, correct across interruptions and resumes.
+
+Lightning's CSVLogger logs steps and rewrites its file on resume; a reader wants one row per
+finished epoch. This callback appends the epoch's aggregated metrics and, on a resumed run, first
+drops rows of epochs the checkpoint had not finished, so each epoch appears exactly once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+from lightning.pytorch.callbacks import Callback
+
+from kndnet.data.manifest import write_csv_atomic
+
+HIDDEN = ("train/loss_step",)
+
+
+class EpochMetricsWriter(Callback):
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _existing(self, before_epoch: int) -> pd.DataFrame:
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return pd.DataFrame()
+        table = pd.read_csv(self.path)
+        return table[table["epoch"] < before_epoch]
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.path.is_file():
+            write_csv_atomic(self._existing(trainer.current_epoch), self.path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row = {"epoch": trainer.current_epoch, "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        for name, value in sorted(trainer.callback_metrics.items()):
+            if name not in HIDDEN:
+                row[name.replace("_epoch", "")] = round(float(value), 6)
+        table = pd.concat([self._existing(trainer.current_epoch), pd.DataFrame([row])], ignore_index=True)
+        write_csv_atomic(table, self.path)

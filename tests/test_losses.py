@@ -1,0 +1,91 @@
+"""Distillation losses: invariants of the method, and golden values from an independent numpy code."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kndnet.config import DistillConfig
+from kndnet.distill.losses import (confidence_masked_kd, decoupled_kd, distillation_loss, hinton_kd)
+
+GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "cmkd_golden.json").read_text())
+
+
+def _batch(seed=0, n=16, c=7):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, c, generator=g, requires_grad=True), torch.randn(n, c, generator=g) * 3,
+            torch.randint(0, c, (n,), generator=g))
+
+
+@pytest.mark.parametrize("case", GOLDEN["cmkd"], ids=lambda c: f"T{c['temperature']}-a{c['alpha']}-th{c['threshold']}")
+def test_cmkd_matches_golden_values(case):
+    s, t = torch.tensor(GOLDEN["student_logits"]), torch.tensor(GOLDEN["teacher_logits"])
+    loss, parts = confidence_masked_kd(s, t, torch.tensor(GOLDEN["labels"]), case["temperature"],
+                                       case["alpha"], case["threshold"])
+    assert loss.item() == pytest.approx(case["loss"], rel=1e-5)
+    assert parts["mask_coverage"].item() == pytest.approx(case["mask_coverage"])
+
+
+def test_alpha_one_is_plain_cross_entropy():
+    s, t, y = _batch()
+    loss, _ = confidence_masked_kd(s, t, y, alpha=1.0)
+    assert torch.allclose(loss, F.cross_entropy(s, y))
+
+
+def test_threshold_zero_is_hinton_kd():
+    s, t, y = _batch()
+    masked, parts = confidence_masked_kd(s, t, y, temperature=3.0, alpha=0.3, threshold=0.0)
+    hinton, _ = hinton_kd(s, t, y, temperature=3.0, alpha=0.3)
+    assert parts["mask_coverage"] == 1.0
+    assert torch.allclose(masked, hinton)
+
+
+def test_kd_term_is_zero_when_no_sample_passes():
+    s, t, y = _batch()
+    _, parts = confidence_masked_kd(s, t, y, threshold=1.0)
+    assert parts["kd"] == 0.0 and parts["mask_coverage"] == 0.0
+
+
+def test_kd_term_scales_with_t_squared():
+    s, t, y = _batch()
+    _, at_t = confidence_masked_kd(s, t, y, temperature=4.0, threshold=-1)
+    kl = F.kl_div(F.log_softmax(s / 4.0, 1), F.softmax(t / 4.0, 1), reduction="batchmean")
+    assert at_t["kd"].item() == pytest.approx(16.0 * kl.item(), rel=1e-5)
+
+
+def test_kl_is_averaged_over_masked_samples_only():
+    s, t, y = _batch(n=8)
+    t = t.clone()
+    t[:2] = 0.0
+    t[:2, 0] = 50.0  # two confident rows; the rest made uncertain
+    t[2:] = torch.zeros_like(t[2:])
+    _, parts = confidence_masked_kd(s, t, y, temperature=1.0, threshold=0.65)
+    kl = F.kl_div(F.log_softmax(s[:2], 1), F.softmax(t[:2], 1), reduction="batchmean")
+    assert parts["mask_coverage"] == pytest.approx(0.25)
+    assert parts["kd"].item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_fn", [confidence_masked_kd, hinton_kd, decoupled_kd])
+def test_no_gradient_reaches_the_teacher(loss_fn):
+    s, t, y = _batch()
+    t.requires_grad_(True)
+    loss, _ = loss_fn(s, t, y)
+    loss.backward()
+    assert t.grad is None and s.grad is not None
+
+
+def test_dkd_is_zero_kd_when_student_equals_teacher():
+    s, _, y = _batch()
+    _, parts = decoupled_kd(s, s.detach().clone(), y)
+    assert parts["kd"].item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_dispatch_by_name_and_unknown_name():
+    s, t, y = _batch()
+    for name in ("cmkd", "hinton", "dkd"):
+        loss, _ = distillation_loss(DistillConfig(loss=name), s, t, y)
+        assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="unknown distillation loss 'kld'"):
+        distillation_loss(DistillConfig(loss="kld"), s, t, y)
