@@ -1,0 +1,86 @@
+"""Cached teacher views: deterministic views, and the student sees exactly the view scored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kndnet.checkpoint import load_model
+from kndnet.cli import main
+from kndnet.data.datasets import LesionDataset
+from kndnet.data.transforms import fixed_view, view_seed
+from kndnet.distill.teacher_cache import TeacherCache
+from kndnet.errors import DataError
+from kndnet.training.fit import fit
+from tests.helpers import tiny_config
+
+
+def test_fixed_view_is_a_pure_function_of_seed_image_and_k():
+    image = torch.randint(0, 255, (3, 40, 40), dtype=torch.uint8)
+    a = fixed_view(image, "ISIC_1", 2, seed=5, size=32)
+    assert torch.equal(a, fixed_view(image, "ISIC_1", 2, seed=5, size=32))
+    assert not torch.equal(a, fixed_view(image, "ISIC_1", 3, seed=5, size=32))
+    assert not torch.equal(a, fixed_view(image, "ISIC_2", 2, seed=5, size=32))
+    assert view_seed(5, "ISIC_1", 2) != view_seed(6, "ISIC_1", 2)
+
+
+@pytest.fixture(scope="module")
+def teacher_and_cache(synth_manifest, tmp_path_factory):
+    root = tmp_path_factory.mktemp("kd")
+    summary = fit(tiny_config("teacher", synth_manifest, **{"train.epochs": 1}), root / "teacher")
+    code = main(["cache-teacher", "--teacher", summary["best_checkpoint"], "--data", str(synth_manifest),
+                 "--out", str(root / "cache"), "--views", "3", "--image-size", "32",
+                 "--config", str(root / "teacher" / "config.yaml")])
+    assert code == 0
+    return root, summary["best_checkpoint"]
+
+
+def test_cache_holds_k_views_of_every_training_image(teacher_and_cache, synth_manifest):
+    root, _ = teacher_and_cache
+    cache = TeacherCache.load(root / "cache")
+    manifest = pd.read_csv(synth_manifest)
+    train = manifest[(manifest["split"] != "test") & (manifest["fold"] != 0)]
+    assert cache.views == 3 and cache.logits.dtype == np.float16
+    assert cache.image_ids == train["image_id"].tolist()
+
+
+def test_distillation_item_pairs_the_view_with_its_own_logits(teacher_and_cache, synth_manifest):
+    root, teacher_ckpt = teacher_and_cache
+    cache = TeacherCache.load(root / "cache")
+    manifest = pd.read_csv(synth_manifest)
+    rows = manifest[manifest["image_id"].isin(cache.image_ids[:6])].reset_index(drop=True)
+    dataset = LesionDataset(rows, 32, "train", load_size=37, view_seed=cache.seed,
+                            teacher_logits=cache.logits_for(rows["image_id"].tolist()))
+    teacher, spec = load_model(teacher_ckpt)
+    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255, torch.tensor(spec.std).view(1, 3, 1, 1) * 255
+    for i in range(len(dataset)):
+        item = dataset[i]
+        with torch.no_grad():
+            fresh = teacher(((item["image"][None].float() - mean) / std))[0]
+        assert torch.allclose(fresh, item["teacher_logits"], atol=2e-2), i
+
+
+def test_distill_with_cache_logs_mask_coverage(teacher_and_cache, synth_manifest, tmp_path):
+    root, teacher_ckpt = teacher_and_cache
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt,
+                                                    "distill.teacher_cache": str(root / "cache")})
+    fit(cfg, tmp_path)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics["train/mask_coverage"].between(0, 1).all() and "train/kd" in metrics
+
+
+def test_online_teacher_distillation_runs(teacher_and_cache, synth_manifest, tmp_path):
+    _, teacher_ckpt = teacher_and_cache
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "train.epochs": 1,
+                                                    "distill.loss": "dkd"})
+    assert fit(cfg, tmp_path)["epochs_run"] == 1
+
+
+def test_cache_of_another_view_size_is_refused(teacher_and_cache, synth_manifest, tmp_path):
+    root, teacher_ckpt = teacher_and_cache
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "data.image_size": 48,
+                                                    "distill.teacher_cache": str(root / "cache")})
+    with pytest.raises(DataError, match="built for 32px views"):
+        fit(cfg, tmp_path)
