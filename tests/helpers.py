@@ -7,7 +7,7 @@ from pathlib import Path
 from kndnet.config import Config, load_config
 
 FAST = {"data.image_size": 32, "data.batch_size": 16, "data.num_workers": 0,
-        "train.progress_bar": False, "train.log_every_n_steps": 1}
+        "train.progress_bar": False, "train.compile": False, "train.log_every_n_steps": 1}
 
 
 def tiny_config(role: str, data: Path, **overrides: object) -> Config:

@@ -92,3 +92,13 @@ def load_config_from_checkpoint(path: str | Path) -> Config:
 
 def spec_payload(spec: ModelSpec, cfg: Config) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "spec": spec.to_dict(), "config": cfg.to_dict()}
+
+
+def save_model_checkpoint(model: nn.Module, spec: ModelSpec, cfg: Config, path: str | Path) -> Path:
+    """Write a minimal self-describing checkpoint (weights + spec) for a model built outside training."""
+    from kndnet.io import atomic_path
+    payload = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+               SPEC_KEY: spec_payload(spec, cfg)}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)

@@ -76,9 +76,11 @@ class LesionDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: LesionDataset, shuffle: bool, sampler=None) -> DataLoader:
         workers = self.cfg.data.num_workers
+        # full training batches: one compiled shape, and BatchNorm never sees a batch of one
+        drop_last = shuffle and len(dataset) > self.cfg.data.batch_size
         return DataLoader(dataset, batch_size=self.cfg.data.batch_size, shuffle=shuffle and sampler is None,
                           sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=False, drop_last=False)
+                          pin_memory=False, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train", "train")

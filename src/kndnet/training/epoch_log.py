@@ -7,6 +7,7 @@ drops rows of epochs the checkpoint had not finished, so each epoch appears exac
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +22,16 @@ HIDDEN = ("train/loss_step",)
 class EpochMetricsWriter(Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._epoch_start = 0.0
+        self._train_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_seconds = 0.0
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and not self._train_seconds:
+            self._train_seconds = time.perf_counter() - self._epoch_start
 
     def _existing(self, before_epoch: int) -> pd.DataFrame:
         if not self.path.is_file() or self.path.stat().st_size == 0:
@@ -35,7 +46,9 @@ class EpochMetricsWriter(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        row = {"epoch": trainer.current_epoch, "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        train_seconds = self._train_seconds or time.perf_counter() - self._epoch_start
+        row = {"epoch": trainer.current_epoch, "lr": trainer.optimizers[0].param_groups[0]["lr"],
+               "train_seconds": round(train_seconds, 2)}
         for name, value in sorted(trainer.callback_metrics.items()):
             if name not in HIDDEN:
                 row[name.replace("_epoch", "")] = round(float(value), 6)

@@ -115,8 +115,6 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
     module = LesionClassifier(cfg.to_dict(), class_counts(split_rows(manifest, "train", cfg.data.val_fold)))
     if cfg.role == "distill" and teacher_cache is None:
         module.attach_online_teacher(cfg.distill.teacher)
-    if cfg.train.compile:
-        module.model = torch.compile(module.model)
     trainer = build_trainer(cfg, run_dir, extra_callbacks)
     last = run_dir / "checkpoints" / "last.ckpt"
     start = time.perf_counter()

@@ -52,6 +52,8 @@ class LesionClassifier(L.LightningModule):
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255)
         self.val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val/")
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and optimiser
+        # compiled wrapper kept outside the module tree, so checkpoint keys stay `model.*`
+        self._compiled = [torch.compile(self.model)] if self.cfg.train.compile else [self.model]
         self.samples_seen = 0
         self.samples_per_rank: list[int] = []
 
@@ -69,7 +71,7 @@ class LesionClassifier(L.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self.preprocess(images))
+        return self._compiled[0](self.preprocess(images))
 
     def _teacher_logits(self, batch: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         if "teacher_logits" in batch:
@@ -82,7 +84,7 @@ class LesionClassifier(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = self.preprocess(batch["image"]), batch["label"]
-        logits = self.model(x)
+        logits = self._compiled[0](x)
         ce_kwargs = {"ce_weight": self.ce_weight, "label_smoothing": self.cfg.train.label_smoothing}
         if self.cfg.role == "distill":
             loss, parts = distillation_loss(self.cfg.distill, logits, self._teacher_logits(batch, x), y,
