@@ -1,0 +1,86 @@
+"""Evaluation commands: evaluate, calibrate, compare, explain."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kndnet.commands import command
+from kndnet.commands.data import data_args
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    data_args(p)
+    p.add_argument("--model", help="checkpoint or .onnx (default: the shipped student)")
+    p.add_argument("--split", default="test", help="manifest split: test | val | train | all")
+    p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"])
+    p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv, figures, report.md")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+@command("evaluate", "score a model with CIs, calibration, per-class metrics and figures", _evaluate_args)
+def _evaluate(args: argparse.Namespace) -> int:
+    from kndnet.evaluation.report import write_evaluation
+    from kndnet.evaluation.run import evaluation_rows, score
+    from kndnet.inference import open_predictor
+    from kndnet.shipped import resolve_model
+    predictor = open_predictor(resolve_model(args.model))
+    rows = evaluation_rows(args.data, args.split, args.format or "auto")
+    plain = score(predictor, rows, "none", args.batch_size)
+    tta = score(predictor, rows, args.tta, args.batch_size) if args.tta != "none" else None
+    m = write_evaluation(predictor, plain, Path(args.out), args.data, args.split, tta, args.tta, args.resamples)
+    print(f"{m['images']} images: accuracy {m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, "
+          f"{m['accuracy_ci_high']:.3f}], balanced accuracy {m['balanced_accuracy']:.3f}, "
+          f"macro-F1 {m['macro_f1']:.3f} [{m['macro_f1_ci_low']:.3f}, {m['macro_f1_ci_high']:.3f}], "
+          f"ECE {m['ece']:.3f}")
+    if tta is not None:
+        print(f"with TTA ({args.tta}): accuracy {m['tta_accuracy']:.3f}, macro-F1 {m['tta_macro_f1']:.3f}")
+    print(f"wrote {args.out}/report.md")
+    return 0
+
+
+def _calibrate_args(p: argparse.ArgumentParser) -> None:
+    data_args(p)
+    p.add_argument("--model", required=True, help="checkpoint to calibrate")
+    p.add_argument("--split", default="val", help="split to fit the temperature on (default val)")
+    p.add_argument("--out", help="calibrated checkpoint (default: <model>_calibrated.ckpt)")
+
+
+@command("calibrate", "fit temperature scaling on the validation split and store it in the checkpoint",
+         _calibrate_args)
+def _calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+    from kndnet.evaluation.calibration import calibration_summary, fit_temperature, write_temperature
+    from kndnet.evaluation.run import evaluation_rows
+    from kndnet.inference import TorchPredictor
+    from kndnet.data.datasets import LesionDataset
+    from torch.utils.data import DataLoader
+    predictor = TorchPredictor(args.model)
+    predictor.spec.temperature = 1.0
+    rows = evaluation_rows(args.data, args.split, args.format or "auto")
+    dataset = LesionDataset(rows, predictor.spec.image_size, "eval", load_size=predictor.spec.image_size)
+    logits = np.concatenate([predictor.logits(b["image"]) for b in DataLoader(dataset, batch_size=64)])
+    temperature = fit_temperature(logits, dataset.labels.numpy())
+    out = Path(args.out or Path(args.model).with_name(Path(args.model).stem + "_calibrated.ckpt"))
+    write_temperature(args.model, temperature, out)
+    s = calibration_summary(logits, dataset.labels.numpy(), temperature)
+    print(f"temperature {s['temperature']}: ECE {s['ece_before']} -> {s['ece_after']} on {len(rows)} "
+          f"{args.split} images; wrote {out}")
+    return 0
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("evaluations", nargs="+", metavar="EVAL_DIR",
+                   help="folders written by `kndnet evaluate` (same split), e.g. teacher, student, KD")
+    p.add_argument("--names", help="comma-separated labels, one per folder")
+    p.add_argument("--out", required=True)
+
+
+@command("compare", "one Markdown table and one chart of several evaluated models", _compare_args)
+def _compare(args: argparse.Namespace) -> int:
+    from kndnet.evaluation.compare import compare
+    names = args.names.split(",") if args.names else None
+    table = compare([Path(e) for e in args.evaluations], Path(args.out), names)
+    print(table)
+    return 0

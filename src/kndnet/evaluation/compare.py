@@ -1,0 +1,54 @@
+"""Compare evaluated models (teacher vs student alone vs KD ...) on the same split; aggregate folds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kndnet.errors import DataError
+from kndnet.evaluation.figures import comparison_png
+from kndnet.io import atomic_write_text
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def _load(folder: Path) -> dict:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise DataError(f"{folder}: no metrics.json; run `kndnet evaluate --out {folder}` first")
+    return json.loads(path.read_text())
+
+
+def _cell(m: dict, name: str) -> str:
+    return f"{m[name]:.3f} [{m[name + '_ci_low']:.3f}, {m[name + '_ci_high']:.3f}]"
+
+
+def compare(folders: list[Path], out_dir: Path, names: list[str] | None = None) -> str:
+    """Write comparison.md and comparison.png; returns the Markdown table."""
+    runs = [_load(f) for f in folders]
+    names = names or [f.name for f in folders]
+    if len(names) != len(runs):
+        raise DataError(f"--names gives {len(names)} labels for {len(runs)} folders")
+    if len({(r["data"], r["split"], r["images"]) for r in runs}) > 1:
+        raise DataError("evaluations are on different data or splits; compare models on the same split")
+    lines = ["| model | accuracy | balanced accuracy | macro-F1 | mel. sensitivity | ECE |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, m in zip(names, runs):
+        lines.append(f"| {name} | {_cell(m, 'accuracy')} | {_cell(m, 'balanced_accuracy')} | "
+                     f"{_cell(m, 'macro_f1')} | {m['melanoma_sensitivity']:.3f} | {m['ece']:.3f} |")
+    table = "\n".join(lines)
+    atomic_write_text(out_dir / "comparison.md",
+                      f"# Comparison on `{runs[0]['data']}` ({runs[0]['split']}, {runs[0]['images']} images)\n\n"
+                      f"{table}\n\n95% bootstrap CIs in brackets.\n\n![comparison](comparison.png)\n")
+    comparison_png(names, {k: [m[k] for m in runs] for k in HEADLINE}, out_dir / "comparison.png")
+    return table
+
+
+def aggregate_folds(fold_metrics: list[dict]) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of every numeric metric across K cross-validation folds."""
+    keys = [k for k, v in fold_metrics[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return {k: (float(np.mean([m[k] for m in fold_metrics])), float(np.std([m[k] for m in fold_metrics], ddof=1)
+                                                                   if len(fold_metrics) > 1 else 0.0))
+            for k in keys}

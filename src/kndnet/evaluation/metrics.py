@@ -1,0 +1,124 @@
+"""Classification metrics a dermatology-AI reviewer asks for, as pure functions of arrays.
+
+Balanced accuracy (mean per-class recall) is the ISIC 2018 Task 3 score. Calibration: expected
+calibration error with 15 equal-width confidence bins (Guo et al., 2017), negative log-likelihood
+and the multi-class Brier score. Confidence intervals: percentile bootstrap over images.
+All inputs: y_true (N,) int labels, probs (N, C) rows summing to 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+from kndnet.classes import CLASS_CODES, MELANOMA_INDEX
+
+EPS = 1e-12
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Sum over confidence bins of |accuracy - mean confidence|, weighted by the bin's share."""
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = predicted == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def reliability_bins(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Per bin: mean confidence, accuracy and count (for the reliability diagram)."""
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > low) & (confidence <= high)
+        out.append({"low": float(low), "high": float(high), "count": int(in_bin.sum()),
+                    "confidence": float(confidence[in_bin].mean()) if in_bin.any() else float("nan"),
+                    "accuracy": float(correct[in_bin].mean()) if in_bin.any() else float("nan")})
+    return out
+
+
+def negative_log_likelihood(y_true: np.ndarray, probs: np.ndarray) -> float:
+    return float(-np.mean(np.log(probs[np.arange(len(y_true)), y_true] + EPS)))
+
+
+def brier_score(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean over images of the squared distance between probs and the one-hot truth."""
+    onehot = np.eye(probs.shape[1])[y_true]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def _roc_auc(y_true: np.ndarray, probs: np.ndarray, classes: list[int]) -> dict[str, float]:
+    out = {}
+    for c in classes:
+        positives = y_true == c
+        out[CLASS_CODES[c]] = (float(skm.roc_auc_score(positives, probs[:, c]))
+                               if 0 < positives.sum() < len(y_true) else float("nan"))
+    valid = [v for v in out.values() if not np.isnan(v)]
+    out["macro"] = float(np.mean(valid)) if valid else float("nan")
+    return out
+
+
+def _melanoma(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    is_mel, called_mel = y_true == MELANOMA_INDEX, y_pred == MELANOMA_INDEX
+    sens = (called_mel & is_mel).sum() / is_mel.sum() if is_mel.any() else float("nan")
+    spec = (~called_mel & ~is_mel).sum() / (~is_mel).sum() if (~is_mel).any() else float("nan")
+    return {"melanoma_sensitivity": float(sens), "melanoma_specificity": float(spec)}
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, object]:
+    """Every point metric: flat scalars plus per-class tables and the confusion matrix."""
+    classes = list(range(probs.shape[1]))
+    y_pred = probs.argmax(axis=1)
+    p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    out: dict[str, object] = {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred),
+        "macro_f1": float(np.mean(f[support > 0])) if support.any() else 0.0,
+    }
+    for avg in ("macro", "weighted"):
+        ap, ar, af, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=[c for c in classes if support[c] > 0],
+                                                            average=avg, zero_division=0)
+        out.update({f"{avg}_precision": ap, f"{avg}_recall": ar, f"{avg}_f1": af})
+    out.update(_melanoma(y_true, y_pred))
+    out.update({"ece": expected_calibration_error(y_true, probs), "nll": negative_log_likelihood(y_true, probs),
+                "brier": brier_score(y_true, probs)})
+    out["roc_auc"] = _roc_auc(y_true, probs, classes)
+    out["per_class"] = {CLASS_CODES[c]: {"precision": float(p[c]), "recall": float(r[c]), "f1": float(f[c]),
+                                         "support": int(support[c])} for c in classes}
+    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=classes).tolist()
+    return out
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in y_true (the ISIC 2018 Task 3 score)."""
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
+
+
+CI_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda y, p: float(np.mean(p.argmax(1) == y)),
+    "balanced_accuracy": lambda y, p: balanced_accuracy(y, p.argmax(1)),
+    "macro_f1": lambda y, p: float(skm.f1_score(y, p.argmax(1), labels=np.unique(y), average="macro",
+                                                zero_division=0)),
+}
+
+
+def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap CI over images for accuracy, balanced accuracy and macro-F1."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    draws = {name: np.empty(resamples) for name in CI_METRICS}
+    for i in range(resamples):
+        idx = rng.integers(0, n, n)
+        for name, fn in CI_METRICS.items():
+            draws[name][i] = fn(y_true[idx], probs[idx])
+    tail = (1 - level) / 2 * 100
+    return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
+            for name, v in draws.items()}

@@ -1,0 +1,64 @@
+"""Write an evaluation's files: metrics.json, predictions.csv, figures and a readable report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kndnet.classes import CLASSES
+from kndnet.data.manifest import write_csv_atomic
+from kndnet.evaluation.figures import confusion_matrix_png, reliability_png
+from kndnet.evaluation.metrics import expected_calibration_error, reliability_bins
+from kndnet.evaluation.run import Scored, confusion, flat_metrics, predictions_table
+from kndnet.inference import Predictor
+from kndnet.io import atomic_write_json, atomic_write_text
+
+
+def _ci(m: dict, name: str) -> str:
+    return f"{m[name]:.3f} [{m[name + '_ci_low']:.3f}, {m[name + '_ci_high']:.3f}]"
+
+
+def report_markdown(m: dict, tta: dict | None, title: str) -> str:
+    lines = [f"# Evaluation: {title}", "",
+             f"Model `{m['model']}` on `{m['data']}` (split `{m['split']}`, {m['images']} images). "
+             "95% bootstrap confidence intervals over images in brackets.", "",
+             "| metric | value |", "| --- | --- |",
+             f"| accuracy | {_ci(m, 'accuracy')} |",
+             f"| balanced accuracy (ISIC 2018 score) | {_ci(m, 'balanced_accuracy')} |",
+             f"| macro-F1 | {_ci(m, 'macro_f1')} |"]
+    if tta:
+        lines += [f"| macro-F1 with TTA ({m['tta']}) | {_ci(tta, 'tta_macro_f1')} |",
+                  f"| accuracy with TTA | {_ci(tta, 'tta_accuracy')} |"]
+    lines += [f"| macro precision / recall | {m['macro_precision']:.3f} / {m['macro_recall']:.3f} |",
+              f"| weighted F1 | {m['weighted_f1']:.3f} |",
+              f"| melanoma sensitivity / specificity | {m['melanoma_sensitivity']:.3f} / "
+              f"{m['melanoma_specificity']:.3f} |",
+              f"| ROC-AUC (macro, one-vs-rest) | {m['roc_auc_macro']:.3f} |",
+              f"| ECE (15 bins) / NLL / Brier | {m['ece']:.3f} / {m['nll']:.3f} / {m['brier']:.3f} |",
+              "", "## Per class", "", "| class | precision | recall | F1 | ROC-AUC | support |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for c in CLASSES:
+        lines.append(f"| {c.code} ({c.name}) | {m[c.code + '_precision']:.3f} | {m[c.code + '_recall']:.3f} | "
+                     f"{m[c.code + '_f1']:.3f} | {m['roc_auc_' + c.code]:.3f} | {m[c.code + '_support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png) ![reliability](reliability.png)", "",
+              "Research use only: not a medical device.", ""]
+    return "\n".join(lines)
+
+
+def write_evaluation(predictor: Predictor, scored: Scored, out_dir: Path, data: str, split: str,
+                     tta_scored: Scored | None = None, tta: str = "none", resamples: int = 1000) -> dict:
+    out_dir = Path(out_dir)
+    metrics = {"model": getattr(predictor, "source", "?"), "data": str(data), "split": split,
+               "images": len(scored.y_true), "temperature": predictor.spec.temperature, "tta": tta,
+               **flat_metrics(scored, resamples)}
+    tta_metrics = flat_metrics(tta_scored, resamples, prefix="tta_") if tta_scored is not None else None
+    atomic_write_json(out_dir / "metrics.json", {**metrics, **(tta_metrics or {})})
+    write_csv_atomic(predictions_table(scored), out_dir / "predictions.csv")
+    title = Path(metrics["model"]).name
+    confusion_matrix_png(confusion(scored), out_dir / "confusion_matrix.png", title)
+    reliability_png(reliability_bins(scored.y_true, scored.probs),
+                    expected_calibration_error(scored.y_true, scored.probs), out_dir / "reliability.png", title)
+    atomic_write_text(out_dir / "report.md", report_markdown(metrics, tta_metrics, title))
+    return {**metrics, **(tta_metrics or {})}
+
+
+__all__ = ["write_evaluation", "report_markdown"]

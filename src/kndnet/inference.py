@@ -1,0 +1,83 @@
+"""Run a trained model on images: PyTorch checkpoints and exported ONNX models behind one interface.
+
+A Predictor takes uint8 N x 3 x H x W batches at the model's input size and returns logits divided by
+the calibration temperature. Test-time augmentation averages softmax over flipped copies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from kndnet.checkpoint import ModelSpec, load_model
+from kndnet.errors import CheckpointError
+
+TTA_FLIPS = {"none": [()], "hflip": [(), (-1,)], "flips": [(), (-1,), (-2,), (-2, -1)]}
+ONNX_SPEC_KEY = "kndnet_spec"
+
+
+class Predictor(Protocol):
+    spec: ModelSpec
+
+    def logits(self, images: torch.Tensor) -> np.ndarray: ...
+
+
+def normalise(images: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255
+    return (images.float() - mean) / std
+
+
+class TorchPredictor:
+    def __init__(self, checkpoint: str | Path) -> None:
+        self.model, self.spec = load_model(checkpoint)
+        self.source = str(checkpoint)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> np.ndarray:
+        return self.model(normalise(images, self.spec)).numpy() / self.spec.temperature
+
+
+class OnnxPredictor:
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_SPEC_KEY not in meta:
+            raise CheckpointError(f"{path}: ONNX model has no '{ONNX_SPEC_KEY}' metadata; export it "
+                                  "with `kndnet export`")
+        self.spec = ModelSpec.from_dict(json.loads(meta[ONNX_SPEC_KEY]))
+        self.input_name = self.session.get_inputs()[0].name
+        self.source = str(path)
+
+    def logits(self, images: torch.Tensor) -> np.ndarray:
+        x = normalise(images, self.spec).numpy()
+        return self.session.run(None, {self.input_name: x})[0] / self.spec.temperature
+
+
+def open_predictor(path: str | Path) -> Predictor:
+    """A predictor for a .ckpt or .onnx file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return OnnxPredictor(path)
+    return TorchPredictor(path)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_probs(predictor: Predictor, images: torch.Tensor, tta: str = "none") -> np.ndarray:
+    """Softmax probabilities, averaged over the TTA flips; N x C."""
+    if tta not in TTA_FLIPS:
+        raise ValueError(f"unknown --tta {tta!r}; choose {', '.join(TTA_FLIPS)}")
+    views = [images.flip(dims) if dims else images for dims in TTA_FLIPS[tta]]
+    return np.mean([softmax(predictor.logits(v)) for v in views], axis=0)

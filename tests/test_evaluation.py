@@ -1,0 +1,138 @@
+"""Metrics against scikit-learn, CIs, calibration, figures, and the evaluate/calibrate/compare commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn import metrics as skm
+
+from kndnet.cli import main
+from kndnet.evaluation.calibration import fit_temperature
+from kndnet.evaluation.compare import aggregate_folds
+from kndnet.evaluation.metrics import (bootstrap_ci, brier_score, classification_metrics,
+                                       expected_calibration_error)
+from kndnet.inference import softmax
+from kndnet.training.fit import fit
+from tests.helpers import tiny_config
+
+
+def _arrays(seed=0, n=400, c=7):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    logits = rng.normal(0, 1, (n, c))
+    logits[np.arange(n), y] += 1.5
+    return y, softmax(logits)
+
+
+def test_point_metrics_match_scikit_learn():
+    y, p = _arrays()
+    pred = p.argmax(1)
+    m = classification_metrics(y, p)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["weighted_f1"] == pytest.approx(skm.f1_score(y, pred, average="weighted"))
+    assert m["macro_precision"] == pytest.approx(skm.precision_score(y, pred, average="macro"))
+    assert m["roc_auc"]["macro"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr"), abs=1e-9)
+    assert m["nll"] == pytest.approx(skm.log_loss(y, p))
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, pred).tolist()
+    mel = y == 4
+    assert m["melanoma_sensitivity"] == pytest.approx(np.mean(pred[mel] == 4))
+    assert m["melanoma_specificity"] == pytest.approx(np.mean(pred[~mel] != 4))
+
+
+def test_brier_is_the_multiclass_squared_error():
+    y = np.array([0, 1])
+    p = np.array([[1.0, 0.0], [0.5, 0.5]])
+    assert brier_score(y, p) == pytest.approx((0 + 0.5) / 2)
+
+
+def test_bootstrap_ci_contains_the_point_estimate_and_is_seeded():
+    y, p = _arrays()
+    ci = bootstrap_ci(y, p, resamples=300, seed=1)
+    m = classification_metrics(y, p)
+    for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+        assert ci[name][0] <= m[name] <= ci[name][1]
+        assert ci[name][1] - ci[name][0] < 0.2
+    assert ci == bootstrap_ci(y, p, resamples=300, seed=1)
+
+
+def test_perfectly_calibrated_predictions_have_ece_near_zero():
+    rng = np.random.default_rng(0)
+    n = 40_000
+    confidence = rng.uniform(0.3, 1.0, n)
+    correct = rng.uniform(size=n) < confidence  # right exactly as often as claimed
+    probs = np.zeros((n, 2))
+    probs[:, 0], probs[:, 1] = confidence, 1 - confidence
+    y = np.where(correct, 0, 1)
+    assert expected_calibration_error(y, probs) < 0.01
+    overconfident = np.zeros((n, 2))
+    overconfident[:, 0] = 0.99
+    overconfident[:, 1] = 0.01
+    assert expected_calibration_error(y, overconfident) > 0.2
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (5000, 7))
+    y = np.array([rng.choice(7, p=row) for row in softmax(logits / 2.5)])
+    assert fit_temperature(logits, y) == pytest.approx(2.5, rel=0.1)
+
+
+def test_fold_aggregation_mean_and_std():
+    agg = aggregate_folds([{"acc": 0.7, "name": "a"}, {"acc": 0.8, "name": "b"}, {"acc": 0.9, "name": "c"}])
+    assert agg["acc"][0] == pytest.approx(0.8) and agg["acc"][1] == pytest.approx(0.1)
+    assert "name" not in agg
+
+
+@pytest.fixture(scope="module")
+def trained(synth_manifest, tmp_path_factory):
+    run = tmp_path_factory.mktemp("eval_student")
+    summary = fit(tiny_config("student", synth_manifest, **{"train.epochs": 8}), run)
+    return summary["best_checkpoint"], synth_manifest
+
+
+def test_evaluate_writes_every_file_with_real_content(trained, tmp_path, capsys):
+    ckpt, manifest = trained
+    assert main(["evaluate", "--model", ckpt, "--data", str(manifest), "--tta", "hflip",
+                 "--out", str(tmp_path), "--resamples", "200"]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["split"] == "test" and m["images"] == (pd.read_csv(manifest)["split"] == "test").sum()
+    assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"]
+    assert "tta_macro_f1" in m and "roc_auc_mel" in m
+    preds = pd.read_csv(tmp_path / "predictions.csv")
+    assert len(preds) == m["images"] and preds.filter(like="prob_").sum(axis=1).round(3).eq(1).all()
+    for name in ("confusion_matrix.png", "reliability.png"):
+        with Image.open(tmp_path / name) as img:
+            assert img.size[0] > 300 and np.asarray(img.convert("L")).std() > 10
+    assert "balanced accuracy" in (tmp_path / "report.md").read_text()
+
+
+def test_calibrate_stores_the_temperature_in_a_new_checkpoint(trained, tmp_path, capsys):
+    ckpt, manifest = trained
+    out = tmp_path / "cal.ckpt"
+    assert main(["calibrate", "--model", ckpt, "--data", str(manifest), "--out", str(out)]) == 0
+    from kndnet.checkpoint import load_model
+    _, spec = load_model(out)
+    assert spec.temperature != 1.0
+    assert "ECE" in capsys.readouterr().out
+
+
+def test_compare_refuses_different_splits(trained, tmp_path):
+    ckpt, manifest = trained
+    main(["evaluate", "--model", ckpt, "--data", str(manifest), "--out", str(tmp_path / "a"), "--resamples", "50"])
+    main(["evaluate", "--model", ckpt, "--data", str(manifest), "--split", "val", "--out", str(tmp_path / "b"),
+          "--resamples", "50"])
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--names", "x,y",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "comparison.png").is_file()
+
+
+def test_evaluate_without_a_shipped_model_says_so(synth_manifest, tmp_path, capsys):
+    assert main(["evaluate", "--data", str(synth_manifest), "--out", str(tmp_path)]) == 2
+    assert "ships no pretrained student" in capsys.readouterr().err
