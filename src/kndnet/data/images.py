@@ -53,8 +53,7 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as err:
-        raise ImageError(path, f"cannot decode as an image ({err}); re-export it as JPEG or PNG "
-                               "or drop it with --drop-bad") from err
+        raise ImageError(path, f"cannot decode as an image ({err}); re-export it as JPEG or PNG") from err
 
 
 def load_rgb_array(path: str | Path, size: int | None = None) -> np.ndarray:
@@ -62,4 +61,4 @@ def load_rgb_array(path: str | Path, size: int | None = None) -> np.ndarray:
     img = load_rgb(path)
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # writable: torch.from_numpy needs it
