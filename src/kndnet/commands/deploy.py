@@ -40,3 +40,29 @@ def _predict(args: argparse.Namespace) -> int:
     if args.explain:
         explain_files([r.path for r in results if not r.error], args.model, Path(args.explain))
     return 1 if any(r.error for r in results) else 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint (default: the shipped student)")
+    p.add_argument("--out", required=True, help="folder for model_fp32.onnx, model_int8.onnx, model card")
+    p.add_argument("--int8", action="store_true", help="also write an int8 (QDQ, per-channel) model")
+    p.add_argument("--calib", help="manifest or data folder: calibration images come from its train split")
+    p.add_argument("--calib-count", type=int, default=200)
+    p.add_argument("--eval-split", default="test", help="held-out split for the fp32-vs-int8 report")
+
+
+@command("export", "export ONNX (and int8) with parity checks and a model card", _export_args)
+def _export(args: argparse.Namespace) -> int:
+    from kndnet.deploy.export import export
+    from kndnet.shipped import resolve_model
+    card = export(resolve_model(args.model), Path(args.out), args.int8, args.calib, args.calib_count,
+                  args.eval_split)
+    print(f"fp32 ONNX: {card['fp32_bytes'] / 1024:.1f} KB, parity vs PyTorch max |diff| "
+          f"{card['onnx_fp32_vs_torch_max_abs_logit_diff']:.1e}; {card['macs'] / 1e6:.1f} M MACs; "
+          f"int8 peak activations {card['peak_activation_bytes_int8'] / 1024:.0f} KB")
+    if args.int8:
+        print(f"int8 ONNX: {card['int8_bytes'] / 1024:.1f} KB; on {args.eval_split}: accuracy fp32 "
+              f"{card['fp32_accuracy']:.3f} vs int8 {card['int8_accuracy']:.3f}, macro-F1 {card['fp32_macro_f1']:.3f}"
+              f" vs {card['int8_macro_f1']:.3f}, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}")
+    print(f"wrote {args.out}/MODEL_CARD.md")
+    return 0

@@ -1,0 +1,74 @@
+"""`kndnet export`: ONNX fp32 (+ int8) with parity checks, graph costs and a model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+
+from kndnet.checkpoint import load_config_from_checkpoint, load_model, save_model_checkpoint
+from kndnet.data.datasets import LesionDataset
+from kndnet.deploy.graph_stats import graph_stats
+from kndnet.deploy.model_card import write_model_card
+from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx, logits_parity
+from kndnet.deploy.quantize import quantize_int8
+from kndnet.evaluation.run import evaluation_rows
+from kndnet.inference import OnnxPredictor
+from kndnet.io import atomic_write_json
+from kndnet.models import count_parameters
+
+
+def load_images(data: str, split: str, size: int, count: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Up to `count` eval-preprocessed uint8 images of a split (seeded sample) and their labels."""
+    rows = evaluation_rows(data, split)
+    if count and len(rows) > count:
+        rows = rows.sample(n=count, random_state=seed).reset_index(drop=True)
+    dataset = LesionDataset(rows, size, "eval", load_size=size)
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([i["image"] for i in items]), dataset.labels.numpy()
+
+
+def _scores(logits: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, float]:
+    pred = logits.argmax(1)
+    return {f"{prefix}_accuracy": round(float(np.mean(pred == labels)), 4),
+            f"{prefix}_macro_f1": round(float(f1_score(labels, pred, average="macro", labels=np.unique(labels))), 4)}
+
+
+def int8_report(fp32: Path, int8: Path, images: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy and macro-F1 of fp32 vs int8 on held-out images, and their top-1 agreement."""
+    a, b = OnnxPredictor(fp32).logits(images), OnnxPredictor(int8).logits(images)
+    return {**_scores(a, labels, "fp32"), **_scores(b, labels, "int8"),
+            **logits_parity(a, b).as_dict("int8_vs_fp32")}
+
+
+def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_count: int = 200,
+           eval_split: str = "test", eval_count: int = 0) -> dict[str, Any]:
+    model, spec = load_model(model_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32_path = export_onnx(model, spec, out_dir / "model_fp32.onnx")
+    probe = torch.randint(0, 256, (8, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+    stats = graph_stats(fp32_path, spec.image_size, bytes_per_element=1)
+    card: dict[str, Any] = {"arch": spec.arch, "image_size": spec.image_size, "width": spec.width,
+                            "parameters": count_parameters(model), "temperature": spec.temperature,
+                            "macs": stats["macs"], "peak_activation_bytes_int8": stats["peak_activation_bytes"],
+                            **check_onnx_parity(model, spec, fp32_path, probe).as_dict("onnx_fp32_vs_torch")}
+    card["fp32_bytes"] = fp32_path.stat().st_size
+    if int8:
+        if not data:
+            raise ValueError("--int8 needs --calib DATA (a manifest or data folder) for calibration images")
+        calib, _ = load_images(data, "train", spec.image_size, calib_count)
+        int8_path = quantize_int8(fp32_path, out_dir / "model_int8.onnx", calib, spec)
+        card["int8_bytes"] = int8_path.stat().st_size
+        held_out, labels = load_images(data, eval_split, spec.image_size, eval_count)
+        card.update(int8_report(fp32_path, int8_path, held_out, labels))
+        card["int8_eval_split"] = eval_split
+    cfg = load_config_from_checkpoint(model_path)
+    save_model_checkpoint(model, spec, cfg, out_dir / "model.ckpt")  # weights + spec, no optimiser
+    card["checkpoint_bytes"] = (out_dir / "model.ckpt").stat().st_size
+    card["training"] = cfg.to_dict()
+    write_model_card(out_dir, card)
+    atomic_write_json(out_dir / "export.json", {k: v for k, v in card.items() if k != "training"})
+    return card

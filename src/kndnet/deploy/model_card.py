@@ -1,0 +1,51 @@
+"""Model cards (Mitchell et al., FAT* 2019): what the model is, costs, how it scored, what it is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kndnet.classes import CLASSES
+from kndnet.io import atomic_write_json, atomic_write_text
+
+HAM10000_ATTRIBUTION = (
+    "Trained on HAM10000: Tschandl P., Rosendahl C., Kittler H., \"The HAM10000 dataset, a large collection "
+    "of multi-source dermatoscopic images of common pigmented skin lesions\", Sci. Data 5, 180161 (2018), "
+    "doi:10.1038/sdata.2018.161; data record doi:10.7910/DVN/DBW86T, CC BY-NC. Research use only.")
+INTENDED_USE = ("Research and education on efficient skin-lesion classification of dermoscopic images; "
+                "benchmarking on-device inference. Not for diagnosis.")
+LIMITATIONS = [
+    "Not a medical device: it has not been clinically validated and must not guide diagnosis or treatment.",
+    "Trained on dermoscopic images from two sites in Austria and Australia (HAM10000); expect lower accuracy on "
+    "other devices, clinical (non-dermoscopic) photos, darker skin types and lesion types outside the 7 classes.",
+    "Class imbalance: minority classes (df, vasc, akiec) have few training examples and wide confidence intervals.",
+]
+
+
+def write_model_card(out_dir: Path, card: dict[str, Any]) -> None:
+    """Write model_card.json (for programs) and MODEL_CARD.md (for people)."""
+    card = {**card, "intended_use": INTENDED_USE, "limitations": LIMITATIONS,
+            "data_attribution": HAM10000_ATTRIBUTION, "classes": [c.code for c in CLASSES]}
+    atomic_write_json(out_dir / "model_card.json", card)
+    atomic_write_text(out_dir / "MODEL_CARD.md", _markdown(card))
+
+
+def _markdown(card: dict[str, Any]) -> str:
+    kb = lambda n: f"{n / 1024:.1f} KB" if n else "-"  # noqa: E731
+    lines = [f"# Model card: {card['arch']} ({card['image_size']} px)", "",
+             "**Not a medical device.** " + INTENDED_USE, "", "## Costs", "",
+             f"- parameters: {card['parameters']:,}",
+             f"- multiply-accumulates per image: {card['macs'] / 1e6:.1f} M",
+             f"- files: fp32 ONNX {kb(card.get('fp32_bytes'))}, int8 ONNX {kb(card.get('int8_bytes'))}",
+             f"- peak activation memory at int8 (graph liveness, batch 1): {kb(card['peak_activation_bytes_int8'])}",
+             "", "## Classes", "", ", ".join(f"{c.index} {c.code} ({c.name})" for c in CLASSES), ""]
+    metrics = {k: v for k, v in card.items() if k.startswith(("fp32_", "int8_", "onnx_")) and k.endswith(
+        ("accuracy", "macro_f1", "agreement", "diff", "images"))}
+    if metrics:
+        lines += ["## Measured", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in metrics.items()] + [""]
+    if card.get("training"):
+        lines += ["## Training", "", "```", str(card["training"]), "```", ""]
+    lines += ["## Limitations", ""] + [f"- {x}" for x in LIMITATIONS]
+    lines += ["", "## Data", "", HAM10000_ATTRIBUTION, ""]
+    return "\n".join(lines)
