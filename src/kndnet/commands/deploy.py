@@ -66,3 +66,38 @@ def _export(args: argparse.Namespace) -> int:
               f" vs {card['int8_macro_f1']:.3f}, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}")
     print(f"wrote {args.out}/MODEL_CARD.md")
     return 0
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="student checkpoint (default: the shipped student)")
+    p.add_argument("--teacher", help="teacher checkpoint, measured side by side")
+    p.add_argument("--calib", help="manifest or data folder for int8 calibration (default: random images)")
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--out", required=True)
+
+
+@command("bench", "latency/throughput: PyTorch eager vs ONNX Runtime fp32 vs int8, 1 and all threads",
+         _bench_args)
+def _bench(args: argparse.Namespace) -> int:
+    from kndnet.deploy.bench import bench_checkpoint, bench_table
+    from kndnet.io import atomic_write_json, atomic_write_text
+    from kndnet.shipped import resolve_model
+    out = Path(args.out)
+    models = [resolve_model(args.model)] + ([Path(args.teacher)] if args.teacher else [])
+    results = [bench_checkpoint(m, out, _calibration(args.calib, m), args.repeats) for m in models]
+    table = bench_table(results)
+    atomic_write_json(out / "bench.json", results)
+    atomic_write_text(out / "bench.md", table + "\n")
+    print(table)
+    print(f"ONNX Runtime int8 vs PyTorch eager, batch 1, one thread: "
+          f"{results[0]['int8_vs_eager_1thread_b1_speedup']}x faster")
+    return 0
+
+
+def _calibration(data: str | None, model: Path):
+    if not data:
+        return None
+    from kndnet.checkpoint import load_model
+    from kndnet.deploy.export import load_images
+    _, spec = load_model(model)
+    return load_images(data, "train", spec.image_size, 64)[0]

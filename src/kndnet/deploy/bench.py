@@ -1,0 +1,104 @@
+"""`kndnet bench`: latency and throughput of a model as PyTorch eager, ONNX Runtime fp32 and int8.
+
+Batch-1 latency (p50/p95 over repeated runs after warm-up) and batch-32 throughput, on one thread
+and on all cores, all measured in this process on the same inputs. Results are a flat JSON plus a
+table; the int8-vs-eager speed-up on one thread is printed as a ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from kndnet.checkpoint import load_model
+from kndnet.deploy.graph_stats import graph_stats
+from kndnet.deploy.onnx_export import export_onnx
+from kndnet.deploy.quantize import quantize_int8
+from kndnet.models import count_parameters
+
+
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - start
+    return times
+
+
+def _torch_runner(model: torch.nn.Module, x: np.ndarray, threads: int) -> Callable[[], object]:
+    tensor = torch.from_numpy(x)
+    def run() -> object:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return model(tensor)
+    return run
+
+
+def _ort_runner(path: Path, x: np.ndarray, threads: int) -> Callable[[], object]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})
+
+
+def measure(runners: dict[str, Callable[[np.ndarray, int], Callable[[], object]]], size: int,
+            repeats: int = 50, batch: int = 32) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    one = rng.standard_normal((1, 3, size, size), dtype=np.float32)
+    many = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    all_threads = os.cpu_count() or 1
+    out: dict[str, float] = {}
+    for name, make in runners.items():
+        for label, threads in (("1thread", 1), (f"{all_threads}threads", all_threads)):
+            latency = time_calls(make(one, threads), warmup=5, repeats=repeats) * 1000
+            out[f"{name}_{label}_b1_p50_ms"] = round(float(np.percentile(latency, 50)), 3)
+            out[f"{name}_{label}_b1_p95_ms"] = round(float(np.percentile(latency, 95)), 3)
+            seconds = time_calls(make(many, threads), warmup=1, repeats=max(3, repeats // 10))
+            out[f"{name}_{label}_b{batch}_img_per_s"] = round(batch / float(np.median(seconds)), 1)
+    torch.set_num_threads(all_threads)
+    return out
+
+
+def bench_checkpoint(ckpt: Path, out_dir: Path, calibration: torch.Tensor | None = None,
+                     repeats: int = 50) -> dict[str, Any]:
+    """Export (fp32 + int8) into out_dir and measure all three runtimes."""
+    model, spec = load_model(ckpt)
+    fp32 = export_onnx(model, spec, out_dir / f"{spec.arch}_fp32.onnx")
+    if calibration is None:  # latency does not depend on calibration quality
+        calibration = torch.randint(0, 256, (32, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+    int8 = quantize_int8(fp32, out_dir / f"{spec.arch}_int8.onnx", calibration, spec)
+    runners = {"torch_eager": lambda x, t: _torch_runner(model, x, t),
+               "ort_fp32": lambda x, t: _ort_runner(fp32, x, t),
+               "ort_int8": lambda x, t: _ort_runner(int8, x, t)}
+    stats = graph_stats(fp32, spec.image_size)
+    result = {"model": str(ckpt), "arch": spec.arch, "image_size": spec.image_size,
+              "parameters": count_parameters(model), "macs": stats["macs"],
+              "fp32_onnx_bytes": fp32.stat().st_size, "int8_onnx_bytes": int8.stat().st_size,
+              **measure(runners, spec.image_size, repeats)}
+    result["int8_vs_eager_1thread_b1_speedup"] = round(
+        result["torch_eager_1thread_b1_p50_ms"] / result["ort_int8_1thread_b1_p50_ms"], 2)
+    return result
+
+
+def bench_table(results: list[dict[str, Any]]) -> str:
+    """A readable table: one column per model, one row per measurement."""
+    keys = [k for k in results[0] if k not in {"model"}]
+    header = "| measurement | " + " | ".join(r["arch"] for r in results) + " |"
+    lines = [header, "|" + " --- |" * (len(results) + 1)]
+    lines += [f"| {k} | " + " | ".join(str(r.get(k, "")) for r in results) + " |" for k in keys]
+    return "\n".join(lines)
+
+
+__all__ = ["bench_checkpoint", "bench_table", "measure", "time_calls"]

@@ -1,0 +1,132 @@
+"""Export, int8, graph costs, predict on bad inputs, Grad-CAM and bench on a tiny trained student."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from PIL import Image
+
+from kndnet.cli import main
+from kndnet.deploy.graph_stats import graph_stats
+from kndnet.explain import explain_batch, grad_cam
+from kndnet.checkpoint import load_model
+from kndnet.training.fit import fit
+from tests.helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def student(synth_manifest, tmp_path_factory):
+    run = tmp_path_factory.mktemp("deploy_student")
+    return fit(tiny_config("student", synth_manifest, **{"train.epochs": 8}), run)["best_checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def exported(student, synth_manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    assert main(["export", "--model", student, "--int8", "--calib", str(synth_manifest), "--out", str(out),
+                 "--calib-count", "40"]) == 0
+    return out
+
+
+def test_export_writes_onnx_int8_and_model_card(exported):
+    card = json.loads((exported / "model_card.json").read_text())
+    assert card["parameters"] == 148_855
+    assert card["onnx_fp32_vs_torch_max_abs_logit_diff"] < 1e-3
+    assert card["int8_bytes"] < 200 * 1024
+    assert 0 <= card["int8_vs_fp32_top1_agreement"] <= 1
+    assert abs(card["fp32_accuracy"] - card["int8_accuracy"]) <= 0.2
+    text = (exported / "MODEL_CARD.md").read_text()
+    assert "Not a medical device" in text and "Tschandl" in text
+    meta = {p.key: p.value for p in onnx.load(str(exported / "model_int8.onnx")).metadata_props}
+    assert json.loads(meta["class_names"])[4] == "mel" and meta["input_size"] == "32"
+
+
+def test_onnx_models_have_dynamic_batch(exported):
+    import onnxruntime as ort
+    for name in ("model_fp32.onnx", "model_int8.onnx"):
+        session = ort.InferenceSession(str(exported / name))
+        out = session.run(None, {"image": np.zeros((5, 3, 32, 32), np.float32)})[0]
+        assert out.shape == (5, 7)
+
+
+def _graph(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_peak_activation_memory_is_the_largest_live_set(tmp_path):
+    # image -> Relu a -> Relu b -> Add(a, b) -> y: `a` stays alive until the Add
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4, 4])
+    nodes = [helper.make_node("Relu", ["image"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    path = tmp_path / "g.onnx"
+    onnx.save(_graph(nodes, [x], [y]), str(path))
+    stats = graph_stats(path, 4, bytes_per_element=1)
+    assert stats["peak_activation_bytes"] == 3 * 48  # a, b and y alive at the Add (x died at the first Relu)
+    assert stats["macs"] == 0
+
+
+def test_student_graph_macs_match_the_method(exported):
+    assert graph_stats(exported / "model_fp32.onnx", 224)["macs"] == pytest.approx(117e6, rel=0.01)
+
+
+def _bad_inputs(tmp_path, synth_dir):
+    good = next(synth_dir.rglob("*.jpg"))
+    (tmp_path / "good.jpg").write_bytes(good.read_bytes())
+    (tmp_path / "notes.jpg").write_text("not an image")
+    (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:200])
+    Image.new("L", (50, 40), 128).save(tmp_path / "gray.png")
+    Image.new("RGBA", (30, 30), (10, 200, 30, 128)).save(tmp_path / "alpha.png")
+    return tmp_path
+
+
+def test_predict_reports_bad_files_and_still_predicts_the_rest(student, synth_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    folder = _bad_inputs(tmp_path / "in", synth_dir)
+    code = main(["predict", str(folder), str(tmp_path / "missing.jpg"), "--model", student, "--format", "json"])
+    assert code == 1
+    results = {r["file"].split("/")[-1]: r for r in json.loads(capsys.readouterr().out)}
+    assert results["notes.jpg"]["error"] and results["cut.jpg"]["error"] and results["missing.jpg"]["error"]
+    for ok in ("good.jpg", "gray.png", "alpha.png"):
+        probs = [t["probability"] for t in results[ok]["top"]]
+        assert results[ok]["error"] is None and len(probs) == 3 and probs == sorted(probs, reverse=True)
+
+
+def test_predict_table_and_exit_zero_when_all_good(student, synth_dir, capsys):
+    image = next(synth_dir.rglob("*.jpg"))
+    assert main(["predict", str(image), "--model", student, "--top-k", "2"]) == 0
+    assert image.name in capsys.readouterr().out
+
+
+def test_grad_cam_matches_input_size_in_unit_range_and_releases_hooks(student):
+    model, spec = load_model(student)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    cams, probs = explain_batch(model, spec, images)
+    assert cams.shape == (2, 32, 32) and cams.min() >= 0 and cams.max() <= 1
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    with grad_cam(model):
+        pass
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_explain_writes_valid_overlays(student, synth_dir, tmp_path):
+    images = [str(p) for p in list(synth_dir.rglob("*.jpg"))[:2]]
+    assert main(["explain", *images, "--model", student, "--out", str(tmp_path), "--target-class", "mel"]) == 0
+    pngs = list(tmp_path.glob("*_gradcam.png"))
+    assert len(pngs) == 2
+    with Image.open(pngs[0]) as img:
+        assert img.size[0] > 200 and np.asarray(img.convert("L")).std() > 5
+
+
+def test_bench_measures_three_runtimes(student, tmp_path):
+    assert main(["bench", "--model", student, "--out", str(tmp_path), "--repeats", "3"]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())[0]
+    for runtime in ("torch_eager", "ort_fp32", "ort_int8"):
+        assert result[f"{runtime}_1thread_b1_p50_ms"] > 0
+    assert result["int8_vs_eager_1thread_b1_speedup"] > 0
