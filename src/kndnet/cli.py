@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from kndnet.commands import COMMANDS
-from kndnet.commands import data, deploy, evaluation, training  # noqa: F401  (registers commands)
+from kndnet.commands import data, deploy, evaluation, pipeline, training  # noqa: F401  (registers)
 from kndnet.errors import KNDNetError
 
 

@@ -143,12 +143,12 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
     setattr(target, name, _coerce(value, types[name], dotted))
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_keys(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten_keys(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -167,7 +167,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         loaded = yaml.safe_load(text) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must be a YAML mapping of sections")
-        from_file = _flatten(loaded)
+        from_file = flatten_keys(loaded)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     chosen_role = role or overrides.get("role") or from_file.get("role") or "student"
     if chosen_role not in ROLE_RECIPES:
@@ -183,7 +183,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 def config_from_dict(mapping: dict[str, Any]) -> Config:
     """Rebuild a Config from `Config.to_dict()` output (e.g. read back from a checkpoint)."""
     cfg = Config(role=mapping.get("role", "student"))
-    for dotted, value in _flatten({k: v for k, v in mapping.items() if k != "role"}).items():
+    for dotted, value in flatten_keys({k: v for k, v in mapping.items() if k != "role"}).items():
         _set(cfg, dotted, value)
     return cfg
 
