@@ -66,7 +66,7 @@ class TrainConfig:
     limit_train_batches: float = 1.0
     log_every_n_steps: int = 10
     progress_bar: bool = True
-    init_from: str = ""            # warm start weights from this checkpoint (KD: the supervised student)
+    init_from: str = ""            # warm start from this checkpoint; "none" forbids the pipeline's warm start
 
 
 @dataclass

@@ -58,7 +58,7 @@ class LesionClassifier(L.LightningModule):
         self.samples_per_rank: list[int] = []
 
     def _warm_start(self, path: str) -> None:
-        if path:
+        if path and path != "none":
             self.model.load_state_dict(model_weights(read_checkpoint(path)["state_dict"]))
 
     def attach_online_teacher(self, teacher_ckpt: str) -> None:

@@ -1,0 +1,49 @@
+"""The one-command pipeline on generated data: every stage's output, and skipping on a re-run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from kndnet.cli import main
+from kndnet.errors import KNDNetError
+from kndnet.pipeline import recipe_path, stage_configs
+
+
+def test_packaged_recipes_resolve_for_every_role():
+    for name in ("demo", "cpu", "method"):
+        configs = stage_configs(recipe_path(name), "/data")
+        assert set(configs) == {"teacher", "student", "distill"}
+        assert configs["teacher"].model.arch != "kndnet_student"
+
+
+def test_cpu_recipe_gives_student_and_kd_one_training_recipe():
+    configs = stage_configs(recipe_path("cpu"), "/data")
+    student, kd = configs["student"].train, configs["distill"].train
+    differing = {k for k in vars(student) if getattr(student, k) != getattr(kd, k)}
+    assert differing == {"init_from"} and kd.init_from == "none"
+
+
+def test_unknown_recipe_section_is_named(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"teachr": {"train": {"epochs": 1}}}))
+    with pytest.raises(KNDNetError, match="teachr"):
+        stage_configs(path, "/data")
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--lesions-per-class", "10"]) == 0
+    for name in ("manifest.csv", "teacher/summary.json", "teacher_cache/teacher_cache.json",
+                 "student/summary.json", "distill/summary.json", "eval/distill/metrics.json",
+                 "export/model_int8.onnx", "export/MODEL_CARD.md", "bench/bench.json", "report.md",
+                 "comparison.png", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["kd_test"]["macro_f1"] > 0.3
+    outputs = ["teacher/checkpoints/last.ckpt", "distill/checkpoints/last.ckpt", "export/model_int8.onnx"]
+    before = {name: (tmp_path / name).stat().st_mtime_ns for name in outputs}
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert {name: (tmp_path / name).stat().st_mtime_ns for name in outputs} == before
