@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from kndnet.commands import COMMANDS
-from kndnet.commands import data, deploy, evaluation, pipeline, training  # noqa: F401  (registers)
+from kndnet.commands import data, training, evaluation, deploy, pipeline  # noqa: F401,I001 (registers)
 from kndnet.errors import KNDNetError
 
 

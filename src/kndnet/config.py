@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from kndnet.errors import ConfigError
 from kndnet.io import atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -118,12 +119,12 @@ def _coerce(value: Any, target_type: Any, key: str) -> Any:
     if target_type is bool and isinstance(value, str):
         lowered = value.strip().lower()
         if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-            raise ValueError(f"config key {key!r}: expected true/false, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
         return lowered in {"true", "1", "yes"}
     try:
         return target_type(value)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"config key {key!r}: cannot read {value!r} as {target_type.__name__}") from err
+        raise ConfigError(f"config key {key!r}: cannot read {value!r} as {target_type.__name__}") from err
 
 
 def _set(cfg: Config, dotted: str, value: Any) -> None:
@@ -131,14 +132,14 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
     target: Any = cfg
     if name:
         if section not in {f.name for f in fields(Config)} or section == "role":
-            raise ValueError(f"unknown config section {section!r} in {dotted!r}; "
+            raise ConfigError(f"unknown config section {section!r} in {dotted!r}; "
                              "sections are data, model, train, distill")
         target = getattr(cfg, section)
     else:
         name = section
     types = {f.name: f.type for f in fields(target)}
     if name not in types:
-        raise ValueError(f"unknown config key {dotted!r}; known keys: "
+        raise ConfigError(f"unknown config key {dotted!r}; known keys: "
                          + ", ".join(sorted(types)))
     setattr(target, name, _coerce(value, types[name], dotted))
 
@@ -166,12 +167,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         text = Path(path).read_text()
         loaded = yaml.safe_load(text) or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must be a YAML mapping of sections")
+            raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
         from_file = flatten_keys(loaded)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     chosen_role = role or overrides.get("role") or from_file.get("role") or "student"
     if chosen_role not in ROLE_RECIPES:
-        raise ValueError(f"unknown role {chosen_role!r}; choose teacher, student or distill")
+        raise ConfigError(f"unknown role {chosen_role!r}; choose teacher, student or distill")
     cfg = Config(role=chosen_role)
     for layer in (ROLE_RECIPES[chosen_role], from_file, overrides):
         for dotted, value in layer.items():
@@ -199,7 +200,7 @@ def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value (e.g. train.lr=1e-3), got {item!r}")
+            raise ConfigError(f"--set expects key=value (e.g. train.lr=1e-3), got {item!r}")
         parsed[key.strip()] = value.strip()
     return parsed
 

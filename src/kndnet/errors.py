@@ -20,3 +20,7 @@ class ImageError(DataError):
 
 class CheckpointError(KNDNetError):
     """A checkpoint does not describe a model this version can rebuild."""
+
+
+class ConfigError(KNDNetError, ValueError):
+    """A config value or command-line option is out of range or unknown."""

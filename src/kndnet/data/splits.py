@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kndnet.errors import ConfigError
+
 TEST_FOLD = -1
 
 
@@ -54,11 +56,11 @@ def assign_splits(table: pd.DataFrame, folds: int = 5, test_fraction: float = 0.
     `table` needs `label` and `group` columns. Deterministic for a given seed and table.
     """
     if folds < 2:
-        raise ValueError(f"folds must be at least 2, got {folds}")
+        raise ConfigError(f"folds must be at least 2, got {folds}")
     if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if not 0 <= val_fold < folds:
-        raise ValueError(f"val_fold must be in 0..{folds - 1}, got {val_fold}")
+        raise ConfigError(f"val_fold must be in 0..{folds - 1}, got {val_fold}")
     rng = np.random.default_rng(seed)
     fold_of_group: dict[str, int] = {}
     for sizes in _lesions_by_class(table, rng).values():

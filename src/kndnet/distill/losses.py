@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from kndnet.config import DistillConfig
+from kndnet.errors import ConfigError
 
 LossParts = dict[str, torch.Tensor]
 
@@ -87,6 +88,6 @@ def distillation_loss(cfg: DistillConfig, student_logits: torch.Tensor, teacher_
                       labels: torch.Tensor, **ce_kwargs) -> tuple[torch.Tensor, LossParts]:
     """Dispatch on `cfg.loss` by name with the config's T, alpha, threshold (and DKD beta)."""
     if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown distillation loss {cfg.loss!r}; choose {', '.join(LOSSES)}")
+        raise ConfigError(f"unknown distillation loss {cfg.loss!r}; choose {', '.join(LOSSES)}")
     return LOSSES[cfg.loss](student_logits, teacher_logits, labels, temperature=cfg.temperature,
                             alpha=cfg.alpha, threshold=cfg.threshold, beta=cfg.dkd_beta, **ce_kwargs)
