@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from _common import data_arg, subset
+
 from kndnet.checkpoint import ModelSpec, save_model_checkpoint
 from kndnet.config import DataConfig, load_config
 from kndnet.data.manifest import build_manifest, write_csv_atomic

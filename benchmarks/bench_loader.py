@@ -11,9 +11,9 @@ import argparse
 import tempfile
 import time
 
+from _common import data_arg, subset
 from torch.utils.data import DataLoader
 
-from _common import data_arg, subset
 from kndnet.config import DataConfig
 from kndnet.data.cache import build_cache
 from kndnet.data.datasets import LesionDataset

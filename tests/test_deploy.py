@@ -11,10 +11,10 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
+from kndnet.checkpoint import load_model
 from kndnet.cli import main
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.explain import explain_batch, grad_cam
-from kndnet.checkpoint import load_model
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
 

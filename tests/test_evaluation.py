@@ -13,8 +13,7 @@ from sklearn import metrics as skm
 from kndnet.cli import main
 from kndnet.evaluation.calibration import fit_temperature
 from kndnet.evaluation.compare import aggregate_folds
-from kndnet.evaluation.metrics import (bootstrap_ci, brier_score, classification_metrics,
-                                       expected_calibration_error)
+from kndnet.evaluation.metrics import bootstrap_ci, brier_score, classification_metrics, expected_calibration_error
 from kndnet.inference import softmax
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config

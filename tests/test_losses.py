@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from kndnet.config import DistillConfig
-from kndnet.distill.losses import (confidence_masked_kd, decoupled_kd, distillation_loss, hinton_kd)
+from kndnet.distill.losses import confidence_masked_kd, decoupled_kd, distillation_loss, hinton_kd
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "cmkd_golden.json").read_text())
 

@@ -30,7 +30,8 @@ def test_student_macs_and_largest_activation_at_224():
             macs += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
         elif isinstance(module, torch.nn.Linear):
             macs += module.in_features * module.out_features
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d))]
+    layers = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
     model(torch.zeros(1, 3, 224, 224))
     for h in handles:
         h.remove()

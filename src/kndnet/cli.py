@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kndnet.commands import COMMANDS
-from kndnet.commands import data, training, evaluation, deploy, pipeline  # noqa: F401,I001 (registers)
+from kndnet.commands import COMMANDS, data, deploy, evaluation, pipeline, training  # noqa: F401,I001 (registers)
 from kndnet.errors import KNDNetError
 
 

@@ -101,7 +101,8 @@ def _report(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
                "student_test": {k: ev["student"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
                "kd_test": {k: kd[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "tta_macro_f1")},
                "int8": {k: card[k] for k in ("int8_bytes", "int8_accuracy", "int8_macro_f1")},
-               "latency_ms_1thread_b1": {k: bench[f"{k}_1thread_b1_p50_ms"] for k in ("torch_eager", "ort_fp32", "ort_int8")}}
+               "latency_ms_1thread_b1": {k: bench[f"{k}_1thread_b1_p50_ms"]
+                                         for k in ("torch_eager", "ort_fp32", "ort_int8")}}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "report.md", _report_text(table, kd, card, bench))
     log(f"wrote {out / 'report.md'}")

@@ -51,11 +51,12 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
          _calibrate_args)
 def _calibrate(args: argparse.Namespace) -> int:
     import numpy as np
+    from torch.utils.data import DataLoader
+
+    from kndnet.data.datasets import LesionDataset
     from kndnet.evaluation.calibration import calibration_summary, fit_temperature, write_temperature
     from kndnet.evaluation.run import evaluation_rows
     from kndnet.inference import TorchPredictor
-    from kndnet.data.datasets import LesionDataset
-    from torch.utils.data import DataLoader
     predictor = TorchPredictor(args.model)
     predictor.spec.temperature = 1.0
     rows = evaluation_rows(args.data, args.split, args.format or "auto")

@@ -8,7 +8,6 @@ decoded arrays. The cache is keyed by image list and size, written atomically, a
 from __future__ import annotations
 
 import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -47,6 +46,13 @@ class DecodedCache:
         return {"array_path": self.array_path, "paths": self.paths, "_array": None}
 
 
+def _decode_into(array: np.ndarray, paths: list[str], size: int, workers: int) -> None:
+    def fill(i: int) -> None:
+        array[i] = load_rgb_array(paths[i], size)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(fill, range(len(paths))))
+
+
 def build_cache(paths: list[str], size: int, cache_dir: str | Path, workers: int = 4) -> DecodedCache:
     """Decode `paths` to size x size uint8 into cache_dir (skipped when already built)."""
     cache_dir = Path(cache_dir)
@@ -56,13 +62,9 @@ def build_cache(paths: list[str], size: int, cache_dir: str | Path, workers: int
         return DecodedCache(array_path, paths)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(array_path) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                          shape=(len(paths), size, size, 3))
-        def fill(i: int) -> None:
-            array[i] = load_rgb_array(paths[i], size)
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(fill, range(len(paths))))
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        _decode_into(array, paths, size, workers)
         array.flush()
-        del array
+        del array  # close the memmap before the rename
     atomic_write_json(cache_dir / f"{key}.json", {"size": size, "count": len(paths), "paths": paths})
     return DecodedCache(array_path, paths)

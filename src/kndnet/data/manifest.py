@@ -14,8 +14,7 @@ from kndnet.classes import CLASS_CODES
 from kndnet.config import DataConfig
 from kndnet.data.formats import read_dataset
 from kndnet.data.splits import assign_splits
-from kndnet.data.validate import (find_conflicting_lesions, find_duplicates, find_undecodable,
-                                  resolve_problems)
+from kndnet.data.validate import find_conflicting_lesions, find_duplicates, find_undecodable, resolve_problems
 from kndnet.errors import DataError
 from kndnet.io import atomic_path
 

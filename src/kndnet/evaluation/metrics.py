@@ -83,8 +83,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, o
         "macro_f1": float(np.mean(f[support > 0])) if support.any() else 0.0,
     }
     for avg in ("macro", "weighted"):
-        ap, ar, af, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=[c for c in classes if support[c] > 0],
-                                                            average=avg, zero_division=0)
+        present = [c for c in classes if support[c] > 0]
+        ap, ar, af, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=present, average=avg,
+                                                            zero_division=0)
         out.update({f"{avg}_precision": ap, f"{avg}_recall": ar, f"{avg}_f1": af})
     out.update(_melanoma(y_true, y_pred))
     out.update({"ece": expected_calibration_error(y_true, probs), "nll": negative_log_likelihood(y_true, probs),

@@ -16,12 +16,11 @@ from torch.utils.data import DataLoader
 from kndnet.classes import CLASS_CODES
 from kndnet.config import DataConfig
 from kndnet.data.datasets import LesionDataset
-from kndnet.data.manifest import build_manifest
+from kndnet.data.manifest import build_manifest, load_manifest
 from kndnet.evaluation.metrics import bootstrap_ci, classification_metrics
 from kndnet.inference import Predictor, predict_probs
 from kndnet.training.datamodule import split_rows
 from kndnet.training.fit import is_manifest
-from kndnet.data.manifest import load_manifest
 
 
 @dataclass

@@ -15,7 +15,6 @@ from typing import Any
 
 import lightning as L
 import pandas as pd
-import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -25,8 +24,8 @@ from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import DataError
 from kndnet.io import atomic_write_json
 from kndnet.models import count_parameters
-from kndnet.training.epoch_log import EpochMetricsWriter
 from kndnet.training.datamodule import LesionDataModule, class_counts, split_rows
+from kndnet.training.epoch_log import EpochMetricsWriter
 from kndnet.training.module import LesionClassifier
 
 MONITOR = "val/macro_f1"
