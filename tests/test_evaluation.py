@@ -135,3 +135,31 @@ def test_compare_refuses_different_splits(trained, tmp_path):
 def test_evaluate_without_a_shipped_model_says_so(synth_manifest, tmp_path, capsys):
     assert main(["evaluate", "--data", str(synth_manifest), "--out", str(tmp_path)]) == 2
     assert "ships no pretrained student" in capsys.readouterr().err
+
+
+def test_calibrated_model_reports_ece_before_and_after(trained, tmp_path):
+    ckpt, manifest = trained
+    main(["calibrate", "--model", ckpt, "--data", str(manifest), "--out", str(tmp_path / "cal.ckpt")])
+    main(["evaluate", "--model", str(tmp_path / "cal.ckpt"), "--data", str(manifest), "--out", str(tmp_path / "e"),
+          "--resamples", "50"])
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["temperature"] != 1.0 and "ece_uncalibrated" in m
+    assert "before temperature scaling" in (tmp_path / "e" / "report.md").read_text()
+
+
+def test_uncalibrated_ece_undoes_the_temperature():
+    from kndnet.evaluation.report import uncalibrated_ece
+    y, _ = _arrays()
+    logits = np.random.default_rng(1).normal(0, 2, (len(y), 7))
+    assert uncalibrated_ece(softmax(logits / 3.0), y, 3.0) == pytest.approx(
+        expected_calibration_error(y, softmax(logits)), abs=1e-9)
+
+
+def test_compare_folds_writes_mean_and_std(trained, tmp_path):
+    ckpt, manifest = trained
+    for split in ("test", "val"):
+        main(["evaluate", "--model", ckpt, "--data", str(manifest), "--split", split,
+              "--out", str(tmp_path / split), "--resamples", "20"])
+    assert main(["compare", str(tmp_path / "test"), str(tmp_path / "val"), "--folds", "--out", str(tmp_path)]) == 0
+    cv = json.loads((tmp_path / "cv.json").read_text())
+    assert set(cv["accuracy"]) == {"mean", "std"}

@@ -75,12 +75,17 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("evaluations", nargs="+", metavar="EVAL_DIR",
                    help="folders written by `kndnet evaluate` (same split), e.g. teacher, student, KD")
     p.add_argument("--names", help="comma-separated labels, one per folder")
+    p.add_argument("--folds", action="store_true",
+                   help="the folders are K folds of one model: write mean +- std per metric (cv.md)")
     p.add_argument("--out", required=True)
 
 
 @command("compare", "one Markdown table and one chart of several evaluated models", _compare_args)
 def _compare(args: argparse.Namespace) -> int:
-    from kndnet.evaluation.compare import compare
+    from kndnet.evaluation.compare import compare, write_fold_summary
+    if args.folds:
+        print(write_fold_summary([Path(e) for e in args.evaluations], Path(args.out)))
+        return 0
     names = args.names.split(",") if args.names else None
     table = compare([Path(e) for e in args.evaluations], Path(args.out), names)
     print(table)

@@ -52,3 +52,17 @@ def aggregate_folds(fold_metrics: list[dict]) -> dict[str, tuple[float, float]]:
     return {k: (float(np.mean([m[k] for m in fold_metrics])), float(np.std([m[k] for m in fold_metrics], ddof=1)
                                                                    if len(fold_metrics) > 1 else 0.0))
             for k in keys}
+
+
+def write_fold_summary(folders: list[Path], out_dir: Path) -> str:
+    """Mean +- std of the headline metrics over K fold evaluations of one model (cv.md, cv.json)."""
+    from kndnet.io import atomic_write_json
+    stats = aggregate_folds([_load(f) for f in folders])
+    lines = [f"| metric | mean +- std over {len(folders)} folds |", "| --- | --- |"]
+    lines += [f"| {k} | {stats[k][0]:.3f} +- {stats[k][1]:.3f} |"
+              for k in (*HEADLINE, "macro_precision", "macro_recall", "roc_auc_macro", "ece") if k in stats]
+    table = "\n".join(lines)
+    atomic_write_json(out_dir / "cv.json",
+                      {k: {"mean": round(m, 4), "std": round(s, 4)} for k, (m, s) in stats.items()})
+    atomic_write_text(out_dir / "cv.md", f"# Cross-validation\n\n{table}\n")
+    return table

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from kndnet.classes import CLASSES
 from kndnet.data.manifest import write_csv_atomic
 from kndnet.evaluation.figures import confusion_matrix_png, reliability_png
 from kndnet.evaluation.metrics import expected_calibration_error, reliability_bins
 from kndnet.evaluation.run import Scored, confusion, flat_metrics, predictions_table
-from kndnet.inference import Predictor
+from kndnet.inference import Predictor, softmax
 from kndnet.io import atomic_write_json, atomic_write_text
+
+
+def uncalibrated_ece(probs: np.ndarray, y_true: np.ndarray, temperature: float) -> float:
+    """ECE the model had before temperature scaling: softmax(T * log p) undoes the division by T."""
+    return expected_calibration_error(y_true, softmax(np.log(probs + 1e-12) * temperature))
 
 
 def _ci(m: dict, name: str) -> str:
@@ -34,6 +41,8 @@ def report_markdown(m: dict, tta: dict | None, title: str) -> str:
               f"{m['melanoma_specificity']:.3f} |",
               f"| ROC-AUC (macro, one-vs-rest) | {m['roc_auc_macro']:.3f} |",
               f"| ECE (15 bins) / NLL / Brier | {m['ece']:.3f} / {m['nll']:.3f} / {m['brier']:.3f} |",
+              *([f"| ECE before temperature scaling (T={m['temperature']:.2f}) | {m['ece_uncalibrated']:.3f} |"]
+                if "ece_uncalibrated" in m else []),
               "", "## Per class", "", "| class | precision | recall | F1 | ROC-AUC | support |",
               "| --- | --- | --- | --- | --- | --- |"]
     for c in CLASSES:
@@ -50,6 +59,9 @@ def write_evaluation(predictor: Predictor, scored: Scored, out_dir: Path, data: 
     metrics = {"model": getattr(predictor, "source", "?"), "data": str(data), "split": split,
                "images": len(scored.y_true), "temperature": predictor.spec.temperature, "tta": tta,
                **flat_metrics(scored, resamples)}
+    if predictor.spec.temperature != 1.0:
+        before = uncalibrated_ece(scored.probs, scored.y_true, predictor.spec.temperature)
+        metrics["ece_uncalibrated"] = round(before, 4)
     tta_metrics = flat_metrics(tta_scored, resamples, prefix="tta_") if tta_scored is not None else None
     atomic_write_json(out_dir / "metrics.json", {**metrics, **(tta_metrics or {})})
     write_csv_atomic(predictions_table(scored), out_dir / "predictions.csv")
