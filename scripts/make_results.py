@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 PUBLISHED = {  # Lishad et al. (2025), fold 0 of GroupKFold, selected and reported on the same fold
     "student alone": {"accuracy": 0.692, "macro_f1": 0.585},
@@ -53,7 +54,10 @@ def results_page(run: Path, out: Path, mcu: Path | None) -> str:
     ev = {r: _load(run / "eval" / r / "metrics.json") for r in ("teacher", "student", "distill")}
     card, bench = _load(run / "export" / "export.json"), _load(run / "bench" / "bench.json")
     recipe = (run / "recipe.yaml").read_text()
-    t_params = _load(run / "teacher" / "summary.json")["parameters"]
+    teacher = _load(run / "teacher" / "summary.json")
+    t_params = teacher["parameters"]
+    t_cfg = yaml.safe_load((run / "teacher" / "config.yaml").read_text())
+    t_note = f"{teacher['arch']}, weights: {t_cfg['model']['pretrained']}, {t_cfg['data']['image_size']} px"
     s_params = f"{card['parameters']:,}"
     kd = ev["distill"]
     tta = {k.removeprefix("tta_"): v for k, v in kd.items() if k.startswith("tta_")}
@@ -65,9 +69,9 @@ def results_page(run: Path, out: Path, mcu: Path | None) -> str:
         "CIs (1,000 resamples) in brackets.", "",
         "| model | accuracy | balanced accuracy | macro-F1 | parameters | notes | published acc. / macro-F1 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-        _row("teacher", ev["teacher"], f"{t_params:,}", "EfficientNet-Lite2, ImageNet init, 160 px"),
-        _row("student alone", ev["student"], s_params, "128 px, shared recipe"),
-        _row("student + KD", kd, s_params, "same recipe and schedule, confidence-masked KD"),
+        _row("teacher", ev["teacher"], f"{t_params:,}", t_note),
+        _row("student alone", ev["student"], s_params, f"{card['image_size']} px"),
+        _row("student + KD", kd, s_params, "confidence-masked KD, cached teacher views"),
         _row("student + KD + TTA (hflip)", tta, s_params, "average of image and its mirror"),
         f"| student + KD, int8 ONNX | {card['int8_accuracy']:.3f} | - | {card['int8_macro_f1']:.3f} | {s_params} | "
         f"{card['int8_bytes'] / 1024:.0f} KB, top-1 agreement with fp32 "
