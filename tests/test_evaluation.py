@@ -132,7 +132,9 @@ def test_compare_refuses_different_splits(trained, tmp_path):
     assert (tmp_path / "c" / "comparison.png").is_file()
 
 
-def test_evaluate_without_a_shipped_model_says_so(synth_manifest, tmp_path, capsys):
+def test_evaluate_without_a_shipped_model_says_so(synth_manifest, tmp_path, capsys, monkeypatch):
+    import kndnet.shipped
+    monkeypatch.setattr(kndnet.shipped, "SHIPPED_CHECKPOINT", tmp_path / "absent.ckpt")
     assert main(["evaluate", "--data", str(synth_manifest), "--out", str(tmp_path)]) == 2
     assert "ships no pretrained student" in capsys.readouterr().err
 
