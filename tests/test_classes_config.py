@@ -55,3 +55,8 @@ def test_set_options_need_key_value():
     assert parse_set_options(["train.lr=1e-3"]) == {"train.lr": "1e-3"}
     with pytest.raises(ValueError, match="key=value"):
         parse_set_options(["train.lr"])
+
+
+def test_a_value_outside_its_choices_is_refused():
+    with pytest.raises(ValueError, match="train.sampler.*'balance'"):
+        load_config(overrides={"train.sampler": "balance"})

@@ -178,6 +178,23 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         for dotted, value in layer.items():
             if dotted != "role":
                 _set(cfg, dotted, value)
+    return validate(cfg)
+
+
+CHOICES = {
+    "data.format": ("auto", "ham10000", "isic2018", "csv", "folders"),
+    "train.sampler": ("balanced", "random"),
+    "distill.loss": ("cmkd", "hinton", "dkd"),
+}
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse values outside their known choices, naming the key (a typo must not train silently)."""
+    for dotted, allowed in CHOICES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"config key {dotted!r} is {value!r}; choose one of {', '.join(allowed)}")
     return cfg
 
 
