@@ -50,7 +50,8 @@ def _gradcam_examples(run: Path, out: Path, n: int = 4) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in target.glob("*_gradcam.png"))
 
 
-def results_page(run: Path, out: Path, mcu: Path | None) -> str:
+def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = None,
+                 gradcam: bool = False) -> str:
     ev = {r: _load(run / "eval" / r / "metrics.json") for r in ("teacher", "student", "distill")}
     card, bench = _load(run / "export" / "export.json"), _load(run / "bench" / "bench.json")
     recipe = (run / "recipe.yaml").read_text()
@@ -90,10 +91,18 @@ def results_page(run: Path, out: Path, mcu: Path | None) -> str:
     ]
     if mcu:
         lines += _mcu_section(mcu)
+    if shipped:
+        lines += _shipped_section(shipped, run)
     shutil.copy(run / "eval" / "distill" / "confusion_matrix.png", out / "figures" / "confusion_matrix_kd.png")
     lines += ["## Figures", "", "Confusion matrix of student + KD on the test split:", "",
-              "![confusion matrix](figures/confusion_matrix_kd.png)", "", "Grad-CAM of student + KD on one test "
-              "image per class:", ""] + [f"![Grad-CAM]({p})" for p in _gradcam_examples(run, out)]
+              "![confusion matrix](figures/confusion_matrix_kd.png)", "", "## Grad-CAM", ""]
+    if gradcam:
+        lines += [f"![Grad-CAM]({p})" for p in _gradcam_examples(run, out)]
+    else:
+        lines += ["Grad-CAM overlays show the HAM10000 pixels they explain, and no part of those images may enter "
+                  "this repository (data licence and project rule), so they are not committed. Regenerate them "
+                  "locally, one per test image of each class, with `python scripts/make_results.py RUN --gradcam "
+                  "--out /tmp/results`, or for any image with `kndnet explain IMAGE --out cams`."]
     lines += ["", "## Recipe", "", "```yaml", recipe.strip(), "```", ""]
     return "\n".join(lines)
 
@@ -118,14 +127,31 @@ def _mcu_section(mcu: Path) -> list[str]:
             f"(fp32 {card['fp32_accuracy']:.3f} / {card['fp32_macro_f1']:.3f}).", ""]
 
 
+def _shipped_section(export: Path, run: Path) -> list[str]:
+    card = _load(export / "export.json")
+    return ["## Shipped model", "",
+            f"`kndnet predict` uses the student picked by validation macro-F1: {card['arch']} at "
+            f"{card['image_size']} px (validation macro-F1: student alone {_val_f1(run, 'student')}, "
+            f"student + KD {_val_f1(run, 'distill')}). On the test split: fp32 accuracy "
+            f"{card['fp32_accuracy']:.3f}, macro-F1 {card['fp32_macro_f1']:.3f}; int8 accuracy "
+            f"{card['int8_accuracy']:.3f}, macro-F1 {card['int8_macro_f1']:.3f} "
+            f"({card['int8_bytes'] / 1024:.0f} KB, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}).", ""]
+
+
+def _val_f1(run: Path, role: str) -> str:
+    return f"{_load(run / role / 'summary.json')['best_val_macro_f1']:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--mcu-export", type=Path)
+    parser.add_argument("--shipped-export", type=Path, help="export folder of the shipped student")
+    parser.add_argument("--gradcam", action="store_true", help="also render Grad-CAM examples (not for the repo)")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
-    page = results_page(args.run, args.out, args.mcu_export)
+    page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam)
     (args.out / "RESULTS.md").write_text(page)
     print(f"wrote {args.out / 'RESULTS.md'}")
 

@@ -1,6 +1,7 @@
-"""Copy a pipeline run's exported KD student into the package (src/kndnet/assets/).
+"""Copy an exported student (a `kndnet export --int8` folder) into the package (src/kndnet/assets/).
 
-Usage: python scripts/ship_model.py RUN_DIR
+Usage: python scripts/ship_model.py EXPORT_DIR
+Pick the student by its validation score, never by the test split.
 Ships the slim checkpoint (weights + spec), the int8 ONNX model and the model card; together they must
 stay under 1 MB.
 """
@@ -17,7 +18,7 @@ FILES = {"model.ckpt": "kndnet_student.ckpt", "model_int8.onnx": "kndnet_student
 
 
 def main() -> None:
-    export = Path(sys.argv[1]) / "export"
+    export = Path(sys.argv[1])
     ASSETS.mkdir(parents=True, exist_ok=True)
     for source, target in FILES.items():
         shutil.copy(export / source, ASSETS / target)
