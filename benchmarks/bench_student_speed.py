@@ -1,62 +1,77 @@
 """Student training throughput on CPU: the default path (channels_last + torch.compile) vs plain eager.
 
-One process, same model, batch and input; each path gets warm-up steps (compilation happens there)
-before timing. Prints images/s of each and the ratio. Usage:
-    python benchmarks/bench_student_speed.py [--image-size 224] [--batch-size 32] [--steps 6]
+One process, same model, batch and input. Each path is built and warmed up first (compilation
+happens there); then the paths are timed in alternating rounds and the median round is reported, so
+a slow spell of the machine hits every path alike. Usage:
+    python benchmarks/bench_student_speed.py [--image-size 224] [--batch-size 32] [--steps 4] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from kndnet.config import load_config
 from kndnet.training.module import LesionClassifier
 
+PATHS = {
+    "plain eager NCHW": {"train.channels_last": False, "train.compile": False},
+    "channels_last": {"train.channels_last": True, "train.compile": False},
+    "default (channels_last + compile)": {},
+    "opt-in: + bf16 autocast (--precision bf16-mixed)": {"train.precision": "bf16-mixed"},
+}
 
-def images_per_second(overrides: dict, image_size: int, batch: int, steps: int, warmup: int) -> float:
+
+def make_step(overrides: dict, image_size: int, batch: int) -> Callable[[], None]:
+    """One optimiser step of the real training module on a fixed uint8 batch."""
     cfg = load_config(role="student", overrides={"data.image_size": image_size, **overrides})
     module = LesionClassifier(cfg.to_dict(), class_counts=[1] * 7)
     module.log = lambda *a, **k: None  # no Trainer attached: logging is a no-op here
     optimizer = torch.optim.AdamW(module.model.parameters(), lr=1e-3)
-    batch_data = {"image": torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8),
-                  "label": torch.randint(0, 7, (batch,))}
+    data = {"image": torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8),
+            "label": torch.randint(0, 7, (batch,))}
+    bf16 = cfg.train.precision == "bf16-mixed"
     def step() -> None:
-        loss = module.training_step(batch_data, 0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.training_step(data, 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    for _ in range(warmup):
-        step()
+    return step
+
+
+def timed(step: Callable[[], None], steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return batch * steps / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    paths = {
-        "plain eager NCHW": {"train.channels_last": False, "train.compile": False},
-        "channels_last": {"train.channels_last": True, "train.compile": False},
-        "default (channels_last + compile)": {},
-    }
-    print(f"student training, {args.image_size} px, batch {args.batch_size}, {args.threads} threads")
-    results = {}
-    for name, overrides in paths.items():
-        results[name] = images_per_second(overrides, args.image_size, args.batch_size, args.steps, warmup=3)
-        print(f"  {name:36s} {results[name]:7.1f} img/s")
-    base = results["plain eager NCHW"]
-    for name in list(paths)[1:]:
-        print(f"  speed-up {name:27s} {results[name] / base:5.2f}x vs plain eager")
+    steps = {name: make_step(o, args.image_size, args.batch_size) for name, o in PATHS.items()}
+    for step in steps.values():
+        timed(step, 3)  # warm-up and compilation
+    seconds: dict[str, list[float]] = {name: [] for name in PATHS}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            seconds[name].append(timed(step, args.steps))
+    rate = {n: args.batch_size * args.steps / statistics.median(s) for n, s in seconds.items()}
+    print(f"student training, {args.image_size} px, batch {args.batch_size}, {args.threads} threads, "
+          f"median of {args.rounds} alternating rounds")
+    for name, value in rate.items():
+        print(f"  {name:50s} {value:7.1f} img/s  ({value / rate['plain eager NCHW']:.2f}x plain eager)")
 
 
 if __name__ == "__main__":
