@@ -130,3 +130,14 @@ def test_bench_measures_three_runtimes(student, tmp_path):
     for runtime in ("torch_eager", "ort_fp32", "ort_int8"):
         assert result[f"{runtime}_1thread_b1_p50_ms"] > 0
     assert result["int8_vs_eager_1thread_b1_speedup"] > 0
+
+
+def test_predict_csv_is_parseable_with_commas_in_errors(student, synth_dir, tmp_path, capsys):
+    import csv
+    import io
+    bad = tmp_path / "a,b.jpg"
+    bad.write_text("x")
+    image = next(synth_dir.rglob("*.jpg"))
+    assert main(["predict", str(image), str(bad), "--model", student, "--format", "csv", "--top-k", "2"]) == 1
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 3 and rows[2]["file"].endswith("a,b.jpg") and rows[2]["error"]

@@ -6,6 +6,8 @@ data.images); a file that fails gets a one-line error and the exit code reports 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -82,13 +84,15 @@ def format_results(results: list[FileResult], k: int, fmt: str) -> str:
                                     for c, n, p in (top_k(r.probs, k) if r.probs is not None else [])]}
                            for r in results], indent=2)
     if fmt == "csv":
-        lines = ["file,rank,class,name,probability,error"]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["file", "rank", "class", "name", "probability", "error"])
         for r in results:
             if r.error:
-                lines.append(f'"{r.path}",,,,,"{r.error}"')
+                writer.writerow([r.path, "", "", "", "", r.error])
             for rank, (c, n, p) in enumerate(top_k(r.probs, k) if r.probs is not None else [], 1):
-                lines.append(f'"{r.path}",{rank},{c},"{n}",{p:.4f},')
-        return "\n".join(lines)
+                writer.writerow([r.path, rank, c, n, f"{p:.4f}", ""])
+        return buffer.getvalue().rstrip("\n")
     lines = []
     for r in results:
         if r.error:
