@@ -50,23 +50,9 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
 @command("calibrate", "fit temperature scaling on the validation split and store it in the checkpoint",
          _calibrate_args)
 def _calibrate(args: argparse.Namespace) -> int:
-    import numpy as np
-    from torch.utils.data import DataLoader
-
-    from kndnet.data.datasets import LesionDataset
-    from kndnet.evaluation.calibration import calibration_summary, fit_temperature, write_temperature
-    from kndnet.evaluation.run import evaluation_rows
-    from kndnet.inference import TorchPredictor
-    predictor = TorchPredictor(args.model)
-    predictor.spec.temperature = 1.0
-    rows = evaluation_rows(args.data, args.split, args.format or "auto")
-    dataset = LesionDataset(rows, predictor.spec.image_size, "eval", load_size=predictor.spec.image_size)
-    logits = np.concatenate([predictor.logits(b["image"]) for b in DataLoader(dataset, batch_size=64)])
-    temperature = fit_temperature(logits, dataset.labels.numpy())
-    out = Path(args.out or Path(args.model).with_name(Path(args.model).stem + "_calibrated.ckpt"))
-    write_temperature(args.model, temperature, out)
-    s = calibration_summary(logits, dataset.labels.numpy(), temperature)
-    print(f"temperature {s['temperature']}: ECE {s['ece_before']} -> {s['ece_after']} on {len(rows)} "
+    from kndnet.evaluation.calibration import calibrate_checkpoint
+    out, s, n = calibrate_checkpoint(args.model, args.data, args.split, args.format or "auto", args.out)
+    print(f"temperature {s['temperature']}: ECE {s['ece_before']} -> {s['ece_after']} on {n} "
           f"{args.split} images; wrote {out}")
     return 0
 

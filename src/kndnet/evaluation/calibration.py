@@ -43,3 +43,23 @@ def write_temperature(checkpoint: str | Path, temperature: float, out: str | Pat
     with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)
     return Path(out)
+
+
+def calibrate_checkpoint(model: str | Path, data: str, split: str = "val", fmt: str = "auto",
+                         out: str | Path | None = None) -> tuple[Path, dict[str, float], int]:
+    """Fit T on `split` of `data` for `model`; write the calibrated checkpoint. Returns (path, summary, n)."""
+    from torch.utils.data import DataLoader
+
+    from kndnet.data.datasets import LesionDataset
+    from kndnet.evaluation.run import evaluation_rows
+    from kndnet.inference import TorchPredictor
+    predictor = TorchPredictor(model)
+    predictor.spec.temperature = 1.0  # fit on raw logits, even when re-calibrating
+    rows = evaluation_rows(data, split, fmt)
+    dataset = LesionDataset(rows, predictor.spec.image_size, "eval", load_size=predictor.spec.image_size)
+    logits = np.concatenate([predictor.logits(b["image"]) for b in DataLoader(dataset, batch_size=64)])
+    labels = dataset.labels.numpy()
+    temperature = fit_temperature(logits, labels)
+    target = Path(out or Path(model).with_name(Path(model).stem + "_calibrated.ckpt"))
+    write_temperature(model, temperature, target)
+    return target, calibration_summary(logits, labels, temperature), len(rows)

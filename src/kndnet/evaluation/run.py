@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import confusion_matrix
 from torch.utils.data import DataLoader
 
 from kndnet.classes import CLASS_CODES
@@ -76,7 +77,8 @@ def predictions_table(scored: Scored) -> pd.DataFrame:
 
 
 def confusion(scored: Scored) -> np.ndarray:
-    return np.asarray(classification_metrics(scored.y_true, scored.probs)["confusion_matrix"])
+    labels = list(range(scored.probs.shape[1]))
+    return confusion_matrix(scored.y_true, scored.probs.argmax(1), labels=labels)
 
 
 __all__ = ["Scored", "evaluation_rows", "score", "flat_metrics", "predictions_table", "confusion"]
