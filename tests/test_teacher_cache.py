@@ -84,3 +84,10 @@ def test_cache_of_another_view_size_is_refused(teacher_and_cache, synth_manifest
                                                     "distill.teacher_cache": str(root / "cache")})
     with pytest.raises(DataError, match="built for 32px views"):
         fit(cfg, tmp_path)
+
+
+def test_online_teacher_trained_at_another_size_gets_resized_views(teacher_and_cache, synth_manifest, tmp_path):
+    _, teacher_ckpt = teacher_and_cache  # trained at 32 px
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "train.epochs": 1,
+                                                    "data.image_size": 40})
+    assert fit(cfg, tmp_path)["epochs_run"] == 1

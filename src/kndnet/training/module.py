@@ -62,8 +62,9 @@ class LesionClassifier(L.LightningModule):
             self.model.load_state_dict(model_weights(read_checkpoint(path)["state_dict"]))
 
     def attach_online_teacher(self, teacher_ckpt: str) -> None:
-        teacher, _ = load_model(teacher_ckpt)
+        teacher, spec = load_model(teacher_ckpt)
         self._teacher = [teacher.requires_grad_(False)]
+        self._teacher_size = spec.image_size
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x H x W -> normalised float, channels_last when configured."""
@@ -79,6 +80,8 @@ class LesionClassifier(L.LightningModule):
         if not self._teacher:
             raise RuntimeError("distillation needs cached teacher logits or an online teacher")
         teacher = self._teacher[0].to(x.device).eval()
+        if x.shape[-1] != self._teacher_size:  # same view, at the size the teacher was trained on
+            x = F.interpolate(x, size=(self._teacher_size, self._teacher_size), mode="bilinear", antialias=True)
         with torch.no_grad():
             return teacher(x)
 
