@@ -51,7 +51,7 @@ def _gradcam_examples(run: Path, out: Path, n: int = 4) -> list[str]:
 
 
 def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = None,
-                 gradcam: bool = False) -> str:
+                 gradcam: bool = False, extra: list[str] = ()) -> str:
     ev = {r: _load(run / "eval" / r / "metrics.json") for r in ("teacher", "student", "distill")}
     card, bench = _load(run / "export" / "export.json"), _load(run / "bench" / "bench.json")
     recipe = (run / "recipe.yaml").read_text()
@@ -74,6 +74,8 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         _row("student alone", ev["student"], s_params, f"{card['image_size']} px"),
         _row("student + KD", kd, s_params, "confidence-masked KD, cached teacher views"),
         _row("student + KD + TTA (hflip)", tta, s_params, "average of image and its mirror"),
+        *[_row(name, _load(run / folder / "metrics.json"), s_params, "extra run, same split")
+          for name, folder in (item.split("=", 1) for item in extra)],
         f"| student + KD, int8 ONNX | {card['int8_accuracy']:.3f} | - | {card['int8_macro_f1']:.3f} | {s_params} | "
         f"{card['int8_bytes'] / 1024:.0f} KB, top-1 agreement with fp32 "
         f"{card['int8_vs_fp32_top1_agreement']:.3f} | - |",
@@ -148,10 +150,12 @@ def main() -> None:
     parser.add_argument("--mcu-export", type=Path)
     parser.add_argument("--shipped-export", type=Path, help="export folder of the shipped student")
     parser.add_argument("--gradcam", action="store_true", help="also render Grad-CAM examples (not for the repo)")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=EVAL_DIR",
+                        help="another evaluated student (folder relative to RUN), as one more table row")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
-    page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam)
+    page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam, args.extra)
     (args.out / "RESULTS.md").write_text(page)
     print(f"wrote {args.out / 'RESULTS.md'}")
 
