@@ -51,7 +51,7 @@ def _gradcam_examples(run: Path, out: Path, n: int = 4) -> list[str]:
 
 
 def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = None,
-                 gradcam: bool = False, extra: list[str] = ()) -> str:
+                 gradcam: bool = False, extra: list[str] = (), notes: list[str] = ()) -> str:
     ev = {r: _load(run / "eval" / r / "metrics.json") for r in ("teacher", "student", "distill")}
     card, bench = _load(run / "export" / "export.json"), _load(run / "bench" / "bench.json")
     recipe = (run / "recipe.yaml").read_text()
@@ -79,6 +79,7 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         f"| student + KD, int8 ONNX | {card['int8_accuracy']:.3f} | - | {card['int8_macro_f1']:.3f} | {s_params} | "
         f"{card['int8_bytes'] / 1024:.0f} KB, top-1 agreement with fp32 "
         f"{card['int8_vs_fp32_top1_agreement']:.3f} | - |",
+        *([""] + list(notes)),
         "", "The published figures (Lishad et al., 2025) come from fold 0 of the full 10,015-image release, the "
         "same fold that selected the best epoch, with an EfficientNet-B4 teacher at 224 px: a different split, "
         "data size and protocol, shown for orientation only.", "",
@@ -152,10 +153,13 @@ def main() -> None:
     parser.add_argument("--gradcam", action="store_true", help="also render Grad-CAM examples (not for the repo)")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=EVAL_DIR",
                         help="another evaluated student (folder relative to RUN), as one more table row")
+    parser.add_argument("--note", action="append", default=[], help="a sentence under the table (e.g. how an "
+                        "--extra row was made)")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
-    page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam, args.extra)
+    page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam, args.extra,
+                        args.note)
     (args.out / "RESULTS.md").write_text(page)
     print(f"wrote {args.out / 'RESULTS.md'}")
 
