@@ -73,4 +73,4 @@ def write_evaluation(predictor: Predictor, scored: Scored, out_dir: Path, data: 
     return {**metrics, **(tta_metrics or {})}
 
 
-__all__ = ["write_evaluation", "report_markdown"]
+__all__ = ["write_evaluation", "report_markdown", "uncalibrated_ece"]
