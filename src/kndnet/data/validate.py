@@ -50,8 +50,7 @@ def summarise(problems: list[RowProblem]) -> str:
     """Group problems by reason: the count, then the first few rows of each."""
     by_reason: dict[str, list[RowProblem]] = {}
     for p in problems:
-        key = "image listed but not found" if p.reason == "image listed but not found" else p.reason
-        by_reason.setdefault(key, []).append(p)
+        by_reason.setdefault(p.reason, []).append(p)
     lines = []
     for reason, items in by_reason.items():
         shown = "; ".join(f"{p.where} ({p.image_id})" for p in items[:SHOW_FIRST])
