@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 
 from kndnet.checkpoint import load_config_from_checkpoint, load_model, save_model_checkpoint
 from kndnet.data.datasets import LesionDataset
@@ -15,6 +14,8 @@ from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.model_card import write_model_card
 from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx, logits_parity
 from kndnet.deploy.quantize import quantize_int8
+from kndnet.errors import ConfigError
+from kndnet.evaluation.metrics import CI_METRICS
 from kndnet.evaluation.run import evaluation_rows
 from kndnet.inference import OnnxPredictor
 from kndnet.io import atomic_write_json
@@ -32,9 +33,8 @@ def load_images(data: str, split: str, size: int, count: int, seed: int = 0) -> 
 
 
 def _scores(logits: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, float]:
-    pred = logits.argmax(1)
-    return {f"{prefix}_accuracy": round(float(np.mean(pred == labels)), 4),
-            f"{prefix}_macro_f1": round(float(f1_score(labels, pred, average="macro", labels=np.unique(labels))), 4)}
+    """Accuracy and macro-F1 exactly as `evaluate` computes them (only the argmax of logits matters)."""
+    return {f"{prefix}_{name}": round(CI_METRICS[name](labels, logits), 4) for name in ("accuracy", "macro_f1")}
 
 
 def int8_report(fp32: Path, int8: Path, images: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
     card["fp32_bytes"] = fp32_path.stat().st_size
     if int8:
         if not data:
-            raise ValueError("--int8 needs --calib DATA (a manifest or data folder) for calibration images")
+            raise ConfigError("--int8 needs --calib DATA (a manifest or data folder) for calibration images")
         calib, _ = load_images(data, "train", spec.image_size, calib_count)
         int8_path = quantize_int8(fp32_path, out_dir / "model_int8.onnx", calib, spec)
         card["int8_bytes"] = int8_path.stat().st_size
