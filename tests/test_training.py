@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from kndnet.checkpoint import load_model
+from kndnet.data.datasets import class_balanced_weights
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
 
@@ -87,3 +88,13 @@ def test_ddp_on_cpu_trains_in_both_ranks(synth_manifest, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert len(summary["samples_per_rank"]) == 2 and min(summary["samples_per_rank"]) > 0
+
+
+@pytest.mark.parametrize("power, expected_share", [(1.0, [1 / 3, 1 / 3, 1 / 3]), (0.5, [10 / 17, 5 / 17, 2 / 17]),
+                                                   (0.0, [100 / 129, 25 / 129, 4 / 129])])
+def test_sampler_weights_set_the_class_shares(power, expected_share):
+    """balanced draws every class equally; sqrt in proportion to sqrt(count); power 0 is the data's prior."""
+    labels = torch.tensor([0] * 100 + [1] * 25 + [2] * 4)
+    weights = class_balanced_weights(labels, num_classes=3, power=power)
+    share = torch.stack([weights[labels == c].sum() for c in range(3)]) / weights.sum()
+    assert share.tolist() == pytest.approx(expected_share)

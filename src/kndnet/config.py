@@ -52,7 +52,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
-    sampler: str = "balanced"      # balanced (weights 1/class count) | random
+    sampler: str = "balanced"      # balanced (1/class count) | sqrt (1/sqrt(count)) | random
     class_weighted_loss: bool = True
     grad_clip: float = 0.0         # gradient-norm clip; 0 disables
     early_stop_patience: int = 0   # epochs without better val macro-F1; 0 disables
@@ -183,7 +183,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 CHOICES = {
     "data.format": ("auto", "ham10000", "isic2018", "csv", "folders"),
-    "train.sampler": ("balanced", "random"),
+    "train.sampler": ("balanced", "sqrt", "random"),
     "distill.loss": ("cmkd", "hinton", "dkd"),
 }
 

@@ -20,6 +20,8 @@ from kndnet.data.datasets import LesionDataset, class_balanced_weights
 from kndnet.data.transforms import resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache
 
+SAMPLER_POWERS = {"balanced": 1.0, "sqrt": 0.5}  # "random" shuffles without weights
+
 
 def split_rows(manifest: pd.DataFrame, split: str, val_fold: int) -> pd.DataFrame:
     """Rows of one split; train/val follow `val_fold`, so any fold can validate."""
@@ -85,8 +87,9 @@ class LesionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train", "train")
         sampler = None
-        if self.cfg.train.sampler == "balanced":
-            weights = class_balanced_weights(dataset.labels, self.cfg.model.num_classes)
+        power = SAMPLER_POWERS.get(self.cfg.train.sampler)
+        if power is not None:
+            weights = class_balanced_weights(dataset.labels, self.cfg.model.num_classes, power)
             sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True)
         return self._loader(dataset, shuffle=True, sampler=sampler)
 
