@@ -12,7 +12,8 @@ from kndnet.cli import main
 from kndnet.data.datasets import LesionDataset
 from kndnet.data.transforms import fixed_view, view_seed
 from kndnet.distill.teacher_cache import TeacherCache
-from kndnet.errors import DataError
+from kndnet.errors import ConfigError, DataError
+from kndnet.training.datamodule import LesionDataModule
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
 
@@ -62,6 +63,21 @@ def test_distillation_item_pairs_the_view_with_its_own_logits(teacher_and_cache,
         assert torch.allclose(fresh, item["teacher_logits"], atol=2e-2), i
 
 
+def test_student_with_train_views_sees_only_the_views_the_teacher_scored(teacher_and_cache, synth_manifest,
+                                                                        tmp_path):
+    """The matched KD baseline: same K views per image as the cache, no fresh augmentation."""
+    root, _ = teacher_and_cache
+    cache = TeacherCache.load(root / "cache")
+    cfg = tiny_config("student", synth_manifest, **{"data.train_views": cache.views})
+    dataset = LesionDataModule(cfg, pd.read_csv(synth_manifest), tmp_path).dataset("train", "train")
+    assert dataset.view_seed == cache.seed
+    first = dataset.image_ids.index(cache.image_ids[0])
+    scored = [fixed_view(dataset._decoded(first), cache.image_ids[0], k, cache.seed, 32) for k in range(3)]
+    seen = [dataset[first]["image"] for _ in range(40)]
+    assert all(any(torch.equal(view, s) for s in scored) for view in seen)
+    assert all(any(torch.equal(view, s) for view in seen) for s in scored)
+
+
 def test_distill_with_cache_logs_mask_coverage(teacher_and_cache, synth_manifest, tmp_path):
     root, teacher_ckpt = teacher_and_cache
     cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt,
@@ -91,3 +107,11 @@ def test_online_teacher_trained_at_another_size_gets_resized_views(teacher_and_c
     cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "train.epochs": 1,
                                                     "data.image_size": 40})
     assert fit(cfg, tmp_path)["epochs_run"] == 1
+
+
+def test_train_views_other_than_the_cache_are_refused(teacher_and_cache, synth_manifest, tmp_path):
+    root, teacher_ckpt = teacher_and_cache
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "data.train_views": 5,
+                                                    "distill.teacher_cache": str(root / "cache")})
+    with pytest.raises(ConfigError, match="train_views is 5 but the teacher cache holds 3"):
+        fit(cfg, tmp_path)

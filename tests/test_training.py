@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from kndnet.checkpoint import load_model
+from kndnet.cli import main
 from kndnet.data.datasets import class_balanced_weights
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
@@ -98,3 +99,9 @@ def test_sampler_weights_set_the_class_shares(power, expected_share):
     weights = class_balanced_weights(labels, num_classes=3, power=power)
     share = torch.stack([weights[labels == c].sum() for c in range(3)]) / weights.sum()
     assert share.tolist() == pytest.approx(expected_share)
+
+
+def test_train_without_data_names_both_ways_to_give_it(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "run")]) == 2
+    assert "pass --data DIR_OR_MANIFEST or set data.path" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "manifest.csv").exists()

@@ -32,6 +32,8 @@ class DataConfig:
     resize_ratio: float = 256 / 224  # train: resize to image_size*ratio, then RandomResizedCrop
     cache: bool = True             # decode JPEGs once into a memory-mapped uint8 array
     cache_dir: str = ""            # where decoded caches live; empty: <run>/cache
+    train_views: int = 0           # 0: fresh augmentation per access; K: one of K fixed views per image,
+                                   # the views a K-view teacher cache scores (matched KD baseline)
     num_workers: int = 2
     batch_size: int = 32
 

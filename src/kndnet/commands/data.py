@@ -8,8 +8,9 @@ from pathlib import Path
 from kndnet.commands import command
 
 
-def data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="data folder (any supported layout) or manifest CSV")
+def data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, help="data folder (any supported layout) or manifest CSV"
+                   + ("" if required else "; default: data.path of --config"))
     p.add_argument("--format", default=None,
                    help="auto | ham10000 | isic2018 | csv | folders (default: auto)")
 

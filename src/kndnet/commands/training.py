@@ -9,7 +9,7 @@ from kndnet.commands.data import data_args
 
 
 def _training_args(p: argparse.ArgumentParser) -> None:
-    data_args(p)
+    data_args(p, required=False)
     p.add_argument("--out", required=True, help="run directory (resumed if interrupted)")
     p.add_argument("--config", help="YAML config; flags below override it")
     p.add_argument("--epochs", type=int)

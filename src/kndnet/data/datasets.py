@@ -24,15 +24,20 @@ MODES = ("train", "eval", "fixed_view")
 class LesionDataset(Dataset):
     """Images of a manifest subset.
 
-    mode "train": a fresh random view per access; "eval": resize only; "fixed_view": view `k`
-    of each image, reproducible (seeded by image id and k), as the teacher cache needs.
-    `teacher_logits` (N x K x C, e.g. a float16 memmap) switches on cached distillation: each access
-    draws k at random and returns view k with its logits.
+    mode "train": a fresh random view per access, or, with `train_views` K > 0, view k of K drawn at
+    random; "eval": resize only; "fixed_view": view `k` of each image, reproducible (seeded by image id
+    and k), as the teacher cache needs. `teacher_logits` (N x K x C, e.g. a float16 memmap) switches on
+    cached distillation: K comes from the cache and view k is returned with its logits.
+
+    Why K views for a student alone: a cached-KD student sees only K augmentations of each image, a
+    plain student endless fresh ones. Training the baseline on the same K views makes the ablation
+    differ in the loss alone.
     """
 
     def __init__(self, rows: pd.DataFrame, image_size: int, mode: str = "eval",
                  cache: DecodedCache | None = None, load_size: int | None = None,
-                 view_seed: int = 0, k: int = 0, teacher_logits: np.ndarray | None = None) -> None:
+                 view_seed: int = 0, k: int = 0, teacher_logits: np.ndarray | None = None,
+                 train_views: int = 0) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.image_ids = rows["image_id"].astype(str).tolist()
@@ -45,6 +50,7 @@ class LesionDataset(Dataset):
         self.view_seed = view_seed
         self.k = k
         self.teacher_logits = teacher_logits
+        self.train_views = teacher_logits.shape[1] if teacher_logits is not None else train_views
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,10 +62,11 @@ class LesionDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         image = self._decoded(i)
         item: dict[str, Any] = {"label": self.labels[i], "index": i}
-        if self.teacher_logits is not None:
-            k = int(torch.randint(0, self.teacher_logits.shape[1], ()))
+        if self.mode == "train" and self.train_views:
+            k = int(torch.randint(0, self.train_views, ()))
             item["image"] = fixed_view(image, self.image_ids[i], k, self.view_seed, self.image_size)
-            item["teacher_logits"] = torch.from_numpy(np.asarray(self.teacher_logits[i, k], np.float32))
+            if self.teacher_logits is not None:
+                item["teacher_logits"] = torch.from_numpy(np.asarray(self.teacher_logits[i, k], np.float32))
         elif self.mode == "train":
             item["image"] = apply_view(image, sample_view(*image.shape[-2:]), self.image_size)
         elif self.mode == "fixed_view":

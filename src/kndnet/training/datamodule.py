@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from kndnet.classes import CLASS_CODES
 from kndnet.config import Config
+from kndnet.errors import ConfigError
 from kndnet.data.cache import DecodedCache, build_cache
 from kndnet.data.datasets import LesionDataset, class_balanced_weights
 from kndnet.data.transforms import resize_for_training
@@ -54,6 +55,10 @@ class LesionDataModule(L.LightningDataModule):
         self.load_size = resize_for_training(cfg.data.image_size, cfg.data.resize_ratio)
         if teacher_cache is not None:
             teacher_cache.check_matches(cfg.data.image_size, self.load_size)
+            if cfg.data.train_views not in (0, teacher_cache.views):
+                raise ConfigError(f"data.train_views is {cfg.data.train_views} but the teacher cache holds "
+                                  f"{teacher_cache.views} views per image; set it to 0 or "
+                                  f"{teacher_cache.views}")
 
     def prepare_data(self) -> None:
         if self.cfg.data.cache:
@@ -74,7 +79,7 @@ class LesionDataModule(L.LightningDataModule):
         load_size = self.load_size if mode == "train" else self.cfg.data.image_size
         return LesionDataset(rows, self.cfg.data.image_size, mode, cache, load_size,
                              view_seed=self.teacher_cache.seed if self.teacher_cache else self.cfg.data.seed,
-                             teacher_logits=logits)
+                             teacher_logits=logits, train_views=self.cfg.data.train_views)
 
     def _loader(self, dataset: LesionDataset, shuffle: bool, sampler=None) -> DataLoader:
         workers = self.cfg.data.num_workers

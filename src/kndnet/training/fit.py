@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 from kndnet.config import Config, save_config
 from kndnet.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, load_manifest, prepare, write_csv_atomic
 from kndnet.distill.teacher_cache import TeacherCache
-from kndnet.errors import DataError
+from kndnet.errors import ConfigError, DataError
 from kndnet.io import atomic_write_json
 from kndnet.models import count_parameters
 from kndnet.training.datamodule import LesionDataModule, class_counts, split_rows
@@ -40,10 +40,12 @@ def is_manifest(path: Path) -> bool:
 
 def resolve_manifest(cfg: Config, run_dir: Path) -> pd.DataFrame:
     """Use cfg.data.path as a manifest, or prepare one from a data folder, into the run directory."""
-    source = Path(cfg.data.path)
     target = run_dir / MANIFEST_NAME
     if target.is_file():
         return load_manifest(target)
+    if not cfg.data.path:
+        raise ConfigError("no data given: pass --data DIR_OR_MANIFEST or set data.path in the config")
+    source = Path(cfg.data.path)
     if is_manifest(source):
         manifest = load_manifest(source)
         write_csv_atomic(manifest, target)
