@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from sklearn import metrics as skm
 
@@ -14,7 +15,9 @@ from kndnet.cli import main
 from kndnet.evaluation.calibration import fit_temperature
 from kndnet.evaluation.compare import aggregate_folds
 from kndnet.evaluation.metrics import bootstrap_ci, brier_score, classification_metrics, expected_calibration_error
-from kndnet.inference import softmax
+from kndnet.data.datasets import LesionDataset
+from kndnet.evaluation.run import evaluation_rows, score
+from kndnet.inference import open_predictor, softmax
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
 
@@ -109,6 +112,18 @@ def test_evaluate_writes_every_file_with_real_content(trained, tmp_path, capsys)
         with Image.open(tmp_path / name) as img:
             assert img.size[0] > 300 and np.asarray(img.convert("L")).std() > 10
     assert "balanced accuracy" in (tmp_path / "report.md").read_text()
+
+
+def test_tta_scores_come_from_the_plain_pass_and_the_flipped_one(trained):
+    ckpt, manifest = trained
+    predictor = open_predictor(ckpt)
+    rows = evaluation_rows(str(manifest), "test")
+    plain, tta = score(predictor, rows, "hflip")
+    alone, none = score(predictor, rows)
+    assert none is None and np.allclose(plain.probs, alone.probs, atol=1e-6)
+    flipped = LesionDataset(rows, predictor.spec.image_size, "eval", load_size=predictor.spec.image_size)
+    images = torch.stack([flipped[i]["image"] for i in range(len(rows))]).flip(-1)
+    assert np.allclose(tta.probs, (plain.probs + softmax(predictor.logits(images))) / 2, atol=1e-5)
 
 
 def test_calibrate_stores_the_temperature_in_a_new_checkpoint(trained, tmp_path, capsys):

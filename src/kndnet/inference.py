@@ -75,9 +75,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict_probs(predictor: Predictor, images: torch.Tensor, tta: str = "none") -> np.ndarray:
-    """Softmax probabilities, averaged over the TTA flips; N x C."""
+def view_probs(predictor: Predictor, images: torch.Tensor, tta: str = "none") -> list[np.ndarray]:
+    """Softmax probabilities of each TTA view, the un-flipped images first; a list of N x C."""
     if tta not in TTA_FLIPS:
         raise ValueError(f"unknown --tta {tta!r}; choose {', '.join(TTA_FLIPS)}")
     views = [images.flip(dims) if dims else images for dims in TTA_FLIPS[tta]]
-    return np.mean([softmax(predictor.logits(v)) for v in views], axis=0)
+    return [softmax(predictor.logits(v)) for v in views]
+
+
+def predict_probs(predictor: Predictor, images: torch.Tensor, tta: str = "none") -> np.ndarray:
+    """Softmax probabilities, averaged over the TTA flips; N x C."""
+    return np.mean(view_probs(predictor, images, tta), axis=0)

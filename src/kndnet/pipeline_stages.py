@@ -61,9 +61,9 @@ def _evaluate(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
         target = out / "eval" / role
         if not (target / "metrics.json").is_file():
             predictor = open_predictor(state[role]["best_checkpoint"])
-            tta = score(predictor, rows, "hflip") if role == "distill" else None
-            write_evaluation(predictor, score(predictor, rows), target, str(out / MANIFEST_NAME), "test",
-                             tta, "hflip" if tta else "none")
+            tta_mode = "hflip" if role == "distill" else "none"
+            plain, tta = score(predictor, rows, tta_mode)
+            write_evaluation(predictor, plain, target, str(out / MANIFEST_NAME), "test", tta, tta_mode)
         results[role] = json.loads((target / "metrics.json").read_text())
         log(f"{role}: test accuracy {results[role]['accuracy']:.3f}, macro-F1 {results[role]['macro_f1']:.3f}")
     return results

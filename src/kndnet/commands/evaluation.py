@@ -27,8 +27,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from kndnet.shipped import resolve_model
     predictor = open_predictor(resolve_model(args.model))
     rows = evaluation_rows(args.data, args.split, args.format or "auto")
-    plain = score(predictor, rows, "none", args.batch_size)
-    tta = score(predictor, rows, args.tta, args.batch_size) if args.tta != "none" else None
+    plain, tta = score(predictor, rows, args.tta, args.batch_size)
     m = write_evaluation(predictor, plain, Path(args.out), args.data, args.split, tta, args.tta, args.resamples)
     print(f"{m['images']} images: accuracy {m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, "
           f"{m['accuracy_ci_high']:.3f}], balanced accuracy {m['balanced_accuracy']:.3f}, "

@@ -19,7 +19,7 @@ from kndnet.config import DataConfig
 from kndnet.data.datasets import LesionDataset
 from kndnet.data.manifest import build_manifest, load_manifest
 from kndnet.evaluation.metrics import bootstrap_ci, classification_metrics
-from kndnet.inference import Predictor, predict_probs
+from kndnet.inference import Predictor, view_probs
 from kndnet.training.datamodule import split_rows
 from kndnet.training.fit import is_manifest
 
@@ -41,12 +41,17 @@ def evaluation_rows(data: str, split: str, fmt: str = "auto", val_fold: int = 0)
 
 
 def score(predictor: Predictor, rows: pd.DataFrame, tta: str = "none", batch_size: int = 64,
-          workers: int = 0) -> Scored:
+          workers: int = 0) -> tuple[Scored, Scored | None]:
+    """Plain scores and, with `tta`, the flip-averaged ones from the same pass (None without TTA)."""
     dataset = LesionDataset(rows, predictor.spec.image_size, "eval", load_size=predictor.spec.image_size)
-    probs = []
+    plain, averaged = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        probs.append(predict_probs(predictor, batch["image"], tta))
-    return Scored(rows, dataset.labels.numpy(), np.concatenate(probs))
+        views = view_probs(predictor, batch["image"], tta)
+        plain.append(views[0])
+        averaged.append(np.mean(views, axis=0))
+    labels = dataset.labels.numpy()
+    tta_scored = Scored(rows, labels, np.concatenate(averaged)) if tta != "none" else None
+    return Scored(rows, labels, np.concatenate(plain)), tta_scored
 
 
 def flat_metrics(scored: Scored, resamples: int = 1000, seed: int = 0, prefix: str = "") -> dict:
