@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
 from kndnet.data.datasets import class_balanced_weights
+from kndnet.errors import ConfigError
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
 
@@ -48,11 +49,6 @@ def test_checkpoint_rebuilds_its_model_alone_with_weights_only(student_run):
     model, spec = load_model(run / "checkpoints" / "best.ckpt")
     assert spec.arch == "kndnet_student" and spec.class_codes[4] == "mel"
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
-
-
-def test_finished_run_is_not_retrained(student_run):
-    run, summary = student_run
-    assert fit(tiny_config("student", run / "manifest.csv"), run) == summary
 
 
 class _Crash(Callback):
@@ -105,3 +101,11 @@ def test_train_without_data_names_both_ways_to_give_it(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "run")]) == 2
     assert "pass --data DIR_OR_MANIFEST or set data.path" in capsys.readouterr().err
     assert not (tmp_path / "run" / "manifest.csv").exists()
+
+
+def test_a_finished_run_is_reused_only_for_its_own_recipe(student_run, synth_manifest):
+    run, summary = student_run
+    same = tiny_config("student", synth_manifest, **{"train.epochs": 12, "data.num_workers": 1})
+    assert fit(same, run) == summary  # operational keys (workers, devices, paths) may change
+    with pytest.raises(ConfigError, match=r"another recipe \(train.lr: 0.003 -> 0.01\)"):
+        fit(tiny_config("student", synth_manifest, **{"train.epochs": 12, "train.lr": 0.01}), run)

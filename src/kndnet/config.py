@@ -213,6 +213,21 @@ def save_config(cfg: Config, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+# Where a run reads its inputs and how it is executed, not what it trains: free to differ on a resume.
+OPERATIONAL_KEYS = frozenset({
+    "data.path", "data.format", "data.cache", "data.cache_dir", "data.num_workers", "train.accelerator",
+    "train.devices", "train.num_nodes", "train.strategy", "train.progress_bar", "train.log_every_n_steps",
+    "train.compile", "distill.teacher", "distill.teacher_cache",
+})
+
+
+def recipe_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
+    """Recipe keys whose value in `cfg` differs from a run's saved config, as 'key: old -> new'."""
+    old, new = flatten_keys(saved), flatten_keys(cfg.to_dict())
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+            if key not in OPERATIONAL_KEYS and old.get(key) != new.get(key)]
+
+
 def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
     """Parse repeated ``--set key=value`` options into a dict of dotted overrides."""
     parsed: dict[str, str] = {}

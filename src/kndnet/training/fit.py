@@ -15,10 +15,11 @@ from typing import Any
 
 import lightning as L
 import pandas as pd
+import yaml
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from kndnet.config import Config, save_config
+from kndnet.config import Config, recipe_differences, save_config
 from kndnet.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, load_manifest, prepare, write_csv_atomic
 from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import ConfigError, DataError
@@ -104,10 +105,12 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
     """Train (or resume) one run; returns the summary dict also written to summary.json."""
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
-    if summary_path.is_file() and not force:
-        return json.loads(summary_path.read_text())
     if force:
         _clear_results(run_dir)
+    else:
+        _refuse_another_recipe(cfg, run_dir)
+        if summary_path.is_file():
+            return json.loads(summary_path.read_text())
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)
     manifest = resolve_manifest(cfg, run_dir)
     save_config(cfg, run_dir / "config.yaml")
@@ -125,6 +128,22 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
     summary = _summary(cfg, module, trainer, run_dir, time.perf_counter() - start)
     atomic_write_json(summary_path, summary)
     return summary
+
+
+def _refuse_another_recipe(cfg: Config, run_dir: Path) -> None:
+    """A finished or half-done run is reused only for the recipe that made it.
+
+    Why: re-running a pipeline after editing its recipe must not silently return (or resume) the old
+    run's numbers under the new recipe's name.
+    """
+    saved = run_dir / "config.yaml"
+    if not saved.is_file() or not (run_dir / "checkpoints").is_dir():
+        return
+    changed = recipe_differences(yaml.safe_load(saved.read_text()) or {}, cfg)
+    if changed:
+        shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise ConfigError(f"{run_dir} holds a run of another recipe ({shown}); use a new --out, or "
+                          "--force to retrain it")
 
 
 def _clear_results(run_dir: Path) -> None:
