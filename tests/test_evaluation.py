@@ -13,8 +13,9 @@ from sklearn import metrics as skm
 
 from kndnet.cli import main
 from kndnet.evaluation.calibration import fit_temperature
-from kndnet.evaluation.compare import aggregate_folds
-from kndnet.evaluation.metrics import bootstrap_ci, brier_score, classification_metrics, expected_calibration_error
+from kndnet.evaluation.compare import aggregate_folds, paired_difference
+from kndnet.evaluation.metrics import (bootstrap_ci, brier_score, classification_metrics, expected_calibration_error,
+                                      paired_bootstrap_difference)
 from kndnet.data.datasets import LesionDataset
 from kndnet.evaluation.run import evaluation_rows, score
 from kndnet.inference import open_predictor, softmax
@@ -61,6 +62,21 @@ def test_bootstrap_ci_contains_the_point_estimate_and_is_seeded():
         assert ci[name][0] <= m[name] <= ci[name][1]
         assert ci[name][1] - ci[name][0] < 0.2
     assert ci == bootstrap_ci(y, p, resamples=300, seed=1)
+
+
+def test_paired_bootstrap_sees_a_real_gain_and_not_a_null_one():
+    y, p = _arrays(n=600)
+    better = p.copy()
+    fixed = np.flatnonzero(p.argmax(1) != y)[:60]  # B corrects 60 of A's errors and nothing else
+    better[fixed, y[fixed]] = better[fixed].max(1) + 1
+    gain = paired_bootstrap_difference(y, p, better, resamples=300)
+    assert gain["accuracy"]["difference"] == pytest.approx(60 / 600)
+    assert 0 < gain["accuracy"]["ci_low"] <= 0.1 <= gain["accuracy"]["ci_high"]
+    assert gain["accuracy"]["p_not_better"] == 0.0
+    same = paired_bootstrap_difference(y, p, p, resamples=100)
+    assert same["macro_f1"] == {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_not_better": 1.0}
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap_difference(y, p, p[:-1])
 
 
 def test_perfectly_calibrated_predictions_have_ece_near_zero():
@@ -145,6 +161,22 @@ def test_compare_refuses_different_splits(trained, tmp_path):
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--names", "x,y",
                  "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "comparison.png").is_file()
+    same = "| y | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | 1.000 |"
+    assert same in (tmp_path / "c" / "comparison.md").read_text()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--baseline", "2",
+                 "--out", str(tmp_path / "c")]) == 2
+
+
+def test_paired_difference_reads_both_prediction_files(trained, tmp_path):
+    ckpt, manifest = trained
+    weaker = fit(tiny_config("student", manifest, **{"train.epochs": 1}), tmp_path / "weak")
+    for name, model in (("strong", ckpt), ("weak", weaker["best_checkpoint"])):
+        main(["evaluate", "--model", model, "--data", str(manifest), "--out", str(tmp_path / name),
+              "--resamples", "20"])
+    diff = paired_difference(tmp_path / "weak", tmp_path / "strong", resamples=200)
+    strong, weak = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("strong", "weak"))
+    assert diff["accuracy"]["difference"] == pytest.approx(strong["accuracy"] - weak["accuracy"], abs=1e-3)
+    assert diff["macro_f1"]["ci_low"] <= diff["macro_f1"]["difference"] <= diff["macro_f1"]["ci_high"]
 
 
 def test_evaluate_without_a_shipped_model_says_so(synth_manifest, tmp_path, capsys, monkeypatch):

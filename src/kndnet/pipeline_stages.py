@@ -94,7 +94,7 @@ def _bench(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
 def _report(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
     from kndnet.evaluation.compare import compare
     table = compare([out / "eval" / r for r in ("teacher", "student", "distill")], out,
-                    ["teacher", "student alone", "student + KD"])
+                    ["teacher", "student alone", "student + KD"], baseline=1)
     ev, card, bench = state["evaluate"], state["export"], state["bench"]
     kd = ev["distill"]
     summary = {"teacher_test": {k: ev["teacher"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kndnet.commands import command
 from kndnet.commands.data import data_args
+from kndnet.errors import DataError
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -60,6 +61,8 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("evaluations", nargs="+", metavar="EVAL_DIR",
                    help="folders written by `kndnet evaluate` (same split), e.g. teacher, student, KD")
     p.add_argument("--names", help="comma-separated labels, one per folder")
+    p.add_argument("--baseline", type=int, default=0,
+                   help="index of the folder the others are differenced against (default 0, the first)")
     p.add_argument("--folds", action="store_true",
                    help="the folders are K folds of one model: write mean +- std per metric (cv.md)")
     p.add_argument("--out", required=True)
@@ -72,6 +75,8 @@ def _compare(args: argparse.Namespace) -> int:
         print(write_fold_summary([Path(e) for e in args.evaluations], Path(args.out)))
         return 0
     names = args.names.split(",") if args.names else None
-    table = compare([Path(e) for e in args.evaluations], Path(args.out), names)
+    if not 0 <= args.baseline < len(args.evaluations):
+        raise DataError(f"--baseline {args.baseline}: choose 0 to {len(args.evaluations) - 1}")
+    table = compare([Path(e) for e in args.evaluations], Path(args.out), names, args.baseline)
     print(table)
     return 0

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from kndnet.classes import CLASS_CODES
 from kndnet.errors import DataError
+from kndnet.evaluation.metrics import paired_bootstrap_difference
 from kndnet.evaluation.figures import comparison_png
 from kndnet.io import atomic_write_text
 
@@ -25,8 +28,41 @@ def _cell(m: dict, name: str) -> str:
     return f"{m[name]:.3f} [{m[name + '_ci_low']:.3f}, {m[name + '_ci_high']:.3f}]"
 
 
-def compare(folders: list[Path], out_dir: Path, names: list[str] | None = None) -> str:
-    """Write comparison.md and comparison.png; returns the Markdown table."""
+def _scores(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labels, probabilities and image ids from an evaluation's predictions.csv."""
+    table = pd.read_csv(folder / "predictions.csv")
+    probs = table[[f"prob_{code}" for code in CLASS_CODES]].to_numpy()
+    labels = np.array([CLASS_CODES.index(code) for code in table["true_label"]])
+    return labels, probs, table["image_id"].astype(str).tolist()
+
+
+def paired_difference(baseline: Path, other: Path, resamples: int = 1000) -> dict[str, dict[str, float]]:
+    """`other` minus `baseline` per headline metric, paired bootstrap over the images both scored."""
+    y, base_probs, base_ids = _scores(baseline)
+    y_other, other_probs, other_ids = _scores(other)
+    if other_ids != base_ids or not np.array_equal(y, y_other):
+        raise DataError(f"{baseline} and {other} scored different images; evaluate both on the same split")
+    return paired_bootstrap_difference(y, base_probs, other_probs, resamples)
+
+
+def _difference_table(folders: list[Path], names: list[str], baseline: int) -> str:
+    lines = [f"| model minus {names[baseline]} | accuracy | balanced accuracy | macro-F1 | "
+             "P(not better), macro-F1 |", "| --- | --- | --- | --- | --- |"]
+    for i, (name, folder) in enumerate(zip(names, folders)):
+        if i == baseline:
+            continue
+        d = paired_difference(folders[baseline], folder)
+        cells = [f"{d[k]['difference']:+.3f} [{d[k]['ci_low']:+.3f}, {d[k]['ci_high']:+.3f}]" for k in HEADLINE]
+        lines.append(f"| {name} | {' | '.join(cells)} | {d['macro_f1']['p_not_better']:.3f} |")
+    return "\n".join(lines)
+
+
+def compare(folders: list[Path], out_dir: Path, names: list[str] | None = None, baseline: int = 0) -> str:
+    """Write comparison.md and comparison.png; returns the Markdown tables.
+
+    The second table gives each model's difference from the baseline model by a paired bootstrap on
+    the same test images: the direct answer to "is the gain real?".
+    """
     runs = [_load(f) for f in folders]
     names = names or [f.name for f in folders]
     if len(names) != len(runs):
@@ -38,10 +74,11 @@ def compare(folders: list[Path], out_dir: Path, names: list[str] | None = None) 
     for name, m in zip(names, runs):
         lines.append(f"| {name} | {_cell(m, 'accuracy')} | {_cell(m, 'balanced_accuracy')} | "
                      f"{_cell(m, 'macro_f1')} | {m['melanoma_sensitivity']:.3f} | {m['ece']:.3f} |")
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + _difference_table(folders, names, baseline)
     atomic_write_text(out_dir / "comparison.md",
                       f"# Comparison on `{runs[0]['data']}` ({runs[0]['split']}, {runs[0]['images']} images)\n\n"
-                      f"{table}\n\n95% bootstrap CIs in brackets.\n\n![comparison](comparison.png)\n")
+                      f"{table}\n\n95% bootstrap CIs in brackets; differences by a paired bootstrap over the same "
+                      "images (1,000 resamples).\n\n![comparison](comparison.png)\n")
     comparison_png(names, {k: [m[k] for m in runs] for k in HEADLINE}, out_dir / "comparison.png")
     return table
 

@@ -110,16 +110,46 @@ CI_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+def _bootstrap_draws(n: int, resamples: int, seed: int,
+                     statistic: Callable[[np.ndarray], dict[str, float]]) -> dict[str, np.ndarray]:
+    """`statistic` of `resamples` image resamplings (indices drawn with replacement), per metric name."""
+    rng = np.random.default_rng(seed)
+    rows = [statistic(rng.integers(0, n, n)) for _ in range(resamples)]
+    return {name: np.array([row[name] for row in rows]) for name in rows[0]}
+
+
+def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
 def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, resamples: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap CI over images for accuracy, balanced accuracy and macro-F1."""
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    draws = {name: np.empty(resamples) for name in CI_METRICS}
-    for i in range(resamples):
-        idx = rng.integers(0, n, n)
-        for name, fn in CI_METRICS.items():
-            draws[name][i] = fn(y_true[idx], probs[idx])
-    tail = (1 - level) / 2 * 100
-    return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
-            for name, v in draws.items()}
+    draws = _bootstrap_draws(len(y_true), resamples, seed,
+                             lambda idx: {name: fn(y_true[idx], probs[idx]) for name, fn in CI_METRICS.items()})
+    return {name: _percentiles(values, level) for name, values in draws.items()}
+
+
+def paired_bootstrap_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray,
+                                resamples: int = 1000, seed: int = 0,
+                                level: float = 0.95) -> dict[str, dict[str, float]]:
+    """Metric of model B minus model A on the same images, with a paired percentile bootstrap CI.
+
+    Why paired: both models are scored on one test split, so their errors are correlated; resampling
+    the same image indices for both measures the difference's own noise, which two separate CIs
+    (and whether they overlap) overstate. `p_not_better` is the share of resamples in which B does
+    not beat A (a one-sided bootstrap p-value).
+    """
+    if len(y_true) != len(probs_a) or len(y_true) != len(probs_b):
+        raise ValueError("both models must be scored on the same images, in the same order")
+
+    def difference(idx: np.ndarray) -> dict[str, float]:
+        return {name: fn(y_true[idx], probs_b[idx]) - fn(y_true[idx], probs_a[idx])
+                for name, fn in CI_METRICS.items()}
+
+    draws = _bootstrap_draws(len(y_true), resamples, seed, difference)
+    point = difference(np.arange(len(y_true)))
+    return {name: {"difference": point[name], **dict(zip(("ci_low", "ci_high"), _percentiles(values, level))),
+                   "p_not_better": float(np.mean(values <= 0))}
+            for name, values in draws.items()}
