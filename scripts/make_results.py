@@ -39,6 +39,23 @@ def _row(name: str, m: dict, params: str, extra: str = "") -> str:
             f"{params} | {extra} | {published} |")
 
 
+def _config(run: Path, role: str) -> dict:
+    return yaml.safe_load((run / role / "config.yaml").read_text())
+
+
+def _student_note(run: Path, image_size: int) -> str:
+    views = _config(run, "student")["data"].get("train_views", 0)
+    return f"{image_size} px, " + (f"the same {views} fixed views per image as KD" if views else
+                                   "fresh augmentation per epoch")
+
+
+def _kd_note(run: Path) -> str:
+    d = _config(run, "distill")["distill"]
+    source = f"{_load(run / 'teacher_cache' / 'teacher_cache.json')['views']} cached teacher views" \
+        if (run / "teacher_cache").is_dir() else "online teacher"
+    return f"confidence-masked KD (T {d['temperature']}, alpha {d['alpha']}, threshold {d['threshold']}), {source}"
+
+
 def _gradcam_examples(run: Path, out: Path, n: int = 4) -> list[str]:
     preds = pd.read_csv(run / "eval" / "distill" / "predictions.csv")
     manifest = pd.read_csv(run / "manifest.csv").set_index("image_id")
@@ -71,8 +88,8 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         "| model | accuracy | balanced accuracy | macro-F1 | parameters | notes | published acc. / macro-F1 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         _row("teacher", ev["teacher"], f"{t_params:,}", t_note),
-        _row("student alone", ev["student"], s_params, f"{card['image_size']} px"),
-        _row("student + KD", kd, s_params, "confidence-masked KD, cached teacher views"),
+        _row("student alone", ev["student"], s_params, _student_note(run, card["image_size"])),
+        _row("student + KD", kd, s_params, _kd_note(run)),
         _row("student + KD + TTA (hflip)", tta, s_params, "average of image and its mirror"),
         *[_row(name, _load(run / folder / "metrics.json"), s_params, "extra run, same split")
           for name, folder in (item.split("=", 1) for item in extra)],
@@ -83,7 +100,7 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         "", "The published figures (Lishad et al., 2025) come from fold 0 of the full 10,015-image release, the "
         "same fold that selected the best epoch, with an EfficientNet-B4 teacher at 224 px: a different split, "
         "data size and protocol, shown for orientation only.", "",
-        "## Is the KD gain real?", "", _kd_verdict(ev["student"], kd), "",
+        "## Is the KD gain real?", "", _kd_verdict(run, ev["student"], kd), "",
         "## Cost", "",
         f"- student: {card['parameters']:,} parameters, {card['macs'] / 1e6:.1f} M MACs at {card['image_size']} px",
         f"- int8 ONNX {card['int8_bytes'] / 1024:.0f} KB; peak int8 activation memory "
@@ -110,12 +127,21 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
     return "\n".join(lines)
 
 
-def _kd_verdict(student: dict, kd: dict) -> str:
-    gain = kd["macro_f1"] - student["macro_f1"]
+def _kd_verdict(run: Path, student: dict, kd: dict) -> str:
+    from kndnet.evaluation.compare import paired_difference
+    d = paired_difference(run / "eval" / "student", run / "eval" / "distill")["macro_f1"]
     overlap = kd["macro_f1_ci_low"] <= student["macro_f1_ci_high"]
-    verdict = ("The confidence intervals overlap, so this run does not show a KD gain beyond resampling noise."
-               if overlap else "The intervals do not overlap: the gain exceeds resampling noise.")
-    return (f"Macro-F1 of student + KD minus student alone: {gain:+.3f} (KD {kd['macro_f1']:.3f} "
+    if d["ci_low"] > 0 and not overlap:
+        verdict = "The gain is real by both tests: the paired interval excludes zero and the intervals do not overlap."
+    elif d["ci_low"] > 0:
+        verdict = ("The paired interval excludes zero, so KD beat the student alone on these images beyond "
+                   "resampling noise; the two separate intervals still overlap, so the margin is not larger "
+                   "than their overlap.")
+    else:
+        verdict = "The paired interval includes zero: this run does not show a KD gain beyond resampling noise."
+    return (f"Macro-F1 of student + KD minus student alone: {d['difference']:+.3f}, paired bootstrap 95% CI "
+            f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] over the same {kd['images']} test images; KD did not "
+            f"beat the student alone in {d['p_not_better']:.1%} of resamples (KD {kd['macro_f1']:.3f} "
             f"[{kd['macro_f1_ci_low']:.3f}, {kd['macro_f1_ci_high']:.3f}], alone {student['macro_f1']:.3f} "
             f"[{student['macro_f1_ci_low']:.3f}, {student['macro_f1_ci_high']:.3f}]). {verdict}")
 
