@@ -1,7 +1,7 @@
 import pytest
 
 from kndnet.classes import CLASS_CODES, MELANOMA_INDEX, normalise_label
-from kndnet.config import config_from_dict, load_config, parse_set_options
+from kndnet.config import config_from_dict, load_config, parse_set_options, recipe_differences
 
 
 def test_class_order_is_alphabetical_as_the_method_indexes():
@@ -60,3 +60,13 @@ def test_set_options_need_key_value():
 def test_a_value_outside_its_choices_is_refused():
     with pytest.raises(ValueError, match="train.sampler.*'balance'"):
         load_config(overrides={"train.sampler": "balance"})
+
+
+def test_recipe_differences_ignore_operational_keys_and_keys_newer_than_the_run():
+    cfg = load_config(role="student")
+    saved = cfg.to_dict()
+    del saved["data"]["train_views"]  # written before the key existed: read as its default
+    saved["data"]["num_workers"] = 7   # how it ran, not what it trained
+    assert recipe_differences(saved, cfg) == []
+    saved["train"]["lr"] = 0.5
+    assert recipe_differences(saved, cfg) == ["train.lr: 0.5 -> 0.001"]

@@ -222,8 +222,12 @@ OPERATIONAL_KEYS = frozenset({
 
 
 def recipe_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
-    """Recipe keys whose value in `cfg` differs from a run's saved config, as 'key: old -> new'."""
-    old, new = flatten_keys(saved), flatten_keys(cfg.to_dict())
+    """Recipe keys whose value in `cfg` differs from a run's saved config, as 'key: old -> new'.
+
+    The saved config is read back through the defaults, so a key added to the toolkit after the run
+    was made counts as its default, not as a change.
+    """
+    old, new = flatten_keys(config_from_dict(saved).to_dict()), flatten_keys(cfg.to_dict())
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
             if key not in OPERATIONAL_KEYS and old.get(key) != new.get(key)]
 
