@@ -80,8 +80,8 @@ def class_balanced_weights(labels: torch.Tensor, num_classes: int, power: float 
     """Per-sample weights 1/count(class)**power for a WeightedRandomSampler.
 
     power 1 is the method's sampler: every class equally often, so HAM10000's ~60 dermatofibroma images
-    are each drawn ~14 times per epoch. power 0.5 ("sqrt", as in long-tailed recognition, e.g. Mahajan
-    et al. 2018) halves the imbalance on a log scale instead of removing it.
+    are each drawn ~14 times per epoch. power 0.5 (square-root sampling, Mahajan et al. 2018; Kang et
+    al. 2020) halves the imbalance on a log scale instead of removing it.
     """
     counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).float()
     return counts[labels] ** -power

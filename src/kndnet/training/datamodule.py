@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from kndnet.classes import CLASS_CODES
 from kndnet.config import Config
-from kndnet.errors import ConfigError
 from kndnet.data.cache import DecodedCache, build_cache
 from kndnet.data.datasets import LesionDataset, class_balanced_weights
 from kndnet.data.transforms import resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache
+from kndnet.errors import ConfigError
 
 SAMPLER_POWERS = {"balanced": 1.0, "sqrt": 0.5}  # "random" shuffles without weights
 
