@@ -10,8 +10,8 @@ import pandas as pd
 
 from kndnet.classes import CLASS_CODES
 from kndnet.errors import DataError
-from kndnet.evaluation.metrics import paired_bootstrap_difference
 from kndnet.evaluation.figures import comparison_png
+from kndnet.evaluation.metrics import paired_bootstrap_difference
 from kndnet.io import atomic_write_text
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
