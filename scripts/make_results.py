@@ -96,7 +96,7 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         f"| student + KD, int8 ONNX | {card['int8_accuracy']:.3f} | - | {card['int8_macro_f1']:.3f} | {s_params} | "
         f"{card['int8_bytes'] / 1024:.0f} KB, top-1 agreement with fp32 "
         f"{card['int8_vs_fp32_top1_agreement']:.3f} | - |",
-        *([""] + list(notes)),
+        *(line for note in notes for line in ("", note)),
         "", "The published figures (Lishad et al., 2025) come from fold 0 of the full 10,015-image release, the "
         "same fold that selected the best epoch, with an EfficientNet-B4 teacher at 224 px: a different split, "
         "data size and protocol, shown for orientation only.", "",
