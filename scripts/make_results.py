@@ -53,7 +53,9 @@ def _kd_note(run: Path) -> str:
     d = _config(run, "distill")["distill"]
     source = f"{_load(run / 'teacher_cache' / 'teacher_cache.json')['views']} cached teacher views" \
         if (run / "teacher_cache").is_dir() else "online teacher"
-    return f"confidence-masked KD (T {d['temperature']}, alpha {d['alpha']}, threshold {d['threshold']}), {source}"
+    loss = {"cmkd": f"confidence-masked KD (T {d['temperature']}, alpha {d['alpha']}, threshold {d['threshold']})",
+            "hinton": f"Hinton KD (T {d['temperature']}, alpha {d['alpha']})"}.get(d["loss"], f"{d['loss']} KD")
+    return f"{loss}, {source}"
 
 
 def _gradcam_examples(run: Path, out: Path, n: int = 4) -> list[str]:
