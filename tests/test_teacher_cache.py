@@ -94,11 +94,16 @@ def test_online_teacher_distillation_runs(teacher_and_cache, synth_manifest, tmp
     assert fit(cfg, tmp_path)["epochs_run"] == 1
 
 
-def test_cache_of_another_view_size_is_refused(teacher_and_cache, synth_manifest, tmp_path):
+@pytest.mark.parametrize("override, error, message", [
+    ({"data.image_size": 48}, DataError, "built for 32px views"),
+    ({"data.train_views": 5}, ConfigError, "train_views is 5 but the teacher cache holds 3"),
+])
+def test_a_cache_that_does_not_match_the_run_is_refused(teacher_and_cache, synth_manifest, tmp_path, override,
+                                                        error, message):
     root, teacher_ckpt = teacher_and_cache
-    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "data.image_size": 48,
-                                                    "distill.teacher_cache": str(root / "cache")})
-    with pytest.raises(DataError, match="built for 32px views"):
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt,
+                                                    "distill.teacher_cache": str(root / "cache"), **override})
+    with pytest.raises(error, match=message):
         fit(cfg, tmp_path)
 
 
@@ -107,11 +112,3 @@ def test_online_teacher_trained_at_another_size_gets_resized_views(teacher_and_c
     cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "train.epochs": 1,
                                                     "data.image_size": 40})
     assert fit(cfg, tmp_path)["epochs_run"] == 1
-
-
-def test_train_views_other_than_the_cache_are_refused(teacher_and_cache, synth_manifest, tmp_path):
-    root, teacher_ckpt = teacher_and_cache
-    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "data.train_views": 5,
-                                                    "distill.teacher_cache": str(root / "cache")})
-    with pytest.raises(ConfigError, match="train_views is 5 but the teacher cache holds 3"):
-        fit(cfg, tmp_path)
