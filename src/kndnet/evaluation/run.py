@@ -48,9 +48,10 @@ def score(predictor: Predictor, rows: pd.DataFrame, tta: str = "none", batch_siz
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         views = view_probs(predictor, batch["image"], tta)
         plain.append(views[0])
-        averaged.append(np.mean(views, axis=0))
+        if len(views) > 1:
+            averaged.append(np.mean(views, axis=0))
     labels = dataset.labels.numpy()
-    tta_scored = Scored(rows, labels, np.concatenate(averaged)) if tta != "none" else None
+    tta_scored = Scored(rows, labels, np.concatenate(averaged)) if averaged else None
     return Scored(rows, labels, np.concatenate(plain)), tta_scored
 
 
