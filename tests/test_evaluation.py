@@ -12,11 +12,16 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from kndnet.cli import main
+from kndnet.data.datasets import LesionDataset
 from kndnet.evaluation.calibration import fit_temperature
 from kndnet.evaluation.compare import aggregate_folds, paired_difference
-from kndnet.evaluation.metrics import (bootstrap_ci, brier_score, classification_metrics, expected_calibration_error,
-                                      paired_bootstrap_difference)
-from kndnet.data.datasets import LesionDataset
+from kndnet.evaluation.metrics import (
+    bootstrap_ci,
+    brier_score,
+    classification_metrics,
+    expected_calibration_error,
+    paired_bootstrap_difference,
+)
 from kndnet.evaluation.run import evaluation_rows, score
 from kndnet.inference import open_predictor, softmax
 from kndnet.training.fit import fit

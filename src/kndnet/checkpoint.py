@@ -71,9 +71,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+EMA_PREFIX = "ema.module."
+
+
 def model_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The wrapped model's tensors from a LightningModule state dict (prefix `model.`)."""
-    return {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
+    """The model's tensors from a LightningModule state dict: the EMA weights (prefix `ema.module.`)
+    when the run kept an exponential moving average, since those are what validation selected;
+    else the trained weights (prefix `model.`)."""
+    prefix = EMA_PREFIX if any(k.startswith(EMA_PREFIX) for k in state_dict) else "model."
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, ModelSpec]:

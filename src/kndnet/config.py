@@ -34,6 +34,8 @@ class DataConfig:
     cache_dir: str = ""            # where decoded caches live; empty: <run>/cache
     train_views: int = 0           # 0: fresh augmentation per access; K: one of K fixed views per image,
                                    # the views a K-view teacher cache scores (matched KD baseline)
+    view_size: int = 0             # 0: train views are made at image_size; N: made at N px, then resized to
+                                   # image_size on the device (an online teacher scores the N px view)
     num_workers: int = 2
     batch_size: int = 32
 
@@ -70,6 +72,9 @@ class TrainConfig:
     log_every_n_steps: int = 10
     progress_bar: bool = True
     init_from: str = ""            # warm start from this checkpoint; "none" forbids the pipeline's warm start
+    mixup_alpha: float = 0.0       # mixup between images of a batch, lambda ~ Beta(a, a) (Zhang et al., 2018); 0: off
+    cutmix_alpha: float = 0.0      # CutMix (Yun et al., 2019); with mixup too, each batch picks one of the two
+    ema_decay: float = 0.0         # exponential moving average of the weights, validated and saved; 0: off
 
 
 @dataclass
@@ -80,8 +85,11 @@ class DistillConfig:
     threshold: float = 0.65        # teacher confidence needed for a sample to be distilled
     dkd_beta: float = 8.0          # decoupled KD: weight of the non-target term
     teacher: str = ""              # teacher checkpoint
-    views: int = 4                 # K cached augmented views per image
+    views: int = 4                 # K cached augmented views per image; 0 in a `run` recipe: no cache,
+                                   # the teacher runs online on every (mixed) batch (function matching)
     teacher_cache: str = ""        # folder of cached teacher logits; empty: online teacher
+    teacher_hflip: bool = False    # online teacher: average its logits over the view and its mirror
+    teacher_bf16: bool = True      # online teacher: bf16 autocast on CPU/GPU (inference only; 1.7x on AMX CPUs)
 
 
 @dataclass
@@ -157,22 +165,56 @@ def flatten_keys(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+RECIPES = Path(__file__).parent / "recipes"
+RECIPE_SECTIONS = ("common", "teacher", "student", "distill")
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A config/recipe file path, or the name of a packaged recipe (demo, cpu, cpu_v1, method)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = RECIPES / f"{name_or_path}.yaml"
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"config {str(name_or_path)!r} not found; pass a YAML file or one of "
+                      + ", ".join(p.stem for p in sorted(RECIPES.glob("*.yaml"))))
+
+
+def file_layer(path: str | Path, role: str) -> dict[str, Any]:
+    """Dotted keys a YAML file sets for `role`.
+
+    Two formats: a flat config (sections data/model/train/distill, as saved beside every run) or a
+    pipeline recipe (`common` plus one section per role; the role's section overrides `common`).
+    """
+    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
+    if not set(loaded) & set(RECIPE_SECTIONS):
+        return flatten_keys(loaded)
+    unknown = set(loaded) - set(RECIPE_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown recipe section(s) {', '.join(sorted(unknown))}; use "
+                          + ", ".join(RECIPE_SECTIONS))
+    return {**flatten_keys(loaded.get("common") or {}), **flatten_keys(loaded.get(role) or {})}
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 role: str | None = None) -> Config:
     """Resolve a config: defaults, then the role's recipe, then the YAML file, then `overrides`.
 
-    `overrides` maps dotted keys (``"train.lr"``) to values; None values are ignored so that unset
-    CLI flags leave the file's value alone.
+    `path` is a flat config, a pipeline recipe (its `common` and `role` sections are read) or a packaged
+    recipe's name. `overrides` maps dotted keys (``"train.lr"``) to values; None values are ignored so
+    that unset CLI flags leave the file's value alone.
     """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    chosen_role = role or overrides.get("role")
     from_file: dict[str, Any] = {}
     if path:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
-        from_file = flatten_keys(loaded)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    chosen_role = role or overrides.get("role") or from_file.get("role") or "student"
+        path = recipe_path(path)
+        from_file = file_layer(path, chosen_role or "student")
+        chosen_role = chosen_role or from_file.get("role")
+    chosen_role = chosen_role or "student"
     if chosen_role not in ROLE_RECIPES:
         raise ConfigError(f"unknown role {chosen_role!r}; choose teacher, student or distill")
     cfg = Config(role=chosen_role)
@@ -190,13 +232,38 @@ CHOICES = {
 }
 
 
+# Inclusive numeric ranges: (low, high); None leaves that side open.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "data.folds": (2, None), "data.test_fraction": (0.0, 0.9), "data.image_size": (8, None),
+    "data.resize_ratio": (1.0, None), "data.train_views": (0, None), "data.view_size": (0, None),
+    "data.num_workers": (0, None), "data.batch_size": (1, None), "model.width": (0.1, None),
+    "model.num_classes": (2, None), "model.freeze_fraction": (0.0, 1.0), "model.dropout": (0.0, 0.99),
+    "train.epochs": (1, None), "train.lr": (1e-12, None), "train.weight_decay": (0.0, None),
+    "train.label_smoothing": (0.0, 0.99), "train.grad_clip": (0.0, None), "train.early_stop_patience": (0, None),
+    "train.warmup_epochs": (0, None), "train.mixup_alpha": (0.0, None), "train.cutmix_alpha": (0.0, None),
+    "train.ema_decay": (0.0, 0.999999), "distill.temperature": (1e-6, None), "distill.alpha": (0.0, 1.0),
+    "distill.dkd_beta": (0.0, None), "distill.views": (0, None),
+}
+
+
+def _value(cfg: Config, dotted: str) -> Any:
+    section, name = dotted.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
 def validate(cfg: Config) -> Config:
-    """Refuse values outside their known choices, naming the key (a typo must not train silently)."""
+    """Refuse values outside their known choices or ranges, naming the key (a typo must not train silently)."""
     for dotted, allowed in CHOICES.items():
-        section, name = dotted.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in allowed:
-            raise ConfigError(f"config key {dotted!r} is {value!r}; choose one of {', '.join(allowed)}")
+        if _value(cfg, dotted) not in allowed:
+            raise ConfigError(f"config key {dotted!r} is {_value(cfg, dotted)!r}; choose one of {', '.join(allowed)}")
+    for dotted, (low, high) in RANGES.items():
+        value = _value(cfg, dotted)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"config key {dotted!r} is {value!r}; it must be {bounds}")
+    if 0 < cfg.data.view_size < cfg.data.image_size:
+        raise ConfigError(f"data.view_size {cfg.data.view_size} is below data.image_size {cfg.data.image_size}; "
+                          "views are made at view_size and then shrunk to image_size (0 turns this off)")
     return cfg
 
 
@@ -245,6 +312,6 @@ def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
 
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "DistillConfig", "ROLE_RECIPES",
-    "IMAGENET_MEAN", "IMAGENET_STD", "load_config", "config_from_dict", "save_config",
+    "IMAGENET_MEAN", "IMAGENET_STD", "load_config", "recipe_path", "config_from_dict", "save_config",
     "parse_set_options",
 ]

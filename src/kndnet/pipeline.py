@@ -18,42 +18,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from kndnet.config import Config, flatten_keys, load_config
-from kndnet.errors import KNDNetError
+from kndnet.config import Config, load_config, recipe_path
 
 ROLES = ("teacher", "student", "distill")
-RECIPES = Path(__file__).parent / "recipes"
-
-
-def recipe_path(name_or_path: str) -> Path:
-    """A recipe file path, or the name of a packaged recipe (demo, cpu, method)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    packaged = RECIPES / f"{name_or_path}.yaml"
-    if packaged.is_file():
-        return packaged
-    raise KNDNetError(f"recipe {name_or_path!r} not found; pass a YAML file or one of "
-                      + ", ".join(p.stem for p in sorted(RECIPES.glob("*.yaml"))))
+__all__ = ["ROLES", "recipe_path", "run_pipeline", "stage_configs"]
 
 
 def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | None = None) -> dict[str, Config]:
-    """One resolved Config per role from a pipeline recipe."""
-    raw = yaml.safe_load(Path(recipe).read_text()) or {}
-    unknown = set(raw) - {"common", *ROLES}
-    if unknown:
-        raise KNDNetError(f"{recipe}: unknown section(s) {', '.join(sorted(unknown))}; use common, "
-                          + ", ".join(ROLES))
-    common = flatten_keys(raw.get("common") or {})
-    return {role: load_config(role=role, overrides={**common, **flatten_keys(raw.get(role) or {}),
-                                                    **(overrides or {}), "data.path": data})
+    """One resolved Config per role from a pipeline recipe (the same reading `train --config` does)."""
+    return {role: load_config(recipe, overrides={**(overrides or {}), "data.path": data}, role=role)
             for role in ROLES}
-
-
-def _done(marker: Path) -> bool:
-    return marker.is_file()
 
 
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any]:

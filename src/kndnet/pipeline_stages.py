@@ -33,7 +33,7 @@ def _train(role: str) -> Callable:
         cfg = configs[role]
         if role == "distill":
             cfg.distill.teacher = state["teacher"]["best_checkpoint"]
-            cfg.distill.teacher_cache = str(out / "teacher_cache")
+            cfg.distill.teacher_cache = str(state["teacher_cache"] or "")
             cfg.train.init_from = cfg.train.init_from or state["student"]["best_checkpoint"]
         summary = fit(cfg, out / role)
         log(f"{role}: best val macro-F1 {summary['best_val_macro_f1']} ({summary['epochs_run']} epochs)")
@@ -41,11 +41,14 @@ def _train(role: str) -> Callable:
     return stage
 
 
-def _cache_teacher(configs: Configs, out: Path, state: dict, log: Callable) -> Path:
+def _cache_teacher(configs: Configs, out: Path, state: dict, log: Callable) -> Path | None:
     from kndnet.distill.build import cache_teacher_for_config
     from kndnet.distill.teacher_cache import INDEX_NAME
     cfg = configs["distill"]
     cfg.distill.teacher = state["teacher"]["best_checkpoint"]
+    if cfg.distill.views == 0:
+        log("no teacher cache: the teacher runs online (distill.views is 0)")
+        return None
     if not (out / "teacher_cache" / INDEX_NAME).is_file():
         cache_teacher_for_config(cfg, out / "teacher_cache")
     return out / "teacher_cache"

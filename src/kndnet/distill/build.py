@@ -8,12 +8,16 @@ from kndnet.config import Config
 from kndnet.data.cache import build_cache
 from kndnet.data.transforms import resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache, build_teacher_cache
+from kndnet.errors import ConfigError
 from kndnet.training.datamodule import split_rows
 from kndnet.training.fit import resolve_manifest
 
 
 def cache_teacher_for_config(cfg: Config, out_dir: str | Path, batch_size: int = 64) -> TeacherCache:
     """Score cfg.distill.views fixed views of every training image with cfg.distill.teacher."""
+    if cfg.distill.views < 1:
+        raise ConfigError(f"distill.views is {cfg.distill.views}: a teacher cache needs at least one view "
+                          "(0 means no cache: the teacher runs online during `distill`)")
     out_dir = Path(out_dir)
     manifest = resolve_manifest(cfg, out_dir)
     rows = split_rows(manifest, "train", cfg.data.val_fold)

@@ -8,7 +8,9 @@
 - `dkd`: decoupled KD (Zhao et al., CVPR 2022): KL split into a target-class part (TCKD, binary
   target vs rest) and a non-target part (NCKD, distribution over wrong classes), weighted alpha/beta:
   loss = alpha_ce * CE + (1 - alpha_ce) * (TCKD + beta * NCKD) * T^2, over all samples.
-The teacher logits are always detached: no gradient reaches the teacher.
+The teacher logits are always detached: no gradient reaches the teacher. `labels` are class indices
+(N) or, under mixup/CutMix, soft targets (N x C) for the cross-entropy term; DKD's target class is then
+the dominant one.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def decoupled_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, lab
     """Decoupled KD (Zhao et al., 2022); TCKD weight 1, NCKD weight `beta`."""
     teacher_logits = teacher_logits.detach().float()
     ce = F.cross_entropy(student_logits, labels, weight=ce_weight, label_smoothing=label_smoothing)
-    target = F.one_hot(labels, student_logits.shape[1]).bool()
+    target_class = labels if labels.dim() == 1 else labels.argmax(dim=1)
+    target = F.one_hot(target_class, student_logits.shape[1]).bool()
     p_s = F.softmax(student_logits / temperature, dim=1)
     p_t = F.softmax(teacher_logits / temperature, dim=1)
     binary_s = torch.stack([p_s[target], 1 - p_s[target]], dim=1).clamp_min(1e-8)

@@ -52,9 +52,11 @@ class LesionDataModule(L.LightningDataModule):
         self.manifest = manifest
         self.cache_dir = cache_dir
         self.teacher_cache = teacher_cache
-        self.load_size = resize_for_training(cfg.data.image_size, cfg.data.resize_ratio)
+        # train views are made at view_size (then shrunk to image_size on the device), eval at image_size
+        self.view_size = cfg.data.view_size or cfg.data.image_size
+        self.load_size = resize_for_training(self.view_size, cfg.data.resize_ratio)
         if teacher_cache is not None:
-            teacher_cache.check_matches(cfg.data.image_size, self.load_size)
+            teacher_cache.check_matches(self.view_size, self.load_size)
             if cfg.data.train_views not in (0, teacher_cache.views):
                 raise ConfigError(f"data.train_views is {cfg.data.train_views} but the teacher cache holds "
                                   f"{teacher_cache.views} views per image; set it to 0 or "
@@ -76,8 +78,9 @@ class LesionDataModule(L.LightningDataModule):
         logits = None
         if mode == "train" and self.cfg.role == "distill" and self.teacher_cache is not None:
             logits = self.teacher_cache.logits_for(rows["image_id"].tolist())
+        size = self.view_size if mode == "train" else self.cfg.data.image_size
         load_size = self.load_size if mode == "train" else self.cfg.data.image_size
-        return LesionDataset(rows, self.cfg.data.image_size, mode, cache, load_size,
+        return LesionDataset(rows, size, mode, cache, load_size,
                              view_seed=self.teacher_cache.seed if self.teacher_cache else self.cfg.data.seed,
                              teacher_logits=logits, train_views=self.cfg.data.train_views)
 

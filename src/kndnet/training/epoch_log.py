@@ -2,7 +2,8 @@
 
 Lightning's CSVLogger logs steps and rewrites its file on resume; a reader wants one row per
 finished epoch. This callback appends the epoch's aggregated metrics and, on a resumed run, first
-drops rows of epochs the checkpoint had not finished, so each epoch appears exactly once.
+drops rows of epochs the checkpoint had not finished, so each epoch appears exactly once. Without a
+progress bar (logs, CI, `nohup`) it also prints one line per epoch with the elapsed time and an ETA.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class EpochMetricsWriter(Callback):
         return table[table["epoch"] < before_epoch]
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._run_start, self._first_epoch = time.perf_counter(), trainer.current_epoch
         if trainer.is_global_zero and self.path.is_file():
             write_csv_atomic(self._existing(trainer.current_epoch), self.path)
 
@@ -54,3 +56,16 @@ class EpochMetricsWriter(Callback):
                 row[name.replace("_epoch", "")] = round(float(value), 6)
         table = pd.concat([self._existing(trainer.current_epoch), pd.DataFrame([row])], ignore_index=True)
         write_csv_atomic(table, self.path)
+        if trainer.progress_bar_callback is None:
+            print(epoch_line(trainer.current_epoch, trainer.max_epochs, row,
+                             time.perf_counter() - self._run_start, trainer.current_epoch + 1 - self._first_epoch),
+                  flush=True)
+
+
+def epoch_line(epoch: int, max_epochs: int, row: dict, elapsed: float, epochs_done: int) -> str:
+    """'epoch 3/35  val macro-F1 0.512  acc 0.701  elapsed 4.2 min  ETA 44.1 min' (ETA: mean epoch so far)."""
+    eta = elapsed / max(epochs_done, 1) * (max_epochs - epoch - 1)
+    scores = "  ".join(f"{label} {row[key]:.3f}" for key, label in
+                       (("val/macro_f1", "val macro-F1"), ("val/acc", "acc"), ("train/loss", "train loss"))
+                       if key in row)
+    return f"epoch {epoch + 1}/{max_epochs}  {scores}  elapsed {elapsed / 60:.1f} min  ETA {eta / 60:.1f} min"

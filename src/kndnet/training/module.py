@@ -3,6 +3,11 @@
 A training step returns its loss parts (CE, KD, mask coverage) so the per-epoch CSV shows how much
 of each batch the confidence mask let through (KNDNet reports about 42% at threshold 0.65).
 Images arrive as uint8 and are normalised here, on the device, in channels_last when asked.
+
+Optional levers, each off by default: mixup/CutMix (the online teacher scores the same mixed images:
+function matching, Beyer et al., CVPR 2022), views made at `data.view_size` and shrunk for the student,
+and an exponential moving average of the weights (timm's ModelEmaV3) that is validated, checkpointed
+and, being what validation selected, the weights every loader of the checkpoint uses.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
@@ -19,6 +25,7 @@ from kndnet.checkpoint import SPEC_KEY, ModelSpec, load_model, model_weights, re
 from kndnet.config import Config, config_from_dict
 from kndnet.distill.losses import distillation_loss
 from kndnet.models import create_model
+from kndnet.training.mixing import build_mixer, mix_batch
 
 
 def class_weights(counts: list[int]) -> torch.Tensor:
@@ -51,6 +58,12 @@ class LesionClassifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255)
         self.val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val/")
+        self.mixer = build_mixer(self.cfg.train, self.cfg.model.num_classes)
+        self.ema: ModelEmaV3 | None = None
+        if self.cfg.train.ema_decay > 0:  # a submodule: saved and restored with the checkpoint
+            self.ema = ModelEmaV3(self.model, decay=self.cfg.train.ema_decay, use_warmup=True)
+            self.ema.requires_grad_(False)
+            self.live_val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val_live/")
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and optimiser
         # compiled wrapper kept outside the module tree, so checkpoint keys stay `model.*`
         self._compiled = [torch.compile(self.model)] if self.cfg.train.compile else [self.model]
@@ -63,6 +76,8 @@ class LesionClassifier(L.LightningModule):
 
     def attach_online_teacher(self, teacher_ckpt: str) -> None:
         teacher, spec = load_model(teacher_ckpt)
+        if self.cfg.train.channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
         self._teacher = [teacher.requires_grad_(False)]
         self._teacher_size = spec.image_size
 
@@ -75,35 +90,51 @@ class LesionClassifier(L.LightningModule):
         return self._compiled[0](self.preprocess(images))
 
     def _teacher_logits(self, batch: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Cached logits of this view, or the online teacher's on exactly the (mixed) images `x`."""
         if "teacher_logits" in batch:
             return batch["teacher_logits"]
         if not self._teacher:
             raise RuntimeError("distillation needs cached teacher logits or an online teacher")
         teacher = self._teacher[0].to(x.device).eval()
-        if x.shape[-1] != self._teacher_size:  # same view, at the size the teacher was trained on
-            x = F.interpolate(x, size=(self._teacher_size, self._teacher_size), mode="bilinear", antialias=True)
-        with torch.no_grad():
-            return teacher(x)
+        x = _resized(x, self._teacher_size)  # same view, at the size the teacher was trained on
+        bf16 = self.cfg.distill.teacher_bf16 and x.device.type in ("cpu", "cuda")
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = teacher(x).float()
+            if self.cfg.distill.teacher_hflip:
+                logits = (logits + teacher(x.flip(-1)).float()) / 2
+        return logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = self.preprocess(batch["image"]), batch["label"]
-        logits = self._compiled[0](x)
-        ce_kwargs = {"ce_weight": self.ce_weight, "label_smoothing": self.cfg.train.label_smoothing}
+        x, targets = mix_batch(self.mixer, self.preprocess(batch["image"]), batch["label"])
+        logits = self._compiled[0](_resized(x, self.cfg.data.image_size))
+        # soft (mixed) targets already carry the label smoothing
+        ce_kwargs = {"ce_weight": self.ce_weight,
+                     "label_smoothing": self.cfg.train.label_smoothing if targets.dim() == 1 else 0.0}
         if self.cfg.role == "distill":
-            loss, parts = distillation_loss(self.cfg.distill, logits, self._teacher_logits(batch, x), y,
+            loss, parts = distillation_loss(self.cfg.distill, logits, self._teacher_logits(batch, x), targets,
                                             **ce_kwargs)
         else:
-            loss = F.cross_entropy(logits, y, weight=ce_kwargs["ce_weight"],
+            loss = F.cross_entropy(logits, targets, weight=ce_kwargs["ce_weight"],
                                    label_smoothing=ce_kwargs["label_smoothing"])
             parts = {"ce": loss.detach()}
+        y = batch["label"]
         self.samples_seen += len(y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self(batch["image"])
+        """Validate the EMA weights when there are any (they are what the checkpoint ships), else the live ones."""
+        if self.ema is not None:
+            self.live_val_metrics.update(self(batch["image"]), batch["label"])
+            logits = self.ema.module(self.preprocess(batch["image"]))
+        else:
+            logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         self.val_metrics.update(logits, batch["label"])
         self.log("val/loss", loss, on_epoch=True, batch_size=len(logits), sync_dist=True)
@@ -111,6 +142,9 @@ class LesionClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
+        if self.ema is not None:
+            self.log_dict(self.live_val_metrics.compute())
+            self.live_val_metrics.reset()
 
     def on_train_end(self) -> None:
         counts = self.all_gather(torch.tensor(self.samples_seen, device=self.device))
@@ -128,3 +162,10 @@ class LesionClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[SPEC_KEY] = spec_payload(ModelSpec.from_config(self.cfg), self.cfg)
+
+
+def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """x at size x size (antialiased bilinear), or x itself when it already is."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)

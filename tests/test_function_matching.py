@@ -1,0 +1,145 @@
+"""Function-matching levers: mixup/CutMix, views made at view_size, the online teacher on the same mixed
+images, flip-averaged teacher targets, and EMA weights that validation selects and checkpoints ship."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from kndnet.checkpoint import load_model, model_weights
+from kndnet.config import TrainConfig, load_config
+from kndnet.errors import ConfigError
+from kndnet.training.datamodule import LesionDataModule, class_counts, split_rows
+from kndnet.training.fit import fit
+from kndnet.training.mixing import build_mixer, mix_batch
+from kndnet.training.module import LesionClassifier
+from tests.helpers import tiny_config
+
+
+def _batch(n=8, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g), (torch.arange(n) + 1) % 7 * (torch.arange(n) < 7)
+
+
+def test_no_mixing_unless_asked():
+    assert build_mixer(TrainConfig(), 7) is None
+    x, y = _batch()
+    mixed, targets = mix_batch(None, x, y)
+    assert mixed is x and targets is y
+
+
+def test_mixup_blends_each_image_with_its_mirror_in_the_batch_and_the_targets_alike():
+    x, y = _batch()
+    mixer = build_mixer(TrainConfig(mixup_alpha=0.4, label_smoothing=0.0), 7)
+    mixed, targets = mix_batch(mixer, x, y)
+    lam = targets[0, y[0]].item() if y[0] != y[-1] else None
+    assert lam is not None and 0 < lam < 1
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0), atol=1e-5)
+    assert torch.allclose(targets.sum(1), torch.ones(len(y)))
+    assert torch.allclose(targets[-1, y[0]], torch.tensor(1 - lam))
+    assert torch.equal(x, _batch()[0])  # the caller's batch is left untouched
+
+
+def test_cutmix_pastes_a_box_and_weights_targets_by_its_area():
+    x, y = _batch()
+    mixer = build_mixer(TrainConfig(cutmix_alpha=1.0, label_smoothing=0.0), 7)
+    mixed, targets = mix_batch(mixer, x, y)
+    from_mirror = (mixed == x.flip(0)).all(dim=1)[0] & ~(mixed == x).all(dim=1)[0]
+    share = from_mirror.float().mean().item()
+    assert targets[0, y[-1]].item() == pytest.approx(share, abs=1e-6)
+
+
+def test_label_smoothing_moves_into_the_mixed_targets():
+    x, y = _batch()
+    _, targets = mix_batch(build_mixer(TrainConfig(mixup_alpha=0.4, label_smoothing=0.1), 7), x, y)
+    assert targets.min().item() == pytest.approx(0.1 / 7, abs=1e-6)
+
+
+def test_an_odd_batch_is_left_unmixed():
+    x, y = _batch(n=7)
+    mixed, targets = mix_batch(build_mixer(TrainConfig(mixup_alpha=0.4), 7), x, y)
+    assert mixed is x and targets is y
+
+
+class _Recorder(nn.Module):
+    """Stands in for a network and remembers what it was given (the code under test is the module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+        self.head = nn.Linear(3, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def _distill_module(synth_manifest, **overrides):
+    cfg = tiny_config("distill", synth_manifest, **{"train.mixup_alpha": 0.4, "data.view_size": 48, **overrides})
+    module = LesionClassifier(cfg.to_dict(), class_counts(split_rows(pd.read_csv(synth_manifest), "train", 0)))
+    teacher, student = _Recorder(), _Recorder()
+    module._teacher, module._teacher_size = [teacher], 48
+    module._compiled = [student]
+    return module, teacher, student
+
+
+def test_online_teacher_scores_the_same_mixed_view_the_student_sees(synth_manifest, tmp_path):
+    """Function matching: the teacher's input is the mixed view; the student's is that view shrunk."""
+    module, teacher, student = _distill_module(synth_manifest, **{"distill.teacher_bf16": False})
+    cfg = module.cfg
+    data = LesionDataModule(cfg, pd.read_csv(synth_manifest), tmp_path)
+    batch = next(iter(data._loader(data.dataset("train", "train"), shuffle=True)))
+    assert batch["image"].shape[-1] == 48  # views made at view_size
+    module.training_step(batch, 0)
+    seen_by_teacher, seen_by_student = teacher.inputs[0], student.inputs[0]
+    plain = module.preprocess(batch["image"])
+    assert not torch.allclose(seen_by_teacher, plain)  # mixed, not the raw views
+    assert seen_by_student.shape[-1] == 32
+    shrunk = torch.nn.functional.interpolate(seen_by_teacher, size=(32, 32), mode="bilinear", antialias=True)
+    assert torch.allclose(seen_by_student, shrunk, atol=1e-5)
+
+
+def test_teacher_hflip_averages_the_view_and_its_mirror(synth_manifest):
+    module, teacher, _ = _distill_module(synth_manifest, **{"distill.teacher_hflip": True,
+                                                            "distill.teacher_bf16": False})
+    x = torch.randn(4, 3, 48, 48)
+    logits = module._teacher_logits({}, x)
+    assert torch.equal(teacher.inputs[1], x.flip(-1))
+    expected = (teacher.head(x.mean(dim=(2, 3))) + teacher.head(x.flip(-1).mean(dim=(2, 3)))) / 2
+    assert torch.allclose(logits, expected, atol=1e-6)
+
+
+def test_ema_weights_are_validated_saved_and_loaded(synth_manifest, tmp_path):
+    cfg = tiny_config("student", synth_manifest, **{"train.ema_decay": 0.9, "train.epochs": 3})
+    fit(cfg, tmp_path)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert {"val/macro_f1", "val_live/macro_f1"} <= set(metrics.columns)
+    raw = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    ema = {k[len("ema.module."):]: v for k, v in raw.items() if k.startswith("ema.module.")}
+    live = {k[len("model."):]: v for k, v in raw.items() if k.startswith("model.")}
+    assert set(ema) == set(live) and not torch.equal(ema["classifier.weight"], live["classifier.weight"])
+    model, _ = load_model(tmp_path / "checkpoints" / "best.ckpt")
+    assert torch.equal(model.state_dict()["classifier.weight"], ema["classifier.weight"])
+    assert torch.equal(model_weights(raw)["classifier.weight"], ema["classifier.weight"])
+
+
+def test_student_with_mixup_ema_and_large_views_still_learns(synth_manifest, tmp_path):
+    cfg = tiny_config("student", synth_manifest, **{"train.mixup_alpha": 0.2, "train.cutmix_alpha": 1.0,
+                                                    "train.ema_decay": 0.9, "data.view_size": 48,
+                                                    "train.epochs": 12})
+    assert fit(cfg, tmp_path)["best_val_macro_f1"] > 0.5  # chance is about 0.14
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.epochs", 0, "'train.epochs' is 0; it must be at least 1"),
+    ("data.batch_size", 0, "'data.batch_size' is 0"),
+    ("data.image_size", 0, "'data.image_size' is 0"),
+    ("train.lr", -1, "'train.lr' is -1.0"),
+    ("train.ema_decay", 1.0, "'train.ema_decay' is 1.0; it must be between"),
+    ("data.view_size", 16, "view_size 16 is below data.image_size"),
+])
+def test_config_values_out_of_range_are_refused_by_name(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides={"data.image_size": 32, key: value})
