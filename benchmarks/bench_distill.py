@@ -1,4 +1,5 @@
-"""Seconds per training epoch: student alone vs KD with cached teacher views vs KD with an online teacher.
+"""Seconds per training epoch: student alone vs KD with cached teacher views vs KD with an online teacher,
+and the `cpu` recipe's function matching (online teacher on mixed views) vs its own student alone.
 
 Same data subset, image size, batch and recipe in one process; the teacher is an ImageNet
 EfficientNet-Lite2 (offline weights) with a new head: its accuracy does not matter for timing. Each
@@ -63,15 +64,35 @@ def main() -> None:
             "KD, cached teacher views": ("distill", {**kd, "distill.teacher_cache": str(tmp / "tcache")}),
             "KD, online teacher": ("distill", kd),
         }
-        seconds = {}
-        for name, (role, overrides) in runs.items():
-            fit(load_config(role=role, overrides=overrides), tmp / name.replace(" ", "_"))
-            seconds[name] = epoch_seconds(tmp / name.replace(" ", "_"))
+        seconds = {name: train_epoch(load_config(role=role, overrides=overrides), tmp / name)
+                   for name, (role, overrides) in runs.items()}
+        recipe = function_matching_runs(base, args.teacher, tmp)
+        recipe_seconds = {name: train_epoch(cfg, tmp / name) for name, cfg in recipe.items()}
     print(f"{n_train} training images at {args.image_size} px, teacher {args.teacher}, {args.views} views")
-    for name, value in seconds.items():
-        ratio = value / seconds["student alone"]
-        print(f"  {name:26s} {value:6.1f} s/epoch  ({ratio:4.2f}x student alone)")
+    report(seconds, "student alone")
     print(f"  teacher cache build (one-off): {cache_seconds:.1f} s")
+    print("cpu recipe (mixup/CutMix, EMA, views cut at the teacher's size, teacher online in bf16):")
+    report(recipe_seconds, "student alone, cpu recipe")
+
+
+def train_epoch(cfg, run_dir: Path) -> float:
+    fit(cfg, run_dir)
+    return epoch_seconds(run_dir)
+
+
+def function_matching_runs(base: dict, arch: str, tmp: Path) -> dict:
+    """The `cpu` recipe's student alone and function-matching KD, timed on the same subset."""
+    student = load_config("cpu", role="student", overrides=base)
+    teacher_size = load_config("cpu", role="teacher").data.image_size
+    teacher = make_teacher(arch, teacher_size, tmp / "teacher_fm.ckpt")
+    return {"student alone, cpu recipe": student,
+            "KD, function matching": load_config("cpu", role="distill",
+                                                 overrides={**base, "distill.teacher": str(teacher)})}
+
+
+def report(seconds: dict[str, float], baseline: str) -> None:
+    for name, value in seconds.items():
+        print(f"  {name:26s} {value:6.1f} s/epoch  ({value / seconds[baseline]:4.2f}x {baseline})")
 
 
 if __name__ == "__main__":

@@ -44,9 +44,15 @@ def _config(run: Path, role: str) -> dict:
 
 
 def _student_note(run: Path, image_size: int) -> str:
-    views = _config(run, "student")["data"].get("train_views", 0)
-    return f"{image_size} px, " + (f"the same {views} fixed views per image as KD" if views else
-                                   "fresh augmentation per epoch")
+    cfg = _config(run, "student")
+    views, train = cfg["data"].get("train_views", 0), cfg["train"]
+    levers = [f"views cut at {cfg['data']['view_size']} px" if cfg["data"].get("view_size") else "",
+              f"mixup {train['mixup_alpha']} / CutMix {train['cutmix_alpha']}"
+              if train.get("mixup_alpha") or train.get("cutmix_alpha") else "",
+              f"EMA {train['ema_decay']}" if train.get("ema_decay") else ""]
+    return ", ".join([f"{image_size} px, {train['epochs']} epochs",
+                      f"the same {views} fixed views per image as KD" if views else "fresh augmentation per epoch",
+                      *(lever for lever in levers if lever)])
 
 
 def _kd_note(run: Path) -> str:
@@ -69,8 +75,38 @@ def _gradcam_examples(run: Path, out: Path, n: int = 4) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in target.glob("*_gradcam.png"))
 
 
+def _run_of(eval_dir: Path) -> Path | None:
+    """The training run behind an evaluation (its model was RUN/checkpoints/NAME.ckpt), if it is there."""
+    run = Path(_load(eval_dir / "metrics.json")["model"]).parent.parent
+    return run if (run / "summary.json").is_file() else None
+
+
+def lever_table(run: Path, levers: list[str]) -> list[str]:
+    """One row per lever (NAME=EVAL_DIR, in order): validation and test macro-F1, the paired bootstrap
+    difference to the row before on the same test images, and the training minutes."""
+    from kndnet.evaluation.compare import paired_difference
+    lines = ["| lever | val macro-F1 | test macro-F1 | minus the row before (paired 95% CI) | training min |",
+             "| --- | --- | --- | --- | --- |"]
+    previous = None
+    for name, folder in (item.split("=", 1) for item in levers):
+        eval_dir = run / folder
+        m, trained = _load(eval_dir / "metrics.json"), _run_of(eval_dir)
+        summary = _load(trained / "summary.json") if trained else {}
+        diff = "-"
+        if previous is not None:
+            d = paired_difference(previous, eval_dir)["macro_f1"]
+            diff = f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+        val = summary.get("best_val_macro_f1")
+        minutes = summary.get("train_seconds")
+        lines.append(f"| {name} | {'-' if val is None else f'{val:.3f}'} | {_ci(m, 'macro_f1')} | {diff} | "
+                     f"{'-' if minutes is None else f'{minutes / 60:.0f}'} |")
+        previous = eval_dir
+    return lines
+
+
 def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = None,
-                 gradcam: bool = False, extra: list[str] = (), notes: list[str] = ()) -> str:
+                 gradcam: bool = False, extra: list[str] = (), notes: list[str] = (),
+                 levers: list[str] = (), lever_notes: list[str] = ()) -> str:
     ev = {r: _load(run / "eval" / r / "metrics.json") for r in ("teacher", "student", "distill")}
     card, bench = _load(run / "export" / "export.json"), _load(run / "bench" / "bench.json")
     recipe = (run / "recipe.yaml").read_text()
@@ -103,6 +139,8 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         "same fold that selected the best epoch, with an EfficientNet-B4 teacher at 224 px: a different split, "
         "data size and protocol, shown for orientation only.", "",
         "## Is the KD gain real?", "", _kd_verdict(run, ev["student"], kd), "",
+        *(["## What each lever did", "", *lever_table(run, list(levers)),
+           *(line for note in lever_notes for line in ("", note)), ""] if levers else []),
         "## Cost", "",
         f"- student: {card['parameters']:,} parameters, {card['macs'] / 1e6:.1f} M MACs at {card['image_size']} px",
         f"- int8 ONNX {card['int8_bytes'] / 1024:.0f} KB; peak int8 activation memory "
@@ -183,11 +221,14 @@ def main() -> None:
                         help="another evaluated student (folder relative to RUN), as one more table row")
     parser.add_argument("--note", action="append", default=[], help="a sentence under the table (e.g. how an "
                         "--extra row was made)")
+    parser.add_argument("--lever", action="append", default=[], metavar="NAME=EVAL_DIR",
+                        help="a row of the 'what each lever did' table, in order (folder relative to RUN)")
+    parser.add_argument("--lever-note", action="append", default=[], help="a sentence under the lever table")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
     page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam, args.extra,
-                        args.note)
+                        args.note, args.lever, args.lever_note)
     (args.out / "RESULTS.md").write_text(page)
     print(f"wrote {args.out / 'RESULTS.md'}")
 

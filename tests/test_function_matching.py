@@ -143,3 +143,21 @@ def test_student_with_mixup_ema_and_large_views_still_learns(synth_manifest, tmp
 def test_config_values_out_of_range_are_refused_by_name(key, value, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides={"data.image_size": 32, key: value})
+
+
+def test_teacher_prior_shift_moves_a_sqrt_sampled_teacher_to_the_balanced_students_prior(synth_manifest, tmp_path):
+    from kndnet.checkpoint import ModelSpec, save_model_checkpoint
+    from kndnet.models import create_model
+    teacher_cfg = tiny_config("teacher", synth_manifest, **{"train.sampler": "sqrt"})
+    ckpt = save_model_checkpoint(create_model(teacher_cfg.model), ModelSpec.from_config(teacher_cfg), teacher_cfg,
+                                 tmp_path / "teacher.ckpt")
+    counts = [10, 20, 40, 5, 80, 160, 3]
+    expected = -0.5 * torch.tensor(counts, dtype=torch.float).log()  # sqrt prior n**0.5 -> uniform n**0
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": str(ckpt), "train.sampler": "balanced",
+                                                    "distill.teacher_prior_shift": True})
+    module = LesionClassifier(cfg.to_dict(), counts)
+    assert torch.allclose(module.teacher_shift, expected)
+    cached = module._teacher_logits({"teacher_logits": torch.ones(2, 7)}, torch.zeros(2, 3, 32, 32))
+    assert torch.allclose(cached, 1 + expected.expand(2, 7))
+    cfg.distill.teacher_prior_shift = False
+    assert not LesionClassifier(cfg.to_dict(), counts).teacher_shift.any()

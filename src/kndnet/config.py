@@ -88,8 +88,10 @@ class DistillConfig:
     views: int = 4                 # K cached augmented views per image; 0 in a `run` recipe: no cache,
                                    # the teacher runs online on every (mixed) batch (function matching)
     teacher_cache: str = ""        # folder of cached teacher logits; empty: online teacher
+    teacher_prior_shift: bool = False  # move the teacher's logits from the class prior its sampler showed it
+                                   # to the one the student's sampler shows (logit adjustment, Menon et al. 2021)
     teacher_hflip: bool = False    # online teacher: average its logits over the view and its mirror
-    teacher_bf16: bool = True      # online teacher: bf16 autocast on CPU/GPU (inference only; 1.7x on AMX CPUs)
+    teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
 
 
 @dataclass
@@ -284,7 +286,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
 OPERATIONAL_KEYS = frozenset({
     "data.path", "data.format", "data.cache", "data.cache_dir", "data.num_workers", "train.accelerator",
     "train.devices", "train.num_nodes", "train.strategy", "train.progress_bar", "train.log_every_n_steps",
-    "train.compile", "distill.teacher", "distill.teacher_cache",
+    "train.compile", "distill.teacher", "distill.teacher_cache", "distill.teacher_bf16",
 })
 
 

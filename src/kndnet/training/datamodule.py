@@ -24,6 +24,12 @@ from kndnet.errors import ConfigError
 SAMPLER_POWERS = {"balanced": 1.0, "sqrt": 0.5}  # "random" shuffles without weights
 
 
+def prior_exponent(sampler: str) -> float:
+    """Drawing class c with per-image weight n_c**-power shows a model the class prior n_c**(1 - power):
+    1 for random sampling, 0.5 for `sqrt`, 0 (uniform) for `balanced`."""
+    return 1.0 - SAMPLER_POWERS.get(sampler, 0.0)
+
+
 def split_rows(manifest: pd.DataFrame, split: str, val_fold: int) -> pd.DataFrame:
     """Rows of one split; train/val follow `val_fold`, so any fold can validate."""
     if split == "test":

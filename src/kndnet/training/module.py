@@ -21,10 +21,20 @@ from timm.utils import ModelEmaV3
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
-from kndnet.checkpoint import SPEC_KEY, ModelSpec, load_model, model_weights, read_checkpoint, spec_payload
+from kndnet.checkpoint import (
+    SPEC_KEY,
+    ModelSpec,
+    load_config_from_checkpoint,
+    load_model,
+    model_weights,
+    read_checkpoint,
+    spec_payload,
+)
 from kndnet.config import Config, config_from_dict
 from kndnet.distill.losses import distillation_loss
+from kndnet.errors import ConfigError
 from kndnet.models import create_model
+from kndnet.training.datamodule import prior_exponent
 from kndnet.training.mixing import build_mixer, mix_batch
 
 
@@ -59,6 +69,7 @@ class LesionClassifier(L.LightningModule):
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255)
         self.val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val/")
         self.mixer = build_mixer(self.cfg.train, self.cfg.model.num_classes)
+        self.register_buffer("teacher_shift", self._teacher_prior_shift(class_counts), persistent=False)
         self.ema: ModelEmaV3 | None = None
         if self.cfg.train.ema_decay > 0:  # a submodule: saved and restored with the checkpoint
             self.ema = ModelEmaV3(self.model, decay=self.cfg.train.ema_decay, use_warmup=True)
@@ -73,6 +84,20 @@ class LesionClassifier(L.LightningModule):
     def _warm_start(self, path: str) -> None:
         if path and path != "none":
             self.model.load_state_dict(model_weights(read_checkpoint(path)["state_dict"]))
+
+    def _teacher_prior_shift(self, class_counts: list[int]) -> torch.Tensor:
+        """Added to the teacher's logits: (e_student - e_teacher) * log n_c, where a sampler shows the prior
+        n_c**e (see `prior_exponent`). A teacher trained with the square-root sampler leans towards frequent
+        classes by sqrt(n_c); a student on the balanced sampler should be taught a balanced posterior."""
+        shift = torch.zeros(len(class_counts))
+        if self.cfg.role == "distill" and self.cfg.distill.teacher_prior_shift:
+            if not self.cfg.distill.teacher:
+                raise ConfigError("distill.teacher_prior_shift needs the teacher checkpoint (distill.teacher) "
+                                  "to read which sampler trained it")
+            teacher_sampler = load_config_from_checkpoint(self.cfg.distill.teacher).train.sampler
+            delta = prior_exponent(self.cfg.train.sampler) - prior_exponent(teacher_sampler)
+            shift = delta * torch.tensor(class_counts, dtype=torch.float).clamp(min=1).log()
+        return shift
 
     def attach_online_teacher(self, teacher_ckpt: str) -> None:
         teacher, spec = load_model(teacher_ckpt)
@@ -92,7 +117,7 @@ class LesionClassifier(L.LightningModule):
     def _teacher_logits(self, batch: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Cached logits of this view, or the online teacher's on exactly the (mixed) images `x`."""
         if "teacher_logits" in batch:
-            return batch["teacher_logits"]
+            return batch["teacher_logits"].float() + self.teacher_shift
         if not self._teacher:
             raise RuntimeError("distillation needs cached teacher logits or an online teacher")
         teacher = self._teacher[0].to(x.device).eval()
@@ -102,7 +127,7 @@ class LesionClassifier(L.LightningModule):
             logits = teacher(x).float()
             if self.cfg.distill.teacher_hflip:
                 logits = (logits + teacher(x.flip(-1)).float()) / 2
-        return logits
+        return logits + self.teacher_shift
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, targets = mix_batch(self.mixer, self.preprocess(batch["image"]), batch["label"])
