@@ -1,4 +1,4 @@
-"""One typed config object for every command: dataclass defaults < role recipe < YAML < CLI overrides.
+"""One typed config object for every command: dataclass defaults < the method's role recipe < YAML < CLI overrides.
 
 The defaults are the KNDNet method's recipes (Lishad et al., 2025; see docs/METHOD facts in the README).
 The resolved config is written beside every result and stored inside every checkpoint.
@@ -106,23 +106,16 @@ class Config:
         return asdict(self)
 
 
-# The method's three recipes, applied over the dataclass defaults and under YAML/CLI values.
-ROLE_RECIPES: dict[str, dict[str, Any]] = {
-    "teacher": {
-        "model.arch": "efficientnet_b4", "model.pretrained": "timm", "model.freeze_fraction": 0.2,
-        "train.epochs": 25, "train.lr": 1e-4, "train.weight_decay": 1e-2, "train.sampler": "balanced",
-        "train.class_weighted_loss": False,
-    },
-    "student": {
-        "train.epochs": 50, "train.lr": 1e-3, "train.sampler": "balanced",
-        "train.class_weighted_loss": True,
-    },
-    "distill": {
-        "train.epochs": 60, "train.lr": 5e-4, "train.weight_decay": 1e-4, "train.grad_clip": 5.0,
-        "train.sampler": "random", "train.class_weighted_loss": False,
-        "train.early_stop_patience": 15,
-    },
-}
+ROLES = ("teacher", "student", "distill")
+
+
+def _method_defaults(role: str) -> dict[str, Any]:
+    """The method's recipe for a role (recipes/method.yaml's role section, without its `common`).
+
+    Why from the file: the method's numbers then live in one place, which `kndnet run --config method`
+    reads as well."""
+    loaded = yaml.safe_load((RECIPES / "method.yaml").read_text())
+    return flatten_keys(loaded.get(role) or {})
 
 
 def _coerce(value: Any, target_type: Any, key: str) -> Any:
@@ -217,10 +210,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         from_file = file_layer(path, chosen_role or "student")
         chosen_role = chosen_role or from_file.get("role")
     chosen_role = chosen_role or "student"
-    if chosen_role not in ROLE_RECIPES:
+    if chosen_role not in ROLES:
         raise ConfigError(f"unknown role {chosen_role!r}; choose teacher, student or distill")
     cfg = Config(role=chosen_role)
-    for layer in (ROLE_RECIPES[chosen_role], from_file, overrides):
+    for layer in (_method_defaults(chosen_role), from_file, overrides):
         for dotted, value in layer.items():
             if dotted != "role":
                 _set(cfg, dotted, value)
@@ -313,7 +306,7 @@ def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
 
 
 __all__ = [
-    "Config", "DataConfig", "ModelConfig", "TrainConfig", "DistillConfig", "ROLE_RECIPES",
+    "Config", "DataConfig", "ModelConfig", "TrainConfig", "DistillConfig", "ROLES",
     "IMAGENET_MEAN", "IMAGENET_STD", "load_config", "recipe_path", "config_from_dict", "save_config",
     "parse_set_options",
 ]

@@ -18,9 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kndnet.config import Config, load_config, recipe_path
+from kndnet.config import ROLES, Config, load_config, recipe_path
 
-ROLES = ("teacher", "student", "distill")
 __all__ = ["ROLES", "recipe_path", "run_pipeline", "stage_configs"]
 
 

@@ -90,7 +90,7 @@ def _cache_teacher_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
     p.add_argument("--teacher", required=True, help="teacher checkpoint (.ckpt)")
     p.add_argument("--out", required=True, help="folder for the cached logits")
-    p.add_argument("--views", type=int, help="augmented views per image (default 4)")
+    p.add_argument("--views", type=int, help="augmented views per image (default: the method's 8)")
     p.add_argument("--image-size", type=int, help="view size: the student's input size")
     p.add_argument("--config", help="YAML config (data and distill sections are used)")
     p.add_argument("--batch-size", type=int, default=64)

@@ -1,0 +1,52 @@
+"""One recipe format: every command reads the packaged recipes; the method's defaults live in method.yaml."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from kndnet.config import RECIPES, ROLES, flatten_keys, load_config, recipe_path
+from kndnet.errors import ConfigError
+from kndnet.pipeline import stage_configs
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
+@pytest.mark.parametrize("role", ROLES)
+def test_every_packaged_recipe_reads_as_a_config_for_every_role(name, role):
+    cfg = load_config(name, role=role)
+    raw = yaml.safe_load(recipe_path(name).read_text())
+    for dotted, value in {**flatten_keys(raw.get("common") or {}), **flatten_keys(raw.get(role) or {})}.items():
+        section, key = dotted.split(".")
+        assert getattr(getattr(cfg, section), key) == value, dotted
+
+
+def test_train_config_equals_the_pipeline_stage_config():
+    """`kndnet train --config cpu` and `kndnet run --config cpu` must train the same recipe."""
+    for role, staged in stage_configs(recipe_path("cpu"), "/data").items():
+        assert load_config("cpu", {"data.path": "/data"}, role=role).to_dict() == staged.to_dict()
+
+
+def test_the_methods_defaults_come_from_method_yaml():
+    method = yaml.safe_load(recipe_path("method").read_text())
+    for role in ROLES:
+        cfg = load_config(role=role)
+        for dotted, value in flatten_keys(method[role]).items():
+            section, key = dotted.split(".")
+            assert getattr(getattr(cfg, section), key) == value, (role, dotted)
+    assert load_config(role="student").data.num_workers != method["common"]["data"]["num_workers"]
+
+
+def test_an_unknown_recipe_section_or_name_is_named(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"common": {}, "studnet": {"train": {"epochs": 1}}}))
+    with pytest.raises(ConfigError, match="unknown recipe section.*studnet"):
+        load_config(path, role="student")
+    with pytest.raises(ConfigError, match="'cpux' not found; pass a YAML file or one of .*cpu_v1"):
+        load_config("cpux")
+
+
+def test_cpu_recipe_is_function_matching_with_one_training_recipe_for_both_students():
+    student, kd = load_config("cpu", role="student"), load_config("cpu", role="distill")
+    assert kd.distill.views == 0 and kd.distill.loss == "hinton"
+    assert student.data.view_size == kd.data.view_size == load_config("cpu", role="teacher").data.image_size
+    assert student.train.mixup_alpha > 0 and student.train.ema_decay > 0
