@@ -36,15 +36,17 @@ class ModelSpec:
     temperature: float = 1.0          # set by `kndnet calibrate` (temperature scaling)
     role: str = "student"
     extra: dict[str, Any] = field(default_factory=dict)
+    color_constancy: str = "none"     # a layer inside the student (models/colour.py); named here for readers
 
     @classmethod
     def from_config(cls, cfg: Config) -> "ModelSpec":
         m = cfg.model
-        return cls(m.arch, m.width, m.num_classes, m.dropout, cfg.data.image_size, role=cfg.role)
+        return cls(m.arch, m.width, m.num_classes, m.dropout, cfg.data.image_size, role=cfg.role,
+                   color_constancy=m.color_constancy)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, width=self.width, num_classes=self.num_classes,
-                           dropout=self.dropout, pretrained="none")
+                           dropout=self.dropout, pretrained="none", color_constancy=self.color_constancy)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(vars(self))

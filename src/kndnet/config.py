@@ -48,6 +48,8 @@ class ModelConfig:
     pretrained: str = "none"       # none | timm | lite-pypi | path/to/state_dict.pt
     freeze_fraction: float = 0.0   # first fraction of backbone parameter tensors frozen (teacher: 0.2)
     dropout: float = 0.15          # student head dropout
+    color_constancy: str = "none"  # none | shades_of_gray: per-image white balance (Finlayson & Trezzi 2004)
+                                   # as the student's first layer, so every runtime applies it
 
 
 @dataclass
@@ -223,6 +225,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 CHOICES = {
     "data.format": ("auto", "ham10000", "isic2018", "csv", "folders"),
     "train.sampler": ("balanced", "sqrt", "random"),
+    "model.color_constancy": ("none", "shades_of_gray"),
     "distill.loss": ("cmkd", "hinton", "dkd"),
 }
 

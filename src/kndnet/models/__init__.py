@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from kndnet.config import ModelConfig
+from kndnet.errors import ConfigError
 from kndnet.models.student import KNDNetStudent
 from kndnet.models.teachers import create_teacher, freeze_backbone_fraction
 
@@ -17,7 +18,11 @@ def create_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
     pretrained=False skips loading teacher weights: used when a checkpoint supplies them.
     """
     if cfg.arch in STUDENT_ARCHS:
-        return STUDENT_ARCHS[cfg.arch](num_classes=cfg.num_classes, width=cfg.width, dropout=cfg.dropout)
+        return STUDENT_ARCHS[cfg.arch](num_classes=cfg.num_classes, width=cfg.width, dropout=cfg.dropout,
+                                       color_constancy=cfg.color_constancy)
+    if cfg.color_constancy != "none":
+        raise ConfigError(f"model.color_constancy {cfg.color_constancy!r} is built into the kndnet student only, "
+                          f"not {cfg.arch!r}; set it to none for a teacher")
     model = create_teacher(cfg.arch, cfg.num_classes, cfg.pretrained if pretrained else "none-quiet")
     freeze_backbone_fraction(model, cfg.freeze_fraction)
     return model

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kndnet.models.colour import COLOUR_CONSTANCY
+
 BASE_WIDTHS = (32, 48, 64, 96, 128, 160)
 # (input width index, output width index, stride) of the nine blocks
 BLOCKS = ((0, 0, 1), (0, 1, 2), (1, 1, 1), (1, 2, 2), (2, 2, 1),
@@ -42,9 +44,11 @@ class SeparableBlock(nn.Module):
 class KNDNetStudent(nn.Module):
     """The student CNN. Input N x 3 x H x W (any H, W >= 16); output N x num_classes logits."""
 
-    def __init__(self, num_classes: int = 7, width: float = 1.5, dropout: float = 0.15) -> None:
+    def __init__(self, num_classes: int = 7, width: float = 1.5, dropout: float = 0.15,
+                 color_constancy: str = "none") -> None:
         super().__init__()
         widths = scaled_widths(width)
+        self.colour = COLOUR_CONSTANCY[color_constancy]()  # parameter-free: the weights stay 148,855
         self.num_classes = num_classes
         self.num_features = widths[-1]
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False),
@@ -56,7 +60,7 @@ class KNDNetStudent(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W -> N x C x H/16 x W/16 feature map (the Grad-CAM target)."""
-        return self.blocks(self.stem(x))
+        return self.blocks(self.stem(self.colour(x)))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head_drop(torch.flatten(self.pool(features), 1)))
