@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from kndnet.classes import CLASS_CODES
 from kndnet.data.manifest import load_manifest
-from kndnet.training.datamodule import class_counts, split_rows
+from kndnet.data.selection import class_counts, split_rows
 
 DELTAS = (0.0, -0.25, -0.5, -0.75, -1.0)
 

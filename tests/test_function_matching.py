@@ -10,8 +10,9 @@ from torch import nn
 
 from kndnet.checkpoint import load_model, model_weights
 from kndnet.config import TrainConfig, load_config
+from kndnet.data.selection import class_counts, split_rows
 from kndnet.errors import ConfigError
-from kndnet.training.datamodule import LesionDataModule, class_counts, split_rows
+from kndnet.training.datamodule import LesionDataModule
 from kndnet.training.fit import fit
 from kndnet.training.mixing import build_mixer, mix_batch
 from kndnet.training.module import LesionClassifier

@@ -13,14 +13,15 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from kndnet.classes import CLASS_CODES
 from kndnet.config import Config
 from kndnet.data.cache import DecodedCache, build_cache
 from kndnet.data.datasets import LesionDataset, class_balanced_weights
+from kndnet.data.selection import class_counts, split_rows
 from kndnet.data.transforms import resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import ConfigError
 
+__all__ = ["LesionDataModule", "SAMPLER_POWERS", "class_counts", "prior_exponent", "split_rows"]
 SAMPLER_POWERS = {"balanced": 1.0, "sqrt": 0.5}  # "random" shuffles without weights
 
 
@@ -28,26 +29,6 @@ def prior_exponent(sampler: str) -> float:
     """Drawing class c with per-image weight n_c**-power shows a model the class prior n_c**(1 - power):
     1 for random sampling, 0.5 for `sqrt`, 0 (uniform) for `balanced`."""
     return 1.0 - SAMPLER_POWERS.get(sampler, 0.0)
-
-
-def split_rows(manifest: pd.DataFrame, split: str, val_fold: int) -> pd.DataFrame:
-    """Rows of one split; train/val follow `val_fold`, so any fold can validate."""
-    if split == "test":
-        rows = manifest[manifest["split"] == "test"]
-    elif split == "val":
-        rows = manifest[(manifest["split"] != "test") & (manifest["fold"] == val_fold)]
-    elif split == "train":
-        rows = manifest[(manifest["split"] != "test") & (manifest["fold"] != val_fold)]
-    elif split == "all":
-        rows = manifest
-    else:
-        raise ValueError(f"unknown split {split!r}; choose train, val, test or all")
-    return rows.reset_index(drop=True)
-
-
-def class_counts(rows: pd.DataFrame) -> list[int]:
-    counts = rows["label"].value_counts()
-    return [int(counts.get(code, 0)) for code in CLASS_CODES]
 
 
 class LesionDataModule(L.LightningDataModule):
