@@ -119,3 +119,13 @@ def test_dispatch_passes_the_configs_t_alpha_threshold_and_beta(name):
     for key in used:
         other, _ = LOSSES[name](s, t, y, **{**values, key: values[key] * 0.5})
         assert abs(other.item() - expected.item()) > 1e-4, key
+
+
+@pytest.mark.parametrize("name", ["cmkd", "hinton", "dkd"])
+def test_loss_defaults_are_the_configs_defaults(name):
+    """Called without settings, each loss is the one the default config dispatches (T 2, alpha 0.9, ...)."""
+    s, t, y = _batch(n=32)
+    t = t * 2
+    alone, _ = LOSSES[name](s, t, y)
+    configured, _ = distillation_loss(DistillConfig(loss=name), s, t, y)
+    assert alone.item() == pytest.approx(configured.item(), rel=1e-6)
