@@ -100,7 +100,7 @@ def test_dispatch_by_name_and_unknown_name():
     for name in ("cmkd", "hinton", "dkd"):
         loss, _ = distillation_loss(DistillConfig(loss=name), s, t, y)
         assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="unknown distillation loss 'kld'"):
+    with pytest.raises(ValueError, match="unknown distillation loss 'kld'; choose cmkd, hinton, dkd"):
         distillation_loss(DistillConfig(loss="kld"), s, t, y)
 
 
@@ -129,3 +129,14 @@ def test_loss_defaults_are_the_configs_defaults(name):
     alone, _ = LOSSES[name](s, t, y)
     configured, _ = distillation_loss(DistillConfig(loss=name), s, t, y)
     assert alone.item() == pytest.approx(configured.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cmkd", "hinton", "dkd"])
+def test_class_weights_and_label_smoothing_reach_the_cross_entropy_term(name):
+    s, t, y = _batch(n=32)
+    weight = torch.linspace(0.5, 2.0, 7)
+    loss, parts = distillation_loss(DistillConfig(loss=name, alpha=1.0), s, t, y, ce_weight=weight,
+                                    label_smoothing=0.1)
+    expected = F.cross_entropy(s, y, weight=weight, label_smoothing=0.1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert parts["ce"].item() == pytest.approx(expected.item(), rel=1e-6)
