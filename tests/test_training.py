@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -88,6 +90,32 @@ def test_ddp_on_cpu_trains_in_both_ranks(synth_manifest, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert len(summary["samples_per_rank"]) == 2 and min(summary["samples_per_rank"]) > 0
+
+
+@pytest.mark.slow
+def test_ddp_ranks_see_disjoint_samples_and_log_metrics_reduced_over_both(synth_manifest, tmp_path):
+    probe = Path(__file__).parent / "ddp_probe.py"
+    result = subprocess.run([sys.executable, str(probe), str(synth_manifest), str(tmp_path)], capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    manifest = pd.read_csv(synth_manifest)
+    n_train = int(((manifest["split"] != "test") & (manifest["fold"] != 0)).sum())
+    val_ids = set(manifest.loc[manifest["split"] == "val", "image_id"])
+    logged = pd.read_csv(tmp_path / "metrics.csv").set_index("epoch")
+    for epoch in logged.index:
+        train = [[i for b in rank["train"] if b["epoch"] == epoch for i in b["ids"]] for rank in ranks]
+        # DistributedSampler pads an odd split with one repeated image; each rank drops its last partial batch
+        assert len(set(train[0]) & set(train[1])) <= n_train % 2, epoch
+        assert len(set(train[0]) | set(train[1])) >= n_train - 2 * 8
+        val = [[(i, c) for b in rank["val"] if b["epoch"] == epoch for i, c in zip(b["ids"], b["correct"])]
+               for rank in ranks]
+        assert {i for i, _ in val[0]} | {i for i, _ in val[1]} == val_ids
+        assert len({i for i, _ in val[0]} & {i for i, _ in val[1]}) <= len(val_ids) % 2
+        correct = [c for rank in val for _, c in rank]
+        assert logged.loc[epoch, "val/acc"] == pytest.approx(np.mean(correct), abs=1e-5)
+        losses = [b["loss"] for rank in ranks for b in rank["train"] if b["epoch"] == epoch]
+        assert logged.loc[epoch, "train/loss"] == pytest.approx(np.mean(losses), rel=1e-4)
 
 
 @pytest.mark.parametrize("power, expected_share", [(1.0, [1 / 3, 1 / 3, 1 / 3]), (0.5, [10 / 17, 5 / 17, 2 / 17]),
