@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test test-all demo bench
+.PHONY: setup test test-all demo bench mutation
 
 setup:  ## create .venv and install kndnet with its test and offline-weights extras
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,3 +23,24 @@ bench:  ## benchmark scripts on ../shared/data/ham10000
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_student_speed.py
 	$(BIN)/python benchmarks/bench_distill.py
+
+# Mutation testing: each module is mutated with its own fast test file as the judge (module:tests pairs).
+# Runs in a scratch copy (MUTATION_DIR), so the repository never holds mutants. Slow: not in CI.
+MUTMUT ?= mutmut==3.8.1
+MUTATION_DIR ?= /tmp/kndnet-mutation
+MUTATE ?= distill/losses.py:test_losses.py data/splits.py:test_splits.py \
+	evaluation/metrics.py:test_evaluation.py evaluation/calibration.py:test_evaluation.py \
+	deploy/quantize.py:test_deploy.py deploy/onnx_export.py:test_deploy.py
+
+mutation:  ## mutation testing (mutmut) of the modules whose mistakes are silent; prints surviving mutants
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q "$(MUTMUT)"
+	@set -e; for pair in $(MUTATE); do \
+		module=$${pair%%:*}; tests=$${pair#*:}; dir=$(MUTATION_DIR)/$$(echo $$module | tr / _ | sed 's/.py$$//'); \
+		rm -rf $$dir; mkdir -p $$dir; cp -r src tests pyproject.toml $$dir/; \
+		printf '[mutmut]\nsource_paths = src/kndnet\nonly_mutate = src/kndnet/%s\npytest_add_cli_args_test_selection = tests/%s\nprocess_isolation = forkserver\n' \
+			$$module $$tests > $$dir/setup.cfg; \
+		echo "== $$module (judged by tests/$$tests) in $$dir"; \
+		(cd $$dir && $(abspath $(BIN))/mutmut run --max-children $(or $(JOBS),2) > mutmut-run.log 2>&1 || true; \
+		 tail -n 3 mutmut-run.log; echo "surviving mutants (mutmut show NAME in $$dir for the diff):"; \
+		 $(abspath $(BIN))/mutmut results); \
+	done

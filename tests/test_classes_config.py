@@ -1,7 +1,7 @@
 import pytest
 
 from kndnet.classes import CLASS_CODES, MELANOMA_INDEX, normalise_label
-from kndnet.config import config_from_dict, load_config, parse_set_options, recipe_differences
+from kndnet.config import config_from_dict, load_config, parse_set_options, recipe_differences, save_config
 
 
 def test_class_order_is_alphabetical_as_the_method_indexes():
@@ -70,3 +70,12 @@ def test_recipe_differences_ignore_operational_keys_and_keys_newer_than_the_run(
     assert recipe_differences(saved, cfg) == []
     saved["train"]["lr"] = 0.5
     assert recipe_differences(saved, cfg) == ["train.lr: 0.5 -> 0.001"]
+
+
+def test_a_saved_run_config_reads_back_as_a_flat_config_not_a_recipe(tmp_path):
+    """Regression: its `distill` section made a saved config.yaml look like a pipeline recipe, so
+    `--config run/config.yaml` failed with 'unknown recipe section(s) data, model, role, train'."""
+    cfg = load_config(role="distill", overrides={"distill.temperature": 3.0, "train.lr": 0.02, "data.image_size": 48})
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert load_config(tmp_path / "config.yaml", role="distill") == cfg

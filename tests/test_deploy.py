@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -10,10 +11,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 from PIL import Image
+from sklearn import metrics as skm
 
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
+from kndnet.config import IMAGENET_MEAN, IMAGENET_STD
+from kndnet.data.datasets import LesionDataset
 from kndnet.deploy.graph_stats import graph_stats
+from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx
+from kndnet.errors import KNDNetError
+from kndnet.evaluation.run import evaluation_rows
 from kndnet.explain import explain_batch, grad_cam
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
@@ -38,8 +45,6 @@ def test_export_writes_onnx_int8_and_model_card(exported):
     assert card["parameters"] == 148_855
     assert card["onnx_fp32_vs_torch_max_abs_logit_diff"] < 1e-3
     assert card["int8_bytes"] < 200 * 1024
-    assert 0 <= card["int8_vs_fp32_top1_agreement"] <= 1
-    assert abs(card["fp32_accuracy"] - card["int8_accuracy"]) <= 0.2
     text = (exported / "MODEL_CARD.md").read_text()
     assert "Not a medical device" in text and "Tschandl" in text
     meta = {p.key: p.value for p in onnx.load(str(exported / "model_int8.onnx")).metadata_props}
@@ -52,6 +57,62 @@ def test_onnx_models_have_dynamic_batch(exported):
         session = ort.InferenceSession(str(exported / name))
         out = session.run(None, {"image": np.zeros((5, 3, 32, 32), np.float32)})[0]
         assert out.shape == (5, 7)
+
+
+def _held_out(manifest, size):
+    """Test-split images (uint8) and labels, and the same images normalised here, as the ONNX input."""
+    rows = evaluation_rows(str(manifest), "test")
+    dataset = LesionDataset(rows, size, "eval", load_size=size)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    return images, dataset.labels.numpy(), ((images.float() - mean) / std).numpy()
+
+
+def _run_onnx(path, x):
+    import onnxruntime as ort
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+
+
+def check_export_against_pytorch(checkpoint, out_dir, manifest, agreement_floor):
+    """Run the checkpoint with PyTorch and both exported files with ONNX Runtime, here, on held-out
+    images; check the graphs and every number the model card claims about them."""
+    model, spec = load_model(checkpoint)
+    _, labels, x = _held_out(manifest, spec.image_size)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x)).numpy()
+    fp32, int8 = _run_onnx(out_dir / "model_fp32.onnx", x), _run_onnx(out_dir / "model_int8.onnx", x)
+    assert np.abs(fp32 - reference).max() < 1e-3
+    assert (fp32.argmax(1) == reference.argmax(1)).all()
+    agreement = np.mean(int8.argmax(1) == fp32.argmax(1))
+    assert agreement >= agreement_floor
+    card = json.loads((out_dir / "model_card.json").read_text())
+    assert card["int8_vs_fp32_images"] == len(labels)
+    assert card["int8_vs_fp32_top1_agreement"] == pytest.approx(agreement, abs=1e-4)
+    assert card["int8_vs_fp32_max_abs_logit_diff"] == pytest.approx(np.abs(int8 - fp32).max(), rel=1e-3, abs=1e-5)
+    for name, logits in (("fp32", fp32), ("int8", int8)):
+        pred = logits.argmax(1)
+        assert card[f"{name}_accuracy"] == pytest.approx(np.mean(pred == labels), abs=1e-4)
+        assert card[f"{name}_macro_f1"] == pytest.approx(
+            skm.f1_score(labels, pred, labels=np.unique(labels), average="macro", zero_division=0), abs=1e-4)
+    # accuracy can only differ on the images where the two disagree
+    assert abs(card["fp32_accuracy"] - card["int8_accuracy"]) <= 1 - agreement + 1e-4
+
+
+def test_exported_files_match_the_checkpoint_run_here(exported, student, synth_manifest):
+    check_export_against_pytorch(student, exported, synth_manifest, agreement_floor=0.9)
+
+
+def test_parity_check_rejects_a_graph_of_other_weights(student, tmp_path):
+    model, spec = load_model(student)
+    other, _ = load_model(student)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = export_onnx(other, spec, tmp_path / "other.onnx")
+    images = torch.randint(0, 256, (4, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+    with pytest.raises(KNDNetError, match="differs from PyTorch"):
+        check_onnx_parity(model, spec, path, images)
 
 
 def _graph(nodes, inputs, outputs, inits=()):
@@ -124,12 +185,16 @@ def test_explain_writes_valid_overlays(student, synth_dir, tmp_path):
         assert img.size[0] > 200 and np.asarray(img.convert("L")).std() > 5
 
 
-def test_bench_measures_three_runtimes(student, tmp_path):
-    assert main(["bench", "--model", student, "--out", str(tmp_path), "--repeats", "3"]) == 0
+def test_bench_reports_consistent_figures_for_three_runtimes(student, tmp_path):
+    """Orderings that hold on any machine, however busy (speed itself is measured in benchmarks/)."""
+    assert main(["bench", "--model", student, "--out", str(tmp_path), "--repeats", "5"]) == 0
     result = json.loads((tmp_path / "bench.json").read_text())[0]
     for runtime in ("torch_eager", "ort_fp32", "ort_int8"):
-        assert result[f"{runtime}_1thread_b1_p50_ms"] > 0
-    assert result["int8_vs_eager_1thread_b1_speedup"] > 0
+        for threads in ("1thread", f"{os.cpu_count()}threads"):
+            assert 0 < result[f"{runtime}_{threads}_b1_p50_ms"] <= result[f"{runtime}_{threads}_b1_p95_ms"]
+    assert result["int8_vs_eager_1thread_b1_speedup"] == pytest.approx(
+        result["torch_eager_1thread_b1_p50_ms"] / result["ort_int8_1thread_b1_p50_ms"], abs=0.006)
+    assert result["int8_onnx_bytes"] < result["fp32_onnx_bytes"] / 2
 
 
 def test_predict_csv_is_parseable_with_commas_in_errors(student, synth_dir, tmp_path, capsys):

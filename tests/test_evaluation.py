@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
+from kndnet.checkpoint import load_model
+from kndnet.classes import CLASS_CODES
 from kndnet.cli import main
 from kndnet.data.datasets import LesionDataset
 from kndnet.evaluation.calibration import fit_temperature
@@ -65,8 +67,16 @@ def test_bootstrap_ci_contains_the_point_estimate_and_is_seeded():
     m = classification_metrics(y, p)
     for name in ("accuracy", "balanced_accuracy", "macro_f1"):
         assert ci[name][0] <= m[name] <= ci[name][1]
-        assert ci[name][1] - ci[name][0] < 0.2
     assert ci == bootstrap_ci(y, p, resamples=300, seed=1)
+
+
+def test_bootstrap_ci_of_accuracy_is_as_wide_as_a_95_percent_interval():
+    """For a proportion the bootstrap CI is close to the normal one, 2 * 1.96 * sqrt(acc (1 - acc) / n) wide:
+    a 90% interval (1.645) is 16% narrower, a 99% one (2.576) 31% wider. Measured spread here: +-2.5%."""
+    y, p = _arrays(n=1000)
+    acc = np.mean(p.argmax(1) == y)
+    low, high = bootstrap_ci(y, p, resamples=1000, seed=1)["accuracy"]
+    assert high - low == pytest.approx(2 * 1.959964 * np.sqrt(acc * (1 - acc) / len(y)), rel=0.07)
 
 
 def test_paired_bootstrap_sees_a_real_gain_and_not_a_null_one():
@@ -147,21 +157,36 @@ def test_tta_scores_come_from_the_plain_pass_and_the_flipped_one(trained):
     assert np.allclose(tta.probs, (plain.probs + softmax(predictor.logits(images))) / 2, atol=1e-5)
 
 
-def test_calibrate_stores_the_temperature_in_a_new_checkpoint(trained, tmp_path, capsys):
+def _raw_logits(ckpt, manifest, split):
+    """The checkpoint's uncalibrated logits on a split, computed here with the model itself, and the labels."""
+    model, spec = load_model(ckpt)
+    rows = evaluation_rows(str(manifest), split)
+    dataset = LesionDataset(rows, spec.image_size, "eval", load_size=spec.image_size)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255, torch.tensor(spec.std).view(1, 3, 1, 1) * 255
+    with torch.no_grad():
+        return model((images.float() - mean) / std).numpy(), dataset.labels.numpy()
+
+
+def test_calibrate_stores_the_temperature_fitted_on_the_validation_split(trained, tmp_path, capsys):
+    """Without --split, T is fitted on val (never test) and stored as T (not 1/T)."""
     ckpt, manifest = trained
     out = tmp_path / "cal.ckpt"
     assert main(["calibrate", "--model", ckpt, "--data", str(manifest), "--out", str(out)]) == 0
-    from kndnet.checkpoint import load_model
     _, spec = load_model(out)
-    assert spec.temperature != 1.0
+    logits, labels = _raw_logits(ckpt, manifest, "val")
+    assert spec.temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-3)
+    test_logits, test_labels = _raw_logits(ckpt, manifest, "test")
+    assert spec.temperature != pytest.approx(fit_temperature(test_logits, test_labels), rel=1e-3)
     assert "ECE" in capsys.readouterr().out
 
 
 def test_compare_refuses_different_splits(trained, tmp_path):
     ckpt, manifest = trained
-    main(["evaluate", "--model", ckpt, "--data", str(manifest), "--out", str(tmp_path / "a"), "--resamples", "50"])
-    main(["evaluate", "--model", ckpt, "--data", str(manifest), "--split", "val", "--out", str(tmp_path / "b"),
-          "--resamples", "50"])
+    assert main(["evaluate", "--model", ckpt, "--data", str(manifest), "--out", str(tmp_path / "a"),
+                 "--resamples", "50"]) == 0
+    assert main(["evaluate", "--model", ckpt, "--data", str(manifest), "--split", "val", "--out",
+                 str(tmp_path / "b"), "--resamples", "50"]) == 0
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--names", "x,y",
                  "--out", str(tmp_path / "c")]) == 0
@@ -176,8 +201,8 @@ def test_paired_difference_reads_both_prediction_files(trained, tmp_path):
     ckpt, manifest = trained
     weaker = fit(tiny_config("student", manifest, **{"train.epochs": 1}), tmp_path / "weak")
     for name, model in (("strong", ckpt), ("weak", weaker["best_checkpoint"])):
-        main(["evaluate", "--model", model, "--data", str(manifest), "--out", str(tmp_path / name),
-              "--resamples", "20"])
+        assert main(["evaluate", "--model", model, "--data", str(manifest), "--out", str(tmp_path / name),
+                     "--resamples", "20"]) == 0
     diff = paired_difference(tmp_path / "weak", tmp_path / "strong", resamples=200)
     strong, weak = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("strong", "weak"))
     assert diff["accuracy"]["difference"] == pytest.approx(strong["accuracy"] - weak["accuracy"], abs=1e-3)
@@ -192,12 +217,19 @@ def test_evaluate_without_a_shipped_model_says_so(synth_manifest, tmp_path, caps
 
 
 def test_calibrated_model_reports_ece_before_and_after(trained, tmp_path):
+    """evaluate divides the raw logits by the stored T (not multiplies), and undoes it for the 'before' ECE."""
     ckpt, manifest = trained
-    main(["calibrate", "--model", ckpt, "--data", str(manifest), "--out", str(tmp_path / "cal.ckpt")])
-    main(["evaluate", "--model", str(tmp_path / "cal.ckpt"), "--data", str(manifest), "--out", str(tmp_path / "e"),
-          "--resamples", "50"])
+    assert main(["calibrate", "--model", ckpt, "--data", str(manifest), "--out", str(tmp_path / "cal.ckpt")]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "cal.ckpt"), "--data", str(manifest),
+                 "--out", str(tmp_path / "e"), "--resamples", "50"]) == 0
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert m["temperature"] != 1.0 and "ece_uncalibrated" in m
+    temperature = load_model(tmp_path / "cal.ckpt")[1].temperature
+    assert m["temperature"] == pytest.approx(temperature, abs=1e-4)
+    logits, labels = _raw_logits(ckpt, manifest, "test")
+    probs = pd.read_csv(tmp_path / "e" / "predictions.csv").filter(like="prob_").to_numpy()
+    assert np.allclose(probs, softmax(logits / temperature), atol=1e-4)
+    assert m["ece"] == pytest.approx(expected_calibration_error(labels, softmax(logits / temperature)), abs=2e-4)
+    assert m["ece_uncalibrated"] == pytest.approx(expected_calibration_error(labels, softmax(logits)), abs=2e-4)
     assert "before temperature scaling" in (tmp_path / "e" / "report.md").read_text()
 
 
@@ -212,8 +244,33 @@ def test_uncalibrated_ece_undoes_the_temperature():
 def test_compare_folds_writes_mean_and_std(trained, tmp_path):
     ckpt, manifest = trained
     for split in ("test", "val"):
-        main(["evaluate", "--model", ckpt, "--data", str(manifest), "--split", split,
-              "--out", str(tmp_path / split), "--resamples", "20"])
+        assert main(["evaluate", "--model", ckpt, "--data", str(manifest), "--split", split,
+                     "--out", str(tmp_path / split), "--resamples", "20"]) == 0
     assert main(["compare", str(tmp_path / "test"), str(tmp_path / "val"), "--folds", "--out", str(tmp_path)]) == 0
     cv = json.loads((tmp_path / "cv.json").read_text())
     assert set(cv["accuracy"]) == {"mean", "std"}
+
+
+def test_macro_averages_run_over_the_classes_present_in_the_truth():
+    """Stated behaviour: with a class absent from the split's labels (here vasc, 6), macro-F1, macro
+    precision/recall, balanced accuracy and macro ROC-AUC average over the classes present in y_true; the
+    absent class is left out even when the model predicts it (its false alarms still cost the present
+    classes recall). scikit-learn's default would average over every label seen in y_true or y_pred."""
+    y, p = _arrays(n=300, c=7)
+    keep = y != 6
+    y, p = y[keep], p[keep]
+    p[:20] = np.eye(7)[6] * 0.9 + 0.1 / 7  # 20 images called vasc, which is absent from the truth
+    pred = p.argmax(1)
+    present = list(range(6))
+    m = classification_metrics(y, p)
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, labels=present, average="macro"))
+    assert m["macro_f1"] > skm.f1_score(y, pred, average="macro") + 0.01  # the all-labels average differs
+    assert m["macro_recall"] == pytest.approx(skm.recall_score(y, pred, labels=present, average="macro"))
+    assert m["macro_precision"] == pytest.approx(skm.precision_score(y, pred, labels=present, average="macro"))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert np.isnan(m["roc_auc"]["vasc"])
+    assert m["roc_auc"]["macro"] == pytest.approx(np.mean([m["roc_auc"][c] for c in CLASS_CODES[:6]]))
+    assert m["per_class"]["vasc"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    from kndnet.evaluation.metrics import CI_METRICS
+    assert CI_METRICS["macro_f1"](y, p) == pytest.approx(m["macro_f1"])
+    assert CI_METRICS["balanced_accuracy"](y, p) == pytest.approx(m["balanced_accuracy"])

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from kndnet.config import DistillConfig
-from kndnet.distill.losses import confidence_masked_kd, decoupled_kd, distillation_loss, hinton_kd
+from kndnet.distill.losses import LOSSES, confidence_masked_kd, decoupled_kd, distillation_loss, hinton_kd
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "cmkd_golden.json").read_text())
+DKD_GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "dkd_golden.json").read_text())
 
 
 def _batch(seed=0, n=16, c=7):
@@ -26,6 +27,18 @@ def test_cmkd_matches_golden_values(case):
                                        case["alpha"], case["threshold"])
     assert loss.item() == pytest.approx(case["loss"], rel=1e-5)
     assert parts["mask_coverage"].item() == pytest.approx(case["mask_coverage"])
+
+
+@pytest.mark.parametrize("case", DKD_GOLDEN["dkd"],
+                         ids=lambda c: f"T{c['temperature']}-a{c['alpha']}-b{c['beta']}-soft{c['soft_labels']}")
+def test_dkd_matches_golden_values(case):
+    """Catches a swapped TCKD/NCKD weighting, a dropped T^2, or the target class left in NCKD."""
+    g = DKD_GOLDEN
+    labels = torch.tensor(g["soft_labels"]) if case["soft_labels"] else torch.tensor(g["labels"])
+    loss, parts = decoupled_kd(torch.tensor(g["student_logits"]), torch.tensor(g["teacher_logits"]), labels,
+                               temperature=case["temperature"], alpha=case["alpha"], beta=case["beta"])
+    assert loss.item() == pytest.approx(case["loss"], rel=1e-5)
+    assert parts["kd"].item() == pytest.approx(case["kd"], rel=1e-5)
 
 
 def test_alpha_one_is_plain_cross_entropy():
@@ -87,5 +100,43 @@ def test_dispatch_by_name_and_unknown_name():
     for name in ("cmkd", "hinton", "dkd"):
         loss, _ = distillation_loss(DistillConfig(loss=name), s, t, y)
         assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="unknown distillation loss 'kld'"):
+    with pytest.raises(ValueError, match="unknown distillation loss 'kld'; choose cmkd, hinton, dkd"):
         distillation_loss(DistillConfig(loss="kld"), s, t, y)
+
+
+@pytest.mark.parametrize("name", ["cmkd", "hinton", "dkd"])
+def test_dispatch_passes_the_configs_t_alpha_threshold_and_beta(name):
+    """Each config value reaches the loss: changing any one of them alone changes the loss."""
+    s, t, y = _batch(n=32)
+    t = t * 2  # confident enough rows that a threshold of 0.4 masks some and keeps others
+    values = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "beta": 2.0}
+    cfg = DistillConfig(loss=name, temperature=3.5, alpha=0.3, threshold=0.4, dkd_beta=2.0)
+    loss, _ = distillation_loss(cfg, s, t, y)
+    expected, _ = LOSSES[name](s, t, y, **values)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    used = {"cmkd": ("temperature", "alpha", "threshold"), "hinton": ("temperature", "alpha"),
+            "dkd": ("temperature", "alpha", "beta")}[name]
+    for key in used:
+        other, _ = LOSSES[name](s, t, y, **{**values, key: values[key] * 0.5})
+        assert abs(other.item() - expected.item()) > 1e-4, key
+
+
+@pytest.mark.parametrize("name", ["cmkd", "hinton", "dkd"])
+def test_loss_defaults_are_the_configs_defaults(name):
+    """Called without settings, each loss is the one the default config dispatches (T 2, alpha 0.9, ...)."""
+    s, t, y = _batch(n=32)
+    t = t * 2
+    alone, _ = LOSSES[name](s, t, y)
+    configured, _ = distillation_loss(DistillConfig(loss=name), s, t, y)
+    assert alone.item() == pytest.approx(configured.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cmkd", "hinton", "dkd"])
+def test_class_weights_and_label_smoothing_reach_the_cross_entropy_term(name):
+    s, t, y = _batch(n=32)
+    weight = torch.linspace(0.5, 2.0, 7)
+    loss, parts = distillation_loss(DistillConfig(loss=name, alpha=1.0), s, t, y, ce_weight=weight,
+                                    label_smoothing=0.1)
+    expected = F.cross_entropy(s, y, weight=weight, label_smoothing=0.1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert parts["ce"].item() == pytest.approx(expected.item(), rel=1e-6)

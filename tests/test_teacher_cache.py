@@ -78,13 +78,33 @@ def test_student_with_train_views_sees_only_the_views_the_teacher_scored(teacher
     assert all(any(torch.equal(view, s) for view in seen) for s in scored)
 
 
-def test_distill_with_cache_logs_mask_coverage(teacher_and_cache, synth_manifest, tmp_path):
+def _coverage(logits: np.ndarray, temperature: float, threshold: float) -> float:
+    """Share of cached (image, view) pairs whose teacher confidence at `temperature` passes `threshold`."""
+    z = logits.astype(np.float64) / temperature
+    p = np.exp(z - z.max(-1, keepdims=True))
+    return float(np.mean((p / p.sum(-1, keepdims=True)).max(-1) > threshold))
+
+
+def test_distill_with_cache_logs_the_mask_coverage_of_its_t_and_threshold(teacher_and_cache, synth_manifest,
+                                                                         tmp_path):
+    """The logged coverage is that of the cached views at the configured T and threshold (the median
+    confidence, so about half pass), not at the defaults (T 2, threshold 0.65)."""
     root, teacher_ckpt = teacher_and_cache
-    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt,
-                                                    "distill.teacher_cache": str(root / "cache")})
+    logits = TeacherCache.load(root / "cache").logits
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    threshold = float(np.median((p / p.sum(-1, keepdims=True)).max(-1)))
+    expected = _coverage(logits, 1.0, threshold)
+    assert abs(_coverage(logits, 2.0, threshold) - expected) > 0.3  # the test can tell T apart ...
+    assert abs(_coverage(logits, 1.0, 0.65) - expected) > 0.3  # ... and the threshold
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "train.sampler": "random",
+                                                    "distill.teacher_cache": str(root / "cache"),
+                                                    "distill.temperature": 1.0, "distill.threshold": threshold})
     fit(cfg, tmp_path)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
-    assert metrics["train/mask_coverage"].between(0, 1).all() and "train/kd" in metrics
+    # each epoch draws one random view of every training image: sampling noise only
+    assert (metrics["train/mask_coverage"] - expected).abs().max() < 0.15
+    assert (metrics["train/kd"] > 0).all()
 
 
 def test_online_teacher_distillation_runs(teacher_and_cache, synth_manifest, tmp_path):

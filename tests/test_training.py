@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,8 +16,11 @@ from lightning.pytorch.callbacks import Callback
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
 from kndnet.data.datasets import class_balanced_weights
+from kndnet.distill.losses import LOSSES
 from kndnet.errors import ConfigError
+from kndnet.training.datamodule import LesionDataModule
 from kndnet.training.fit import fit
+from kndnet.training.module import LesionClassifier
 from tests.helpers import tiny_config
 
 
@@ -87,6 +92,32 @@ def test_ddp_on_cpu_trains_in_both_ranks(synth_manifest, tmp_path):
     assert len(summary["samples_per_rank"]) == 2 and min(summary["samples_per_rank"]) > 0
 
 
+@pytest.mark.slow
+def test_ddp_ranks_see_disjoint_samples_and_log_metrics_reduced_over_both(synth_manifest, tmp_path):
+    probe = Path(__file__).parent / "ddp_probe.py"
+    result = subprocess.run([sys.executable, str(probe), str(synth_manifest), str(tmp_path)], capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    manifest = pd.read_csv(synth_manifest)
+    n_train = int(((manifest["split"] != "test") & (manifest["fold"] != 0)).sum())
+    val_ids = set(manifest.loc[manifest["split"] == "val", "image_id"])
+    logged = pd.read_csv(tmp_path / "metrics.csv").set_index("epoch")
+    for epoch in logged.index:
+        train = [[i for b in rank["train"] if b["epoch"] == epoch for i in b["ids"]] for rank in ranks]
+        # DistributedSampler pads an odd split with one repeated image; each rank drops its last partial batch
+        assert len(set(train[0]) & set(train[1])) <= n_train % 2, epoch
+        assert len(set(train[0]) | set(train[1])) >= n_train - 2 * 8
+        val = [[(i, c) for b in rank["val"] if b["epoch"] == epoch for i, c in zip(b["ids"], b["correct"])]
+               for rank in ranks]
+        assert {i for i, _ in val[0]} | {i for i, _ in val[1]} == val_ids
+        assert len({i for i, _ in val[0]} & {i for i, _ in val[1]}) <= len(val_ids) % 2
+        correct = [c for rank in val for _, c in rank]
+        assert logged.loc[epoch, "val/acc"] == pytest.approx(np.mean(correct), abs=1e-5)
+        losses = [b["loss"] for rank in ranks for b in rank["train"] if b["epoch"] == epoch]
+        assert logged.loc[epoch, "train/loss"] == pytest.approx(np.mean(losses), rel=1e-4)
+
+
 @pytest.mark.parametrize("power, expected_share", [(1.0, [1 / 3, 1 / 3, 1 / 3]), (0.5, [10 / 17, 5 / 17, 2 / 17]),
                                                    (0.0, [100 / 129, 25 / 129, 4 / 129])])
 def test_sampler_weights_set_the_class_shares(power, expected_share):
@@ -109,3 +140,72 @@ def test_a_finished_run_is_reused_only_for_its_own_recipe(student_run, synth_man
     assert fit(same, run) == summary  # operational keys (workers, devices, paths) may change
     with pytest.raises(ConfigError, match=r"another recipe \(train.lr: 0.003 -> 0.01\)"):
         fit(tiny_config("student", synth_manifest, **{"train.epochs": 12, "train.lr": 0.01}), run)
+
+
+# Non-default values, so a module that falls back to DistillConfig's defaults gets another loss.
+KD_SETTINGS = {"distill.temperature": 3.5, "distill.alpha": 0.3, "distill.threshold": 0.4, "distill.dkd_beta": 2.0}
+KD_KWARGS = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "beta": 2.0}
+
+
+def _kd_module(manifest, **overrides) -> LesionClassifier:
+    cfg = tiny_config("distill", manifest, **{**KD_SETTINGS, **overrides})
+    torch.manual_seed(0)
+    return LesionClassifier(cfg.to_dict(), class_counts=[5, 3, 8, 2, 6, 9, 4]).eval()  # eval: no dropout noise
+
+
+def _kd_batch(n=8):
+    g = torch.Generator().manual_seed(3)
+    return {"image": torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+            "label": torch.randint(0, 7, (n,), generator=g)}
+
+
+def _expected_loss(module, batch, teacher_logits):
+    with torch.no_grad():
+        student_logits = module(batch["image"])
+    loss, _ = LOSSES[module.cfg.distill.loss](
+        student_logits, teacher_logits, batch["label"], **KD_KWARGS, ce_weight=module.ce_weight,
+        label_smoothing=module.cfg.train.label_smoothing)
+    return loss.item()
+
+
+NO_TRAINER = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+
+
+@NO_TRAINER
+@pytest.mark.parametrize("loss", ["cmkd", "dkd"])
+def test_training_step_distils_towards_the_cached_teacher_with_the_configs_settings(synth_manifest, loss):
+    """The step's loss is the named loss of (student logits, the batch's teacher logits) at the config's
+    T, alpha, threshold and beta: passing the student's own logits as the teacher's, or dropping a config
+    value on the way, gives another number."""
+    module = _kd_module(synth_manifest, **{"distill.loss": loss})
+    batch = _kd_batch()
+    batch["teacher_logits"] = torch.randn(8, 7, generator=torch.Generator().manual_seed(4)) * 3
+    with torch.no_grad():
+        got = module.training_step(batch, 0).item()
+    assert got == pytest.approx(_expected_loss(module, batch, batch["teacher_logits"]), rel=1e-5)
+    assert got != pytest.approx(_expected_loss(module, batch, module(batch["image"]).detach()), rel=1e-3)
+
+
+@NO_TRAINER
+def test_training_step_asks_the_online_teacher_about_the_same_images(synth_manifest, student_run):
+    teacher, _ = load_model(student_run[1]["best_checkpoint"])  # a trained model: its logits depend on the image
+    # DKD distils every sample, whatever the teacher's confidence
+    module = _kd_module(synth_manifest, **{"distill.loss": "dkd", "distill.teacher_bf16": False,
+                                           "distill.teacher_hflip": False})
+    module.attach_online_teacher(student_run[1]["best_checkpoint"])
+    batch = _kd_batch()
+    with torch.no_grad():
+        teacher_logits = teacher(module.preprocess(batch["image"]))
+        got = module.training_step(batch, 0).item()
+    assert got == pytest.approx(_expected_loss(module, batch, teacher_logits), rel=1e-5)
+
+
+@pytest.mark.parametrize("val_fold", [0, 2])
+def test_validation_loader_holds_exactly_the_validation_fold(synth_manifest, tmp_path, val_fold):
+    manifest = pd.read_csv(synth_manifest)
+    cfg = tiny_config("student", synth_manifest, **{"data.val_fold": val_fold, "data.cache": False})
+    data = LesionDataModule(cfg, manifest, tmp_path)
+    cv = manifest[manifest["split"] != "test"]
+    val_ids = set(data.val_dataloader().dataset.image_ids)
+    assert val_ids == set(cv.loc[cv["fold"] == val_fold, "image_id"])
+    assert not val_ids & set(data.dataset("train", "train").image_ids)

@@ -52,7 +52,7 @@ class TeacherCache:
         if not index_path.is_file():
             raise DataError(f"{directory}: no {INDEX_NAME}; build it with `kndnet cache-teacher`")
         index = json.loads(index_path.read_text())
-        views = [np.load(directory / f"logits_view{k}.npy") for k in range(int(index["views"]))]
+        views = [_load_view(directory / f"logits_view{k}.npy") for k in range(int(index["views"]))]
         return cls(list(index["image_ids"]), np.stack(views, axis=1), int(index["seed"]),
                    int(index["image_size"]), int(index["load_size"]))
 
@@ -72,6 +72,14 @@ class TeacherCache:
                             f"(first: {', '.join(missing[:3])}); rebuild it with `kndnet cache-teacher` "
                             "on this manifest")
         return self.logits[[position[i] for i in image_ids]]
+
+
+def _load_view(path: Path) -> np.ndarray:
+    try:
+        return np.load(path)  # allow_pickle stays False: a pickled object array is refused, never run
+    except ValueError as err:
+        raise DataError(f"{path}: not a plain array of teacher logits ({err}); rebuild the cache with "
+                        "`kndnet cache-teacher`") from err
 
 
 @torch.no_grad()

@@ -144,9 +144,10 @@ class LesionClassifier(L.LightningModule):
             parts = {"ce": loss.detach()}
         y = batch["label"]
         self.samples_seen += len(y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        # sync_dist: under DDP the logged epoch values are over every rank's samples, not rank 0's alone
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         for name, value in parts.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(y))
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
