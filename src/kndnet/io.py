@@ -55,3 +55,138 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """Check that `path` is, or can be made, a folder we can write to; raise a KNDNetError saying why not.
+
+    Why: a file, a read-only folder or a path under a file used to surface as a traceback from
+    whichever library wrote first, sometimes after minutes of work. Nothing is created here.
+    """
+    from kndnet.errors import ConfigError
+    path = Path(path)
+    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
+        raise ConfigError(f"{option} {path} {where}; pass a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"{option} {path}: cannot write in {existing} ({err.strerror}); pass a folder you "
+                          "can write to") from err
+    return path
+
+
+STALE_PATTERNS = (".*.tmp", ".*.partial-*")
+
+
+def clean_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove temporaries (`atomic_path` files, `staged_folder` folders) left by a killed run.
+
+    Call only while holding `run_lock(folder)`: then no live writer can own them.
+    """
+    import shutil
+    folder = Path(folder)
+    removed = []
+    for pattern in STALE_PATTERNS:
+        for stale in folder.rglob(pattern) if folder.is_dir() else []:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
+LOCK_NAME = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _lock_holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _try_lock(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold `folder/.lock` (holding our PID) for the block; refuse while a live process holds it.
+
+    A lock whose PID is dead (a killed run) is stale and taken over. A lock held by this process or
+    its parent is ours: Lightning's DDP launcher re-runs the same command in child processes.
+    """
+    from kndnet.errors import BusyError
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    owned = False
+    while not owned:
+        if _try_lock(lock):
+            owned = True
+            break
+        holder = _lock_holder(lock)
+        if holder in (os.getpid(), os.getppid()):
+            break
+        if holder is not None and _pid_alive(holder):
+            raise BusyError(f"{folder} is in use by another kndnet process (PID {holder}); wait for it to "
+                            f"finish or stop it, or use another --out. If PID {holder} is not kndnet, "
+                            f"delete {lock}")
+        lock.unlink(missing_ok=True)  # stale: its process is gone
+    try:
+        yield lock
+    finally:
+        if owned:
+            lock.unlink(missing_ok=True)
+
+
+COMPLETE_MARKER = ".complete"
+
+
+def is_complete(folder: str | Path) -> bool:
+    """True when `folder` was finished by `staged_folder` (its completion marker is written last)."""
+    return (Path(folder) / COMPLETE_MARKER).is_file()
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success mark it complete and rename it onto `folder`.
+
+    Why: a stage killed half-way must never leave a folder that looks finished (e.g. metrics.json
+    without predictions.csv); an incomplete `folder` from an older run is replaced.
+    """
+    import shutil
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        (tmp / COMPLETE_MARKER).write_text("")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

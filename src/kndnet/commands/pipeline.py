@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kndnet.commands import command
+from kndnet.commands import command, positive_int
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--lesions-per-class", type=int, default=14)
+    p.add_argument("--lesions-per-class", type=positive_int, default=14)
 
 
 @command("demo", "the whole pipeline on generated data in a few minutes (2 CPU cores)", _demo_args)
