@@ -131,9 +131,10 @@ def _try_lock(lock: Path) -> bool:
 
 
 @contextlib.contextmanager
-def run_lock(folder: str | Path) -> Iterator[Path]:
+def run_lock(folder: str | Path) -> Iterator[bool]:
     """Hold `folder/.lock` (holding our PID) for the block; refuse while a live process holds it.
 
+    Yields True when this call took the lock, False when this process (or its parent) already held it.
     A lock whose PID is dead (a killed run) is stale and taken over. A lock held by this process or
     its parent is ours: Lightning's DDP launcher re-runs the same command in child processes.
     """
@@ -155,7 +156,7 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
                             f"delete {lock}")
         lock.unlink(missing_ok=True)  # stale: its process is gone
     try:
-        yield lock
+        yield owned
     finally:
         if owned:
             lock.unlink(missing_ok=True)
@@ -169,24 +170,42 @@ def is_complete(folder: str | Path) -> bool:
     return (Path(folder) / COMPLETE_MARKER).is_file()
 
 
+STAGING_PREFIX = ".staged.partial-"
+
+
 @contextlib.contextmanager
 def staged_folder(folder: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success mark it complete and rename it onto `folder`.
+    """Yield a staging folder inside `folder`; on success move its files into `folder`, then mark it complete.
 
-    Why: a stage killed half-way must never leave a folder that looks finished (e.g. metrics.json
-    without predictions.csv); an incomplete `folder` from an older run is replaced.
+    Why: a stage killed half-way must never leave a folder that looks finished (metrics.json without
+    predictions.csv, an fp32 model without its card). The completion marker is removed before the
+    first file moves and written after the last, so `is_complete` is true only for a whole result;
+    a failure leaves the folder as it was (other files in it are never touched).
     """
     import shutil
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_dead_staging(folder)
+    tmp = folder / f"{STAGING_PREFIX}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        (tmp / COMPLETE_MARKER).write_text("")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        (folder / COMPLETE_MARKER).unlink(missing_ok=True)
+        for item in sorted(tmp.iterdir()):
+            target = folder / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(item, target)
+        (folder / COMPLETE_MARKER).write_text("written last by kndnet: every file of this result is here\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_dead_staging(folder: Path) -> None:
+    """Staging folders of killed processes (their PID is in the name) are stale."""
+    import shutil
+    for stale in folder.glob(f"{STAGING_PREFIX}*"):
+        pid = stale.name[len(STAGING_PREFIX):]
+        if not (pid.isdigit() and _pid_alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
