@@ -29,8 +29,10 @@ from kndnet.cli import main
 from kndnet.data.cache import build_cache
 from kndnet.data.manifest import load_manifest
 from kndnet.data.synth import write_synthetic
+from kndnet.deploy.bench import noisy_timings, speedup_line
 from kndnet.errors import ImageError
 from kndnet.io import COMPLETE_MARKER, is_complete, staged_folder
+from kndnet.quiet import quiet_libraries
 from kndnet.shipped import SHIPPED_CHECKPOINT, SHIPPED_INT8
 
 FAST = ["--image-size", "32", "--batch-size", "8", "--epochs", "1", "--set", "data.num_workers=0",
@@ -389,3 +391,36 @@ def test_force_after_the_data_changed_trains_on_the_new_labels(small_ham, tmp_pa
     table.to_csv(small_ham / "HAM10000_metadata.csv", index=False)
     assert main(["train", "--data", str(small_ham), "--out", str(out), *FAST, "--force"]) == 0
     assert "vasc" not in set(load_manifest(out / "manifest.csv")["label"])
+
+
+# ---- newcomer polish
+
+def test_bench_warns_instead_of_claiming_a_speedup_from_noisy_timings() -> None:
+    steady = {"torch_eager_1thread_b1_p50_ms": 2.0, "torch_eager_1thread_b1_p95_ms": 2.4,
+              "ort_int8_1thread_b1_p50_ms": 1.0, "ort_int8_1thread_b1_p95_ms": 1.1,
+              "int8_vs_eager_1thread_b1_speedup": 2.0}
+    assert speedup_line(steady).endswith("2.0x faster")
+    busy = {**steady, "ort_int8_1thread_b1_p95_ms": 3.5}
+    assert noisy_timings(busy) == ["ort_int8_1thread p95/p50 3.5"]
+    assert speedup_line(busy).startswith("warning: timings are noisy") and "faster" not in speedup_line(busy)
+
+
+def test_demo_quiets_library_chatter_unless_verbose(recwarn) -> None:
+    import logging
+    import warnings
+    with quiet_libraries(verbose=False):
+        warnings.warn("a deprecation nobody asked about", DeprecationWarning)
+        assert logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING
+    assert not recwarn.list
+    with quiet_libraries(verbose=True):
+        warnings.warn("shown with -v", UserWarning)
+    assert len(recwarn.list) == 1
+
+
+def test_exported_files_carry_no_absolute_paths_of_the_training_machine(tmp_path) -> None:
+    assert main(["export", "--out", str(tmp_path)]) == 0
+    card = (tmp_path / "model_card.json").read_text() + (tmp_path / "MODEL_CARD.md").read_text()
+    config = str(torch.load(tmp_path / "model.ckpt", weights_only=True)["kndnet"]["config"])
+    for text in (card, config):
+        assert "/work/" not in text and str(tmp_path) not in text
+    assert is_complete(tmp_path) and not list(tmp_path.glob(".staged.partial-*"))

@@ -95,7 +95,7 @@ def _export(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
 
 
 def _bench(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
-    from kndnet.deploy.bench import bench_checkpoint
+    from kndnet.deploy.bench import bench_checkpoint, noisy_timings, speedup_line
     path = out / "bench" / "bench.json"
     if path.is_file():
         log(f"skipped: {path} exists (written after the measurements)")
@@ -105,6 +105,8 @@ def _bench(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
     result = json.loads(path.read_text())
     log(f"batch-1, 1 thread: eager {result['torch_eager_1thread_b1_p50_ms']} ms, ORT int8 "
         f"{result['ort_int8_1thread_b1_p50_ms']} ms")
+    if noisy_timings(result):
+        log(speedup_line(result))
     return result
 
 

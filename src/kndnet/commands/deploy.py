@@ -85,7 +85,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 @command("bench", "latency/throughput: PyTorch eager vs ONNX Runtime fp32 vs int8, 1 and all threads",
          _bench_args)
 def _bench(args: argparse.Namespace) -> int:
-    from kndnet.deploy.bench import bench_checkpoint, bench_table
+    from kndnet.deploy.bench import bench_checkpoint, bench_table, speedup_line
     from kndnet.io import atomic_write_json, atomic_write_text
     from kndnet.shipped import resolve_model
     out = Path(args.out)
@@ -95,8 +95,7 @@ def _bench(args: argparse.Namespace) -> int:
     atomic_write_json(out / "bench.json", results)
     atomic_write_text(out / "bench.md", table + "\n")
     print(table)
-    print(f"ONNX Runtime int8 vs PyTorch eager, batch 1, one thread: "
-          f"{results[0]['int8_vs_eager_1thread_b1_speedup']}x faster")
+    print(speedup_line(results[0]))
     return 0
 
 
