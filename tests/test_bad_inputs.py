@@ -49,6 +49,8 @@ def w(synth_dir: Path, synth_manifest: Path, tmp_path_factory: pytest.TempPathFa
     blank.to_csv(root / "blank_label.csv", index=False)
     manifest.assign(split=manifest["split"].replace("test", "train")).to_csv(root / "no_test.csv", index=False)
     (root / "a_file").write_text("not a folder\n")
+    (root / "half_eval").mkdir()
+    (root / "half_eval" / "metrics.json").write_text("{}")  # killed before predictions.csv
     (root / "garbage.onnx").write_bytes(b"this is not a protobuf" * 10)
     (root / "empty.onnx").write_bytes(b"")
     (root / "empty_dir").mkdir()
@@ -114,6 +116,12 @@ CASES = [
     Case("train_out_is_a_file", lambda w: _train(w, "a_file"), fragment="is a file"),
     Case("bench_out_under_a_file", lambda w: ["bench", "--out", str(w.root / "a_file" / "b")],
          fragment="which is a file"),
+    Case("calibrate_out_under_a_file", lambda w: ["calibrate", "--data", str(w.manifest), "--model",
+                                                  str(SHIPPED_CHECKPOINT), "--out", str(w.root / "a_file" / "c.ckpt")],
+         fragment="which is a file"),
+    Case("compare_interrupted_evaluation", lambda w: ["compare", str(w.root / "half_eval"), str(w.root / "half_eval"),
+                                                      "--out", str(w.root / "cmp")],
+         fragment="no predictions.csv", absent=("cmp/comparison.md",)),
     # models that are not models
     Case("predict_garbage_onnx", lambda w: _predict(w, "--model", str(w.root / "garbage.onnx")),
          fragment="not a loadable ONNX model"),

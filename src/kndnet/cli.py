@@ -37,9 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_out(args: argparse.Namespace) -> None:
     """Refuse an unusable --out folder before any work is done."""
+    from pathlib import Path
+
     from kndnet.io import check_output_folder
-    if getattr(args, "out", None) and args.command not in OUT_IS_FILE:
-        check_output_folder(args.out)
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        if args.command in OUT_IS_FILE:
+            if out.is_dir():
+                raise KNDNetError(f"--out {out} is a folder; pass the file name to write")
+            check_output_folder(out.parent, shown=out)
+        else:
+            check_output_folder(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+def check_output_folder(path: str | Path, option: str = "--out", shown: str | Path | None = None) -> Path:
     """Check that `path` is, or can be made, a folder we can write to; raise a KNDNetError saying why not.
 
     Why: a file, a read-only folder or a path under a file used to surface as a traceback from
@@ -65,16 +65,17 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     """
     from kndnet.errors import ConfigError
     path = Path(path)
+    shown = Path(shown or path)  # what the user passed (a file's name, when `path` is its folder)
     existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor or "."))
     if not existing.is_dir():
-        where = "is a file" if existing == path else f"is under {existing}, which is a file"
-        raise ConfigError(f"{option} {path} {where}; pass a folder")
+        where = "is a file" if existing == shown else f"is under {existing}, which is a file"
+        raise ConfigError(f"{option} {shown} {where}; pass a {'folder' if shown == path else 'path in a folder'}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ConfigError(f"{option} {path}: cannot write in {existing} ({err.strerror}); pass a folder you "
+        raise ConfigError(f"{option} {shown}: cannot write in {existing} ({err.strerror}); pass a folder you "
                           "can write to") from err
     return path
 
