@@ -347,7 +347,7 @@ def test_killed_stage_leaves_no_result_that_looks_finished(tmp_path) -> None:
 
 
 def test_stale_temporaries_of_a_killed_prepare_are_removed(w, tmp_path) -> None:
-    stale = tmp_path / ".manifest.csv.abc123.tmp"
+    stale = tmp_path / ".manifest.csv.abc12345.tmp"
     stale.write_text("half")
     assert main(["prepare", "--data", str(w.data), "--out", str(tmp_path)]) == 0
     assert not stale.exists() and (tmp_path / "manifest.csv").is_file() and not (tmp_path / ".lock").exists()

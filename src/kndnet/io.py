@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,24 +81,26 @@ def check_output_folder(path: str | Path, option: str = "--out", shown: str | Pa
     return path
 
 
-STALE_PATTERNS = (".*.tmp", ".*.partial-*")
+# atomic_path's temporaries: "." + the target's name + mkstemp's 8 random characters + ".tmp"
+STALE_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+RUN_SUBFOLDERS = ("cache", "checkpoints", "teacher_cache", "bench", "export", "eval")
 
 
-def clean_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Remove temporaries (`atomic_path` files, `staged_folder` folders) left by a killed run.
+def clean_stale_temporaries(folder: str | Path, subfolders: tuple[str, ...] = RUN_SUBFOLDERS) -> list[Path]:
+    """Remove `atomic_path` temporaries a killed run left in `folder` and its known result subfolders.
 
-    Call only while holding `run_lock(folder)`: then no live writer can own them.
+    Call only while holding `run_lock(folder)`: then no live writer can own them. Not recursive
+    beyond `subfolders`, so a run directory given as `.` never sweeps a whole home folder.
     """
-    import shutil
     folder = Path(folder)
     removed = []
-    for pattern in STALE_PATTERNS:
-        for stale in folder.rglob(pattern) if folder.is_dir() else []:
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
+    for place in [folder, *(folder / name for name in subfolders)]:
+        if not place.is_dir():
+            continue
+        for stale in place.iterdir():
+            if STALE_TEMPORARY.match(stale.name) and stale.is_file():
                 stale.unlink(missing_ok=True)
-            removed.append(stale)
+                removed.append(stale)
     return removed
 
 
