@@ -10,6 +10,7 @@ from torch import nn
 
 from kndnet.checkpoint import load_model, model_weights
 from kndnet.config import TrainConfig, load_config
+from kndnet.data.manifest import load_manifest
 from kndnet.data.selection import class_counts, split_rows
 from kndnet.errors import ConfigError
 from kndnet.training.datamodule import LesionDataModule
@@ -79,7 +80,7 @@ class _Recorder(nn.Module):
 
 def _distill_module(synth_manifest, **overrides):
     cfg = tiny_config("distill", synth_manifest, **{"train.mixup_alpha": 0.4, "data.view_size": 48, **overrides})
-    module = LesionClassifier(cfg.to_dict(), class_counts(split_rows(pd.read_csv(synth_manifest), "train", 0)))
+    module = LesionClassifier(cfg.to_dict(), class_counts(split_rows(load_manifest(synth_manifest), "train", 0)))
     teacher, student = _Recorder(), _Recorder()
     module._teacher, module._teacher_size = [teacher], 48
     module._compiled = [student]
@@ -90,7 +91,7 @@ def test_online_teacher_scores_the_same_mixed_view_the_student_sees(synth_manife
     """Function matching: the teacher's input is the mixed view; the student's is that view shrunk."""
     module, teacher, student = _distill_module(synth_manifest, **{"distill.teacher_bf16": False})
     cfg = module.cfg
-    data = LesionDataModule(cfg, pd.read_csv(synth_manifest), tmp_path)
+    data = LesionDataModule(cfg, load_manifest(synth_manifest), tmp_path)
     batch = next(iter(data._loader(data.dataset("train", "train"), shuffle=True)))
     assert batch["image"].shape[-1] == 48  # views made at view_size
     module.training_step(batch, 0)

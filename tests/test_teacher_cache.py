@@ -10,6 +10,7 @@ import torch
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
 from kndnet.data.datasets import LesionDataset
+from kndnet.data.manifest import load_manifest
 from kndnet.data.transforms import fixed_view, view_seed
 from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import ConfigError, DataError
@@ -41,7 +42,7 @@ def teacher_and_cache(synth_manifest, tmp_path_factory):
 def test_cache_holds_k_views_of_every_training_image(teacher_and_cache, synth_manifest):
     root, _ = teacher_and_cache
     cache = TeacherCache.load(root / "cache")
-    manifest = pd.read_csv(synth_manifest)
+    manifest = load_manifest(synth_manifest)
     train = manifest[(manifest["split"] != "test") & (manifest["fold"] != 0)]
     assert cache.views == 3 and cache.logits.dtype == np.float16
     assert cache.image_ids == train["image_id"].tolist()
@@ -50,7 +51,7 @@ def test_cache_holds_k_views_of_every_training_image(teacher_and_cache, synth_ma
 def test_distillation_item_pairs_the_view_with_its_own_logits(teacher_and_cache, synth_manifest):
     root, teacher_ckpt = teacher_and_cache
     cache = TeacherCache.load(root / "cache")
-    manifest = pd.read_csv(synth_manifest)
+    manifest = load_manifest(synth_manifest)
     rows = manifest[manifest["image_id"].isin(cache.image_ids[:6])].reset_index(drop=True)
     dataset = LesionDataset(rows, 32, "train", load_size=37, view_seed=cache.seed,
                             teacher_logits=cache.logits_for(rows["image_id"].tolist()))
@@ -69,7 +70,7 @@ def test_student_with_train_views_sees_only_the_views_the_teacher_scored(teacher
     root, _ = teacher_and_cache
     cache = TeacherCache.load(root / "cache")
     cfg = tiny_config("student", synth_manifest, **{"data.train_views": cache.views})
-    dataset = LesionDataModule(cfg, pd.read_csv(synth_manifest), tmp_path).dataset("train", "train")
+    dataset = LesionDataModule(cfg, load_manifest(synth_manifest), tmp_path).dataset("train", "train")
     assert dataset.view_seed == cache.seed
     first = dataset.image_ids.index(cache.image_ids[0])
     scored = [fixed_view(dataset._decoded(first), cache.image_ids[0], k, cache.seed, 32) for k in range(3)]

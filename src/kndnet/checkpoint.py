@@ -7,6 +7,7 @@ config. It loads with `torch.load(weights_only=True)`: no pickled code ever runs
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,22 +55,76 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        d = dict(d)
-        d.update(mean=tuple(d["mean"]), std=tuple(d["std"]), class_codes=tuple(d["class_codes"]))
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], source: object = "checkpoint") -> "ModelSpec":
+        """Rebuild a spec, refusing one this version cannot use (a crafted or foreign file)."""
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{source}: model spec is not a mapping")
+        required = ("arch", "width", "num_classes", "dropout", "image_size")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise CheckpointError(f"{source}: model spec lacks {', '.join(missing)}; re-export it with kndnet")
+        d = {k: v for k, v in d.items() if k in SPEC_FIELDS}
+        try:
+            d.update(mean=tuple(d.get("mean", IMAGENET_MEAN)), std=tuple(d.get("std", IMAGENET_STD)),
+                     class_codes=tuple(d.get("class_codes", CLASS_CODES)))
+            spec = cls(**d)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source}: unreadable model spec ({err})") from err
+        return spec.check(source)
+
+    def check(self, source: object = "checkpoint") -> "ModelSpec":
+        """Refuse values no model can run with (image size 0, temperature 0, a class count that is not ours)."""
+        problems = []
+        if not (isinstance(self.image_size, int) and self.image_size >= 8):
+            problems.append(f"image_size {self.image_size!r} (needs an integer of at least 8)")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            problems.append(f"temperature {self.temperature!r} (needs > 0; re-run `kndnet calibrate`)")
+        if self.num_classes != len(CLASS_CODES) or tuple(self.class_codes) != CLASS_CODES:
+            problems.append(f"{self.num_classes} classes {list(self.class_codes)} (this version knows "
+                            f"{len(CLASS_CODES)}: {', '.join(CLASS_CODES)})")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            problems.append(f"normalisation mean {list(self.mean)} / std {list(self.std)} (needs 3 values, std > 0)")
+        if problems:
+            raise CheckpointError(f"{source}: unusable model spec: " + "; ".join(problems))
+        return self
+
+
+SPEC_FIELDS = {f for f in ModelSpec.__dataclass_fields__}
+
+
+def torch_load_weights(path: Path, what: str = "checkpoint", mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)` with errors that name the file and never suggest unsafe loading.
+
+    Why: PyTorch's own refusal tells the user to retry with weights_only=False, i.e. to run pickled
+    code from the file; and a truncated file surfaces as a zip-reader RuntimeError.
+    """
+    import pickle
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        holds = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"{path}: refused to load this {what}: it holds pickled objects{holds} other than "
+                              "tensors and plain values, and kndnet never runs code from a file. Save the "
+                              "weights as a plain state dict (torch.save(model.state_dict(), PATH))") from None
+    except Exception as err:  # zip/reader errors come in many types; name the file, keep the first line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a loadable {what} (truncated, or not a PyTorch file: "
+                              f"{first})") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors come in many types; re-raise with the file named
-        raise CheckpointError(f"{path}: not a loadable KNDNet checkpoint ({err})") from err
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX model, not a loadable checkpoint; pass the .ckpt it was "
+                              "exported from (or its export folder's model.ckpt)")
+    ckpt = torch_load_weights(path, "KNDNet checkpoint")
     if not isinstance(ckpt, dict) or SPEC_KEY not in ckpt:
         raise CheckpointError(f"{path}: no '{SPEC_KEY}' model spec inside; was it written by kndnet?")
+    if not isinstance(ckpt[SPEC_KEY], dict) or "spec" not in ckpt[SPEC_KEY]:
+        raise CheckpointError(f"{path}: the '{SPEC_KEY}' entry has no model spec; was it written by kndnet?")
     return ckpt
 
 
@@ -88,9 +143,15 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelSpec]:
     """Rebuild a model from a checkpoint alone; returned in eval mode on the CPU."""
     from kndnet.models import create_model
     ckpt = read_checkpoint(path)
-    spec = ModelSpec.from_dict(ckpt[SPEC_KEY]["spec"])
+    spec = ModelSpec.from_dict(ckpt[SPEC_KEY]["spec"], path)
     model = create_model(spec.model_config(), pretrained=False)
-    model.load_state_dict(model_weights(ckpt["state_dict"]))
+    weights = model_weights(ckpt.get("state_dict") or {})
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit a {spec.arch} with {spec.num_classes} classes "
+                              f"({first[1].strip() if len(first) > 1 else first[0]})") from None
     return model.eval(), spec
 
 

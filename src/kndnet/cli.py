@@ -1,16 +1,24 @@
 """The `kndnet` command line: parse, call one library function, print where results went.
 
 Every subcommand maps to one function of the package; errors of the user's input (KNDNetError)
-print as one clear message and exit 2, without a traceback.
+print as one clear message and exit 2, without a traceback. So do file-system refusals (a read-only
+or full disk, a file where a folder should be), naming the path.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from kndnet.commands import COMMANDS, data, deploy, evaluation, pipeline, training  # noqa: F401,I001 (registers)
 from kndnet.errors import KNDNetError
+
+# Commands whose --out names a file, not a folder (checked by the command itself).
+OUT_IS_FILE = {"calibrate"}
+# File-system errors that are about the user's paths, not a bug: one line, exit 2.
+USER_OS_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EISDIR,
+                  errno.EDQUOT}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +35,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an unusable --out folder before any work is done."""
+    from pathlib import Path
+
+    from kndnet.io import check_output_folder
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        if args.command in OUT_IS_FILE:
+            if out.is_dir():
+                raise KNDNetError(f"--out {out} is a folder; pass the file name to write")
+            check_output_folder(out.parent, shown=out)
+        else:
+            check_output_folder(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_out(args)
         return args.handler(args)
     except KNDNetError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in USER_OS_ERRNOS:
+            raise
+        print(f"error: cannot write or read {err.filename or 'a file'}: {err.strerror}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,28 @@
 """Errors that tell the user which file, row or value is wrong and how to fix it."""
 
+from __future__ import annotations
+
+
+def _worker_message(text: str, name: str) -> str | None:
+    """The original message inside a DataLoader worker's re-raise text, or None.
+
+    Why: a DataLoader worker re-raises an exception as `type(err)(formatted_traceback)`; without this the
+    user would see a worker traceback instead of the one-line message the error was raised with.
+    """
+    if not (text.startswith(f"Caught {name} ") and "Original Traceback" in text):
+        return None
+    tail = [line for line in text.splitlines() if line.strip()][-1]
+    _, sep, message = tail.partition(f"{name}: ")
+    return message if sep else None
+
 
 class KNDNetError(Exception):
     """Base class: the CLI prints these without a traceback and exits non-zero."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_worker_message(args[0], type(self).__name__) or args[0],)
+        super().__init__(*args)
 
 
 class DataError(KNDNetError):
@@ -12,7 +32,10 @@ class DataError(KNDNetError):
 class ImageError(DataError):
     """One image file cannot be read as an RGB picture."""
 
-    def __init__(self, path: object, reason: str) -> None:
+    def __init__(self, path: object, reason: str | None = None) -> None:
+        if reason is None:  # one argument: re-raised from a DataLoader worker with the traceback text
+            message = _worker_message(str(path), "ImageError") or str(path)
+            path, _, reason = message.partition(": ")
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
@@ -24,3 +47,7 @@ class CheckpointError(KNDNetError):
 
 class ConfigError(KNDNetError, ValueError):
     """A config value or command-line option is out of range or unknown."""
+
+
+class BusyError(KNDNetError):
+    """Another kndnet process holds the run directory."""

@@ -47,12 +47,21 @@ class OnnxPredictor:
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # ORT raises its own Fail/InvalidProtobuf/... types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: not a loadable ONNX model (empty, truncated or not ONNX: {first}); "
+                                  "export it again with `kndnet export`") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if ONNX_SPEC_KEY not in meta:
             raise CheckpointError(f"{path}: ONNX model has no '{ONNX_SPEC_KEY}' metadata; export it "
                                   "with `kndnet export`")
-        self.spec = ModelSpec.from_dict(json.loads(meta[ONNX_SPEC_KEY]))
+        try:
+            spec = json.loads(meta[ONNX_SPEC_KEY])
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{path}: '{ONNX_SPEC_KEY}' metadata is not JSON ({err})") from None
+        self.spec = ModelSpec.from_dict(spec, path)
         self.input_name = self.session.get_inputs()[0].name
         self.source = str(path)
 
@@ -64,6 +73,8 @@ class OnnxPredictor:
 def open_predictor(path: str | Path) -> Predictor:
     """A predictor for a .ckpt or .onnx file."""
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} not found")
     if path.suffix == ".onnx":
         return OnnxPredictor(path)
     return TorchPredictor(path)

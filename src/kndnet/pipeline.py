@@ -2,8 +2,8 @@
 
 Stages: prepare -> teacher -> teacher views cache -> student alone -> distillation (warm start from
 the student, cached teacher views) -> evaluation of all three on the held-out test split (+ TTA)
--> int8 export -> bench -> report.md. A finished stage leaves its marker file and is skipped on a
-re-run; an interrupted training stage resumes from its last checkpoint.
+-> int8 export -> bench -> report.md. A finished stage leaves its marker file (written last) and is skipped on a
+re-run, saying so; an interrupted training stage resumes from its last checkpoint.
 
 A pipeline recipe is a YAML with a `common` section (keys of the Config object, shared by every
 stage, e.g. the data split) and one section per role (`teacher`, `student`, `distill`) whose keys
@@ -14,11 +14,11 @@ which is what makes the ablation honest.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from kndnet.config import ROLES, Config, load_config, recipe_path
+from kndnet.io import atomic_write_text, clean_stale_temporaries, run_lock
 
 __all__ = ["ROLES", "recipe_path", "run_pipeline", "stage_configs"]
 
@@ -33,11 +33,13 @@ def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> d
     """Run every stage into `out`; returns the final comparison summary."""
     from kndnet.pipeline_stages import STAGES
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(recipe, out / "recipe.yaml")
     configs = stage_configs(recipe, data)
-    state: dict[str, Any] = {}
-    for name, stage in STAGES:
-        log(f"== {name}")
-        state[name] = stage(configs, out, state, log)
+    with run_lock(out) as owned:
+        if owned and clean_stale_temporaries(out):
+            log(f"removed temporaries a killed run left in {out}")
+        atomic_write_text(out / "recipe.yaml", Path(recipe).read_text())
+        state: dict[str, Any] = {}
+        for name, stage in STAGES:
+            log(f"== {name}")
+            state[name] = stage(configs, out, state, log)
     return json.loads((out / "summary.json").read_text())

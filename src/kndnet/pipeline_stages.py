@@ -11,14 +11,16 @@ from typing import Any, Callable
 
 from kndnet.config import Config
 from kndnet.data.manifest import MANIFEST_NAME, describe, load_manifest, prepare
-from kndnet.io import atomic_write_json, atomic_write_text
+from kndnet.io import atomic_write_json, atomic_write_text, is_complete
 
 Configs = dict[str, Config]
 
 
 def _prepare(configs: Configs, out: Path, state: dict, log: Callable) -> Path:
     path = out / MANIFEST_NAME
-    if not path.is_file():
+    if path.is_file():
+        log(f"skipped: {path} exists (a finished prepare; delete it to re-read the data)")
+    else:
         prepare(configs["student"].data, out)
     log(describe(load_manifest(path)))
     for cfg in configs.values():
@@ -35,6 +37,10 @@ def _train(role: str) -> Callable:
             cfg.distill.teacher = state["teacher"]["best_checkpoint"]
             cfg.distill.teacher_cache = str(state["teacher_cache"] or "")
             cfg.train.init_from = cfg.train.init_from or state["student"]["best_checkpoint"]
+        if (out / role / "summary.json").is_file():
+            log(f"skipped: {out / role / 'summary.json'} exists (a finished run)")
+        elif (out / role / "checkpoints" / "last.ckpt").is_file():
+            log(f"resuming the interrupted run from {out / role / 'checkpoints' / 'last.ckpt'}")
         summary = fit(cfg, out / role)
         log(f"{role}: best val macro-F1 {summary['best_val_macro_f1']} ({summary['epochs_run']} epochs)")
         return summary
@@ -49,7 +55,9 @@ def _cache_teacher(configs: Configs, out: Path, state: dict, log: Callable) -> P
     if cfg.distill.views == 0:
         log("no teacher cache: the teacher runs online (distill.views is 0)")
         return None
-    if not (out / "teacher_cache" / INDEX_NAME).is_file():
+    if (out / "teacher_cache" / INDEX_NAME).is_file():
+        log(f"skipped: {out / 'teacher_cache' / INDEX_NAME} exists (written after the last view)")
+    else:
         cache_teacher_for_config(cfg, out / "teacher_cache")
     return out / "teacher_cache"
 
@@ -62,7 +70,9 @@ def _evaluate(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
     results = {}
     for role in ("teacher", "student", "distill"):
         target = out / "eval" / role
-        if not (target / "metrics.json").is_file():
+        if is_complete(target):
+            log(f"skipped {role}: {target} is complete")
+        else:
             predictor = open_predictor(state[role]["best_checkpoint"])
             tta_mode = "hflip" if role == "distill" else "none"
             plain, tta = score(predictor, rows, tta_mode)
@@ -74,7 +84,9 @@ def _evaluate(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
 
 def _export(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
     from kndnet.deploy.export import export
-    if not (out / "export" / "export.json").is_file():
+    if is_complete(out / "export"):
+        log(f"skipped: {out / 'export'} is complete")
+    else:
         export(Path(state["distill"]["best_checkpoint"]), out / "export", True, str(out / MANIFEST_NAME))
     card = json.loads((out / "export" / "export.json").read_text())
     log(f"int8: {card['int8_bytes'] / 1024:.0f} KB, accuracy {card['int8_accuracy']:.3f} "
@@ -83,14 +95,18 @@ def _export(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
 
 
 def _bench(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
-    from kndnet.deploy.bench import bench_checkpoint
+    from kndnet.deploy.bench import bench_checkpoint, noisy_timings, speedup_line
     path = out / "bench" / "bench.json"
-    if not path.is_file():
+    if path.is_file():
+        log(f"skipped: {path} exists (written after the measurements)")
+    else:
         atomic_write_json(path, bench_checkpoint(Path(state["distill"]["best_checkpoint"]), out / "bench",
                                                  repeats=20))
     result = json.loads(path.read_text())
     log(f"batch-1, 1 thread: eager {result['torch_eager_1thread_b1_p50_ms']} ms, ORT int8 "
         f"{result['ort_int8_1thread_b1_p50_ms']} ms")
+    if noisy_timings(result):
+        log(speedup_line(result))
     return result
 
 

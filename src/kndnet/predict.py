@@ -20,7 +20,7 @@ from tqdm import tqdm
 from kndnet.classes import CLASSES, normalise_label
 from kndnet.data.formats import IMAGE_SUFFIXES
 from kndnet.data.images import load_rgb_array
-from kndnet.errors import DataError, ImageError
+from kndnet.errors import ConfigError, DataError, ImageError
 from kndnet.inference import open_predictor, predict_probs
 from kndnet.shipped import resolve_model
 
@@ -35,15 +35,47 @@ class FileResult:
 
 
 def collect_files(inputs: list[str]) -> list[Path]:
-    """Files as given, and image files under given folders (sorted)."""
+    """Files as given, and image files under given folders (sorted).
+
+    Raises DataError when a given folder holds no image, or nothing is left to predict: an empty
+    answer with exit code 0 reads as "all fine".
+    """
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise DataError(f"{path}: no image files in this folder (looked for "
+                                f"{', '.join(sorted(IMAGE_SUFFIXES))}, in sub-folders too)")
+            files += found
         else:
             files.append(path)
     return files
+
+
+def check_top_k(k: int) -> int:
+    if not 1 <= k <= len(CLASSES):
+        raise ConfigError(f"--top-k {k}: choose 1 to {len(CLASSES)} (the number of classes)")
+    return k
+
+
+def overlay_names(paths: list[str]) -> list[str]:
+    """One overlay file name per input: `<stem>_gradcam.png`, made unique when two inputs share a stem.
+
+    Why: two folders often hold files of the same name; one overlay must not overwrite another.
+    The parent folder's name is prefixed on a clash, then a counter if that still clashes.
+    """
+    stems = [Path(p).stem for p in paths]
+    names, used = [], set()
+    for path, stem in zip(paths, stems):
+        name = stem if stems.count(stem) == 1 else f"{Path(path).parent.name}_{stem}"
+        base, n = name, 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name)
+        names.append(f"{name}_gradcam.png")
+    return names
 
 
 def _decode(files: list[Path], size: int) -> tuple[list[torch.Tensor], list[FileResult]]:
@@ -116,11 +148,12 @@ def explain_files(inputs: list[str], model: str | None, out_dir: Path,
     target_index = _target_index(target)
     images, results = _decode(collect_files(inputs), spec.image_size)
     good = [r for r in results if not r.error]
+    names = overlay_names([r.path for r in good])
     for start in range(0, len(images), BATCH):
         batch = torch.stack(images[start:start + BATCH])
         cams, probs = explain_batch(net, spec, batch, target_index)
         for i, (image, cam, p) in enumerate(zip(batch, cams, probs)):
-            save_overlay(image, cam, p, out_dir / f"{Path(good[start + i].path).stem}_gradcam.png", target_index)
+            save_overlay(image, cam, p, out_dir / names[start + i], target_index)
     failed = [r for r in results if r.error]
     for r in failed:
         print(f"{r.path}: ERROR {r.error}", file=sys.stderr)

@@ -15,3 +15,20 @@ def command(name: str, help_text: str, add_args: Callable[[argparse.ArgumentPars
         COMMANDS[name] = (help_text, add_args, handler)
         return handler
     return register
+
+
+SPLITS = ("test", "val", "train", "all")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (batch size, resamples, repeats): an integer of at least 1.
+
+    Why: argparse reports a bad type as one line with exit code 2, before any model is loaded.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kndnet.commands import command
+from kndnet.commands import command, positive_int
 
 
 def data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -45,8 +45,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder to write the HAM10000-layout data into")
-    p.add_argument("--lesions-per-class", type=int, default=12)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--lesions-per-class", type=positive_int, default=12)
+    p.add_argument("--image-size", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kndnet.commands import command
+from kndnet.commands import SPLITS, command, positive_int
 
 
 def _explain_args(p: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--model", help="checkpoint or .onnx (default: the shipped student)")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (1 to 7)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"])
     p.add_argument("--explain", metavar="DIR", help="also write Grad-CAM overlays into DIR")
@@ -33,12 +33,18 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 @command("predict", "classify images (top-k with names and probabilities)", _predict_args)
 def _predict(args: argparse.Namespace) -> int:
-    from kndnet.predict import collect_files, explain_files, format_results, predict_files
+    from kndnet.io import check_output_folder
+    from kndnet.predict import check_top_k, collect_files, explain_files, format_results, predict_files
+    check_top_k(args.top_k)
+    if args.explain:
+        check_output_folder(args.explain, "--explain")
     files = collect_files(args.images)
     results = predict_files(files, args.model, args.tta)
     print(format_results(results, args.top_k, args.format))
     if args.explain:
-        explain_files([r.path for r in results if not r.error], args.model, Path(args.explain))
+        good = [r.path for r in results if not r.error]
+        if good:
+            explain_files(good, args.model, Path(args.explain))
     return 1 if any(r.error for r in results) else 0
 
 
@@ -47,8 +53,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for model_fp32.onnx, model_int8.onnx, model card")
     p.add_argument("--int8", action="store_true", help="also write an int8 (QDQ, per-channel) model")
     p.add_argument("--calib", help="manifest or data folder: calibration images come from its train split")
-    p.add_argument("--calib-count", type=int, default=200)
-    p.add_argument("--eval-split", default="test", help="held-out split for the fp32-vs-int8 report")
+    p.add_argument("--calib-count", type=positive_int, default=200)
+    p.add_argument("--eval-split", default="test", choices=SPLITS, help="held-out split for the fp32-vs-int8 report")
 
 
 @command("export", "export ONNX (and int8) with parity checks and a model card", _export_args)
@@ -72,14 +78,14 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="student checkpoint (default: the shipped student)")
     p.add_argument("--teacher", help="teacher checkpoint, measured side by side")
     p.add_argument("--calib", help="manifest or data folder for int8 calibration (default: random images)")
-    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--repeats", type=positive_int, default=50)
     p.add_argument("--out", required=True)
 
 
 @command("bench", "latency/throughput: PyTorch eager vs ONNX Runtime fp32 vs int8, 1 and all threads",
          _bench_args)
 def _bench(args: argparse.Namespace) -> int:
-    from kndnet.deploy.bench import bench_checkpoint, bench_table
+    from kndnet.deploy.bench import bench_checkpoint, bench_table, speedup_line
     from kndnet.io import atomic_write_json, atomic_write_text
     from kndnet.shipped import resolve_model
     out = Path(args.out)
@@ -89,8 +95,7 @@ def _bench(args: argparse.Namespace) -> int:
     atomic_write_json(out / "bench.json", results)
     atomic_write_text(out / "bench.md", table + "\n")
     print(table)
-    print(f"ONNX Runtime int8 vs PyTorch eager, batch 1, one thread: "
-          f"{results[0]['int8_vs_eager_1thread_b1_speedup']}x faster")
+    print(speedup_line(results[0]))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kndnet.commands import command
+from kndnet.commands import SPLITS, command, positive_int
 from kndnet.commands.data import data_args
 from kndnet.errors import DataError
 
@@ -13,11 +13,11 @@ from kndnet.errors import DataError
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
     p.add_argument("--model", help="checkpoint or .onnx (default: the shipped student)")
-    p.add_argument("--split", default="test", help="manifest split: test | val | train | all")
+    p.add_argument("--split", default="test", choices=SPLITS, help="manifest split (default test)")
     p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"])
     p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv, figures, report.md")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--batch-size", type=positive_int, default=64)
 
 
 @command("evaluate", "score a model with CIs, calibration, per-class metrics and figures", _evaluate_args)
@@ -43,7 +43,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _calibrate_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
     p.add_argument("--model", required=True, help="checkpoint to calibrate")
-    p.add_argument("--split", default="val", help="split to fit the temperature on (default val)")
+    p.add_argument("--split", default="val", choices=SPLITS, help="split to fit the temperature on (default val)")
     p.add_argument("--out", help="calibrated checkpoint (default: <model>_calibrated.ckpt)")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kndnet.commands import command
+from kndnet.commands import command, positive_int
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -24,15 +24,19 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--lesions-per-class", type=int, default=14)
+    p.add_argument("--lesions-per-class", type=positive_int, default=14)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show library logs and warnings (Lightning tips, deprecations)")
 
 
 @command("demo", "the whole pipeline on generated data in a few minutes (2 CPU cores)", _demo_args)
 def _demo(args: argparse.Namespace) -> int:
     from kndnet.data.synth import write_synthetic
     from kndnet.pipeline import recipe_path, run_pipeline
+    from kndnet.quiet import quiet_libraries
     data = Path(args.out) / "data"
     if not (data / "HAM10000_metadata.csv").is_file():
         write_synthetic(data, args.lesions_per_class, image_size=64, seed=0)
-    run_pipeline(recipe_path("demo"), str(data), args.out)
+    with quiet_libraries(args.verbose):
+        run_pipeline(recipe_path("demo"), str(data), args.out)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kndnet.commands import command
+from kndnet.commands import command, positive_int
 from kndnet.commands.data import data_args
 
 
@@ -93,7 +93,7 @@ def _cache_teacher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, help="augmented views per image (default: the method's 8)")
     p.add_argument("--image-size", type=int, help="view size: the student's input size")
     p.add_argument("--config", help="YAML config (data and distill sections are used)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
 
 
 @command("cache-teacher", "score K fixed augmented views per training image with a teacher",

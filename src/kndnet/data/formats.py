@@ -57,7 +57,7 @@ def _index_images(root: Path) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            index.setdefault(path.stem, path.resolve())
+            index.setdefault(path.stem, path.absolute())
     return index
 
 
@@ -170,7 +170,7 @@ def read_folders(root: Path) -> ReadResult:
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                 rows.append({"image_id": path.stem, "label": code, "group": path.stem,
-                             "path": str(path.resolve())})
+                             "path": str(path.absolute())})
     if unknown:
         raise DataError(f"{root}: folder(s) {', '.join(unknown)} are not class names; expected "
                         f"{', '.join(CLASS_CODES)}. Rename or remove them.")
@@ -208,12 +208,32 @@ def detect_format(root: Path) -> str:
 
 
 def read_dataset(path: str | Path, fmt: str = "auto") -> tuple[ReadResult, str]:
-    """Read any supported layout; return the result and the format used."""
+    """Read any supported layout; return the result and the format used.
+
+    Every layout's image paths are resolved and checked against the data root here, once, so a
+    symlink to /etc/passwd or to another data set is refused (or dropped) whatever the layout.
+    """
     root = Path(path)
     if fmt == "auto":
         fmt = detect_format(root)
     if fmt not in READERS:
         raise DataError(f"unknown --format {fmt!r}; choose auto, {', '.join(READERS)}")
-    if fmt == "ham10000" and root.is_file():
+    if fmt in ("ham10000", "csv") and root.is_file():
         root = root.parent
-    return READERS[fmt](root), fmt
+    result = READERS[fmt](root)
+    refuse_escaping_paths(result, root)
+    return result, fmt
+
+
+def refuse_escaping_paths(result: ReadResult, root: Path) -> None:
+    """Record a problem for (and blank the path of) every image whose resolved path leaves `root`."""
+    base = root.resolve()
+    table = result.table
+    for i in table.index[table["path"] != ""]:
+        listed = Path(table.at[i, "path"])
+        resolved = listed.resolve()
+        if not resolved.is_relative_to(base):
+            result.problems.append(RowProblem(str(listed), str(table.at[i, "image_id"]),
+                                              f"resolves to {resolved}, outside the data folder {base} (a "
+                                              "symlink?); copy the image into the data folder"))
+            table.at[i, "path"] = ""

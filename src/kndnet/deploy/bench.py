@@ -92,6 +92,34 @@ def bench_checkpoint(ckpt: Path, out_dir: Path, calibration: torch.Tensor | None
     return result
 
 
+NOISE_LIMIT = 2.0  # p95/p50 above this: the machine was busy and medians are not comparable
+
+
+def noisy_timings(result: dict[str, Any]) -> list[str]:
+    """'name p95/p50 ratio' for each batch-1 latency whose spread says the machine was busy.
+
+    Why: on a shared machine one runtime's median can land in a busy spell and another's not; a
+    speed-up computed from such timings is noise, and must not be printed as a headline.
+    """
+    noisy = []
+    for key, p50 in result.items():
+        if key.endswith("_b1_p50_ms") and p50:
+            ratio = result[key.replace("_p50_", "_p95_")] / p50
+            if ratio > NOISE_LIMIT:
+                noisy.append(f"{key.removesuffix('_b1_p50_ms')} p95/p50 {ratio:.1f}")
+    return noisy
+
+
+def speedup_line(result: dict[str, Any]) -> str:
+    """The headline int8-vs-eager speed-up, or a warning in its place when the timings are noisy."""
+    noisy = noisy_timings(result)
+    if noisy:
+        return (f"warning: timings are noisy ({'; '.join(noisy)}; over {NOISE_LIMIT:.0f} means a busy machine), so "
+                "no speed-up is claimed; rerun `kndnet bench` when the machine is idle")
+    return (f"ONNX Runtime int8 vs PyTorch eager, batch 1, one thread: "
+            f"{result['int8_vs_eager_1thread_b1_speedup']}x faster")
+
+
 def bench_table(results: list[dict[str, Any]]) -> str:
     """A readable table: one column per model, one row per measurement."""
     keys = [k for k in results[0] if k not in {"model"}]
@@ -101,4 +129,4 @@ def bench_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["bench_checkpoint", "bench_table", "measure", "time_calls"]
+__all__ = ["bench_checkpoint", "bench_table", "measure", "noisy_timings", "speedup_line", "time_calls"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from kndnet.checkpoint import load_config_from_checkpoint, load_model, save_model_checkpoint
+from kndnet.config import Config
 from kndnet.data.datasets import LesionDataset
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.model_card import write_model_card
@@ -18,7 +20,7 @@ from kndnet.errors import ConfigError
 from kndnet.evaluation.metrics import CI_METRICS
 from kndnet.evaluation.run import evaluation_rows
 from kndnet.inference import OnnxPredictor
-from kndnet.io import atomic_write_json
+from kndnet.io import atomic_write_json, staged_folder
 from kndnet.models import count_parameters
 
 
@@ -46,8 +48,34 @@ def int8_report(fp32: Path, int8: Path, images: torch.Tensor, labels: np.ndarray
 
 def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_count: int = 200,
            eval_split: str = "test", eval_count: int = 0) -> dict[str, Any]:
+    """Write the ONNX model(s), a slim checkpoint and the model card into `out_dir`, all or nothing.
+
+    Calibration and held-out images are read before anything is written, and the files are staged
+    and moved into `out_dir` only when every step succeeded (export.json marks a whole export).
+    """
     model, spec = load_model(model_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = load_config_from_checkpoint(model_path)
+    images = _int8_images(data, spec.image_size, calib_count, eval_split, eval_count) if int8 else None
+    with staged_folder(out_dir) as tmp:
+        card = _export_into(tmp, model, spec, cfg, images)
+        if images is not None:
+            card["int8_eval_split"] = eval_split
+        write_model_card(tmp, card)
+        atomic_write_json(tmp / "export.json", {k: v for k, v in card.items() if k != "training"})
+    return card
+
+
+def _int8_images(data: str | None, size: int, calib_count: int, eval_split: str,
+                 eval_count: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Calibration images (train split) and held-out images with labels; DataError before any writing."""
+    if not data:
+        raise ConfigError("--int8 needs --calib DATA (a manifest or data folder) for calibration images")
+    calib, _ = load_images(data, "train", size, calib_count)
+    held_out, labels = load_images(data, eval_split, size, eval_count)
+    return calib, held_out, labels
+
+
+def _export_into(out_dir: Path, model: torch.nn.Module, spec, cfg, images) -> dict[str, Any]:
     fp32_path = export_onnx(model, spec, out_dir / "model_fp32.onnx")
     probe = torch.randint(0, 256, (8, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
     stats = graph_stats(fp32_path, spec.image_size, bytes_per_element=1)
@@ -56,19 +84,28 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
                             "macs": stats["macs"], "peak_activation_bytes_int8": stats["peak_activation_bytes"],
                             **check_onnx_parity(model, spec, fp32_path, probe).as_dict("onnx_fp32_vs_torch")}
     card["fp32_bytes"] = fp32_path.stat().st_size
-    if int8:
-        if not data:
-            raise ConfigError("--int8 needs --calib DATA (a manifest or data folder) for calibration images")
-        calib, _ = load_images(data, "train", spec.image_size, calib_count)
+    if images is not None:
+        calib, held_out, labels = images
         int8_path = quantize_int8(fp32_path, out_dir / "model_int8.onnx", calib, spec)
         card["int8_bytes"] = int8_path.stat().st_size
-        held_out, labels = load_images(data, eval_split, spec.image_size, eval_count)
         card.update(int8_report(fp32_path, int8_path, held_out, labels))
-        card["int8_eval_split"] = eval_split
-    cfg = load_config_from_checkpoint(model_path)
-    save_model_checkpoint(model, spec, cfg, out_dir / "model.ckpt")  # weights + spec, no optimiser
+    shipped_cfg = without_machine_paths(cfg)
+    save_model_checkpoint(model, spec, shipped_cfg, out_dir / "model.ckpt")  # weights + spec, no optimiser
     card["checkpoint_bytes"] = (out_dir / "model.ckpt").stat().st_size
-    card["training"] = cfg.to_dict()
-    write_model_card(out_dir, card)
-    atomic_write_json(out_dir / "export.json", {k: v for k, v in card.items() if k != "training"})
+    card["training"] = shipped_cfg.to_dict()
     return card
+
+
+# Config keys that hold paths of the machine that trained the model.
+PATH_KEYS = ("data.path", "data.cache_dir", "distill.teacher", "distill.teacher_cache", "train.init_from")
+
+
+def without_machine_paths(cfg: Config) -> Config:
+    """A copy of `cfg` whose path keys keep only the file or folder name (shipped files travel)."""
+    shipped = copy.deepcopy(cfg)
+    for dotted in PATH_KEYS:
+        section, name = dotted.split(".")
+        value = getattr(getattr(shipped, section), name)
+        if value and value != "none":
+            setattr(getattr(shipped, section), name, Path(value).name)
+    return shipped

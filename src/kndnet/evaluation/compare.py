@@ -18,10 +18,11 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 def _load(folder: Path) -> dict:
-    path = folder / "metrics.json"
-    if not path.is_file():
-        raise DataError(f"{folder}: no metrics.json; run `kndnet evaluate --out {folder}` first")
-    return json.loads(path.read_text())
+    missing = [name for name in ("metrics.json", "predictions.csv") if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"{folder}: no {' or '.join(missing)} (not an evaluation, or one that was interrupted); "
+                        f"run `kndnet evaluate --out {folder}` again")
+    return json.loads((folder / "metrics.json").read_text())
 
 
 def _cell(m: dict, name: str) -> str:

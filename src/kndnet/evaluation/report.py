@@ -12,7 +12,7 @@ from kndnet.evaluation.figures import confusion_matrix_png, reliability_png
 from kndnet.evaluation.metrics import expected_calibration_error, reliability_bins
 from kndnet.evaluation.run import Scored, confusion, flat_metrics, predictions_table
 from kndnet.inference import Predictor, softmax
-from kndnet.io import atomic_write_json, atomic_write_text
+from kndnet.io import atomic_write_json, atomic_write_text, staged_folder
 
 
 def uncalibrated_ece(probs: np.ndarray, y_true: np.ndarray, temperature: float) -> float:
@@ -63,14 +63,23 @@ def write_evaluation(predictor: Predictor, scored: Scored, out_dir: Path, data: 
         before = uncalibrated_ece(scored.probs, scored.y_true, predictor.spec.temperature)
         metrics["ece_uncalibrated"] = round(before, 4)
     tta_metrics = flat_metrics(tta_scored, resamples, prefix="tta_") if tta_scored is not None else None
-    atomic_write_json(out_dir / "metrics.json", {**metrics, **(tta_metrics or {})})
-    write_csv_atomic(predictions_table(scored), out_dir / "predictions.csv")
-    title = Path(metrics["model"]).name
-    confusion_matrix_png(confusion(scored), out_dir / "confusion_matrix.png", title)
-    reliability_png(reliability_bins(scored.y_true, scored.probs),
-                    expected_calibration_error(scored.y_true, scored.probs), out_dir / "reliability.png", title)
-    atomic_write_text(out_dir / "report.md", report_markdown(metrics, tta_metrics, title))
+    title = model_title(metrics["model"], predictor.spec.role)
+    with staged_folder(out_dir) as tmp:  # all files or none: a killed run never looks finished
+        atomic_write_json(tmp / "metrics.json", {**metrics, **(tta_metrics or {})})
+        write_csv_atomic(predictions_table(scored), tmp / "predictions.csv")
+        confusion_matrix_png(confusion(scored), tmp / "confusion_matrix.png", title)
+        reliability_png(reliability_bins(scored.y_true, scored.probs),
+                        expected_calibration_error(scored.y_true, scored.probs), tmp / "reliability.png", title)
+        atomic_write_text(tmp / "report.md", report_markdown(metrics, tta_metrics, title))
     return {**metrics, **(tta_metrics or {})}
+
+
+def model_title(source: str, role: str) -> str:
+    """A figure title naming the model: `<run> (<role>)` for a run's checkpoints/best.ckpt, not `best.ckpt`."""
+    path = Path(source)
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name} ({role}, {path.stem})"
+    return f"{path.name} ({role})"
 
 
 __all__ = ["write_evaluation", "report_markdown", "uncalibrated_ece"]

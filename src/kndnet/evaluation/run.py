@@ -18,10 +18,13 @@ from kndnet.classes import CLASS_CODES
 from kndnet.config import DataConfig
 from kndnet.data.datasets import LesionDataset
 from kndnet.data.manifest import build_manifest, load_manifest
+from kndnet.errors import ConfigError, DataError
 from kndnet.evaluation.metrics import bootstrap_ci, classification_metrics
 from kndnet.inference import Predictor, view_probs
 from kndnet.training.datamodule import split_rows
 from kndnet.training.fit import is_manifest
+
+SPLITS = ("test", "val", "train", "all")
 
 
 @dataclass
@@ -34,8 +37,14 @@ class Scored:
 def evaluation_rows(data: str, split: str, fmt: str = "auto", val_fold: int = 0) -> pd.DataFrame:
     """A manifest's split, or every image of a data folder in any layout `prepare` reads."""
     path = Path(data)
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose {', '.join(SPLITS)}")
     if is_manifest(path):
-        return split_rows(load_manifest(path), split, val_fold)
+        rows = split_rows(load_manifest(path), split, val_fold)
+        if rows.empty:
+            raise DataError(f"{path}: the manifest has no {split!r} images (is its test fraction 0?); choose "
+                            f"another split or run `kndnet prepare` with --test-fraction above 0")
+        return rows
     manifest, _, _ = build_manifest(DataConfig(path=data, format=fmt, test_fraction=0.0))
     return manifest.reset_index(drop=True)
 

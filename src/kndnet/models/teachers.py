@@ -65,8 +65,12 @@ def map_state_dict_in_order(source: dict[str, torch.Tensor], target: nn.Module,
 
 
 def _load_file_weights(model: nn.Module, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from kndnet.checkpoint import torch_load_weights
+    state = torch_load_weights(path, "pretrained weights file")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors); save one with "
+                              "torch.save(model.state_dict(), PATH)")
     head = {k for k in model.state_dict() if k.startswith(model.default_cfg.get("classifier", "classifier"))}
     state = {k: v for k, v in state.items() if k not in head}
     mapped = state if set(state) <= set(model.state_dict()) else map_state_dict_in_order(state, model)
@@ -83,8 +87,11 @@ def create_teacher(arch: str, num_classes: int, pretrained: str = "timm") -> nn.
     pretrained: "timm" (hub download), "lite-pypi" (offline Lite weights), a state-dict path,
     or "none" (random init: a loud warning, as a random teacher teaches nothing).
     """
+    if not timm.is_model(arch):
+        raise CheckpointError(f"unknown model architecture {arch!r}: neither kndnet_student nor a timm model "
+                              "(list them with `python -c 'import timm; print(timm.list_models())'`)")
     if pretrained == "timm":
-        return timm.create_model(arch, pretrained=True, num_classes=num_classes)
+        return _download_timm(arch, num_classes)
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
     if pretrained == "lite-pypi":
         _load_file_weights(model, lite_weights_file(arch))
@@ -98,6 +105,23 @@ def create_teacher(arch: str, num_classes: int, pretrained: str = "timm") -> nn.
         warnings.warn(f"teacher {arch} starts from RANDOM weights (pretrained='none'): expect a weak "
                       "teacher; use pretrained: lite-pypi offline or timm online", stacklevel=2)
     return model
+
+
+def _download_timm(arch: str, num_classes: int) -> nn.Module:
+    """timm's pretrained weights, or a CheckpointError naming the offline choices.
+
+    Why: without a network the Hugging Face Hub raises one of many connection error types, deep in a
+    traceback that never says what to do instead.
+    """
+    try:
+        return timm.create_model(arch, pretrained=True, num_classes=num_classes)
+    except Exception as err:  # requests/urllib3/huggingface_hub errors have no common base but Exception
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        lite = ", ".join(LITE_PACKAGES)
+        raise CheckpointError(f"could not download ImageNet weights for {arch} with --pretrained timm "
+                              f"({type(err).__name__}: {first}). Offline choices: --pretrained lite-pypi "
+                              f"(for {lite}), --pretrained PATH (a state-dict file of this architecture), or "
+                              "--pretrained none (random weights: a weak teacher)") from None
 
 
 def freeze_backbone_fraction(model: nn.Module, fraction: float) -> int:

@@ -19,11 +19,13 @@ import yaml
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from kndnet.checkpoint import torch_load_weights
+from kndnet.classes import CLASS_CODES
 from kndnet.config import Config, recipe_differences, save_config
-from kndnet.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, load_manifest, prepare, write_csv_atomic
+from kndnet.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, load_manifest, prepare, write_manifest
 from kndnet.distill.teacher_cache import TeacherCache
-from kndnet.errors import ConfigError, DataError
-from kndnet.io import atomic_write_json
+from kndnet.errors import CheckpointError, ConfigError, DataError
+from kndnet.io import atomic_write_json, clean_stale_temporaries, run_lock
 from kndnet.models import count_parameters
 from kndnet.training.datamodule import LesionDataModule, class_counts, split_rows
 from kndnet.training.epoch_log import EpochMetricsWriter
@@ -35,21 +37,28 @@ MONITOR = "val/macro_f1"
 def is_manifest(path: Path) -> bool:
     if not (path.is_file() and path.suffix == ".csv"):
         return False
-    header = pd.read_csv(path, nrows=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return False  # not a manifest; the layout readers say what is wrong with it
     return set(MANIFEST_COLUMNS) <= set(header)
 
 
-def resolve_manifest(cfg: Config, run_dir: Path) -> pd.DataFrame:
-    """Use cfg.data.path as a manifest, or prepare one from a data folder, into the run directory."""
+def resolve_manifest(cfg: Config, run_dir: Path, refresh: bool = False) -> pd.DataFrame:
+    """Use cfg.data.path as a manifest, or prepare one from a data folder, into the run directory.
+
+    The run's own copy is reused on a resume; `refresh` (`--force`) reads the data again, so a
+    retrained run never uses the labels or image list of data that has changed since.
+    """
     target = run_dir / MANIFEST_NAME
-    if target.is_file():
+    if target.is_file() and not (refresh and cfg.data.path):
         return load_manifest(target)
     if not cfg.data.path:
         raise ConfigError("no data given: pass --data DIR_OR_MANIFEST or set data.path in the config")
     source = Path(cfg.data.path)
     if is_manifest(source):
         manifest = load_manifest(source)
-        write_csv_atomic(manifest, target)
+        write_manifest(manifest, target)
         return manifest
     return prepare(cfg.data, run_dir).manifest
 
@@ -102,8 +111,19 @@ def _summary(cfg: Config, module: LesionClassifier, trainer: L.Trainer, run_dir:
 
 def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None = None,
         force: bool = False) -> dict[str, Any]:
-    """Train (or resume) one run; returns the summary dict also written to summary.json."""
+    """Train (or resume) one run; returns the summary dict also written to summary.json.
+
+    The run directory is locked for the whole call (a second process is refused, naming our PID),
+    and temporaries a killed run left behind are removed first.
+    """
     run_dir = Path(run_dir)
+    with run_lock(run_dir) as owned:
+        if owned:
+            clean_stale_temporaries(run_dir)
+        return _fit_locked(cfg, run_dir, extra_callbacks, force)
+
+
+def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | None, force: bool) -> dict[str, Any]:
     summary_path = run_dir / "summary.json"
     if force:
         _clear_results(run_dir)
@@ -112,22 +132,51 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
         if summary_path.is_file():
             return json.loads(summary_path.read_text())
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)
-    manifest = resolve_manifest(cfg, run_dir)
+    manifest = resolve_manifest(cfg, run_dir, refresh=force)
+    train_counts = class_counts(split_rows(manifest, "train", cfg.data.val_fold))
+    refuse_untrainable_classes(manifest, train_counts, run_dir / MANIFEST_NAME)
     save_config(cfg, run_dir / "config.yaml")
     teacher_cache = _teacher_cache(cfg)
     data = LesionDataModule(cfg, manifest, Path(cfg.data.cache_dir or run_dir / "cache"), teacher_cache)
-    module = LesionClassifier(cfg.to_dict(), class_counts(split_rows(manifest, "train", cfg.data.val_fold)))
+    module = LesionClassifier(cfg.to_dict(), train_counts)
     if cfg.role == "distill" and teacher_cache is None:
         module.attach_online_teacher(cfg.distill.teacher)
     trainer = build_trainer(cfg, run_dir, extra_callbacks)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = _resumable(run_dir / "checkpoints" / "last.ckpt")
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None, weights_only=True)
     if trainer.interrupted or not trainer.is_global_zero:
         return {"interrupted": trainer.interrupted}
     summary = _summary(cfg, module, trainer, run_dir, time.perf_counter() - start)
     atomic_write_json(summary_path, summary)
     return summary
+
+
+def _resumable(last: Path) -> Path | None:
+    """last.ckpt when there is one to resume from; a truncated one is named, with the way out.
+
+    Why: a run killed while Lightning saved leaves a cut-off zip, which PyTorch reports as a
+    reader traceback deep inside trainer.fit.
+    """
+    if not last.is_file():
+        return None
+    try:
+        torch_load_weights(last, "checkpoint", mmap=True)
+    except CheckpointError as err:
+        raise CheckpointError(f"cannot resume: {err}. The run was probably killed while saving it; rerun with "
+                              f"--force to retrain from scratch, or delete {last}") from None
+    return last
+
+
+def refuse_untrainable_classes(manifest: pd.DataFrame, train_counts: list[int], where: Path) -> None:
+    """Refuse a class that has images but none in the training split (it could never be learnt)."""
+    present = set(manifest["label"])
+    empty = [code for code, n in zip(CLASS_CODES, train_counts) if n == 0 and code in present]
+    if empty:
+        lesions = manifest.groupby("label")["group"].nunique()
+        shown = ", ".join(f"{c} ({lesions[c]} lesion(s))" for c in empty)
+        raise DataError(f"{where}: class(es) {shown} have no training images after the test and validation "
+                        "lesions are held out; add lesions of those classes or drop their rows")
 
 
 def _refuse_another_recipe(cfg: Config, run_dir: Path) -> None:

@@ -1,0 +1,36 @@
+"""Quiet library chatter for commands a newcomer runs first (`kndnet demo`).
+
+Lightning logs tips, "GPU available" and `limit_train_batches` notices at INFO, and libraries raise
+deprecation and user warnings (echoing a source line each); none of it is about the user's input.
+Inside `quiet_libraries()` only warnings-level log records and kndnet's own output show; `-v` turns
+it off. Errors are untouched: they still stop the command with their message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+CHATTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch._dynamo",
+                  "huggingface_hub", "timm")
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool = False) -> Iterator[None]:
+    """Hide INFO logs of CHATTY_LOGGERS and Python warnings for the block, unless `verbose`."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
