@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from kndnet.classes import CLASS_CODES
-from kndnet.config import IMAGENET_MEAN, IMAGENET_STD, Config, ModelConfig, config_from_dict
+from kndnet.config import IMAGENET_MEAN, IMAGENET_STD, Config, DataConfig, ModelConfig, config_from_dict
+from kndnet.data.transforms import resize_for_training
 from kndnet.errors import CheckpointError
 
 SPEC_KEY = "kndnet"
@@ -38,12 +39,25 @@ class ModelSpec:
     role: str = "student"
     extra: dict[str, Any] = field(default_factory=dict)
     color_constancy: str = "none"     # a layer inside the student (models/colour.py); named here for readers
+    load_size: int = 0                # eval: decode at this size first, as training's decoded cache did
+                                      # (0, older files: the default ratio 256/224 of image_size)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "ModelSpec":
-        m = cfg.model
-        return cls(m.arch, m.width, m.num_classes, m.dropout, cfg.data.image_size, role=cfg.role,
-                   color_constancy=m.color_constancy)
+        m, d = cfg.model, cfg.data
+        return cls(m.arch, m.width, m.num_classes, m.dropout, d.image_size, role=cfg.role,
+                   color_constancy=m.color_constancy,
+                   load_size=resize_for_training(d.view_size or d.image_size, d.resize_ratio))
+
+    @property
+    def eval_load_size(self) -> int:
+        """Side images are decoded to before the final resize to image_size.
+
+        Why two steps: training crops views from images decoded once at this size, and its validation
+        resizes those; evaluating from the same decoded size keeps train and serve pixels alike (a direct
+        224 -> 192 resize cost a teacher 3.5 validation macro-F1 points against the path it was trained on).
+        """
+        return self.load_size or resize_for_training(self.image_size, DataConfig.resize_ratio)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, width=self.width, num_classes=self.num_classes,

@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 
 from kndnet.checkpoint import ModelSpec, load_model
+from kndnet.data.datasets import LesionDataset
+from kndnet.data.images import load_rgb_array
+from kndnet.data.transforms import eval_view
 from kndnet.errors import CheckpointError
 
 TTA_FLIPS = {"none": [()], "hflip": [(), (-1,)], "flips": [(), (-1,), (-2,), (-2, -1)]}
@@ -24,6 +28,17 @@ class Predictor(Protocol):
     spec: ModelSpec
 
     def logits(self, images: torch.Tensor) -> np.ndarray: ...
+
+
+def eval_dataset(rows: pd.DataFrame, spec: ModelSpec) -> LesionDataset:
+    """A split's images as the model was validated on them: decoded at spec.eval_load_size, resized to
+    spec.image_size (uint8; `normalise` follows on the batch)."""
+    return LesionDataset(rows, spec.image_size, "eval", load_size=spec.eval_load_size)
+
+
+def load_image(path: str | Path, spec: ModelSpec) -> torch.Tensor:
+    """One image file, preprocessed as `eval_dataset` does: uint8 3 x H x W."""
+    return eval_view(torch.from_numpy(load_rgb_array(path, spec.eval_load_size)).permute(2, 0, 1), spec.image_size)
 
 
 def normalise(images: torch.Tensor, spec: ModelSpec) -> torch.Tensor:

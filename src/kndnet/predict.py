@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kndnet.checkpoint import ModelSpec
 from kndnet.classes import CLASSES, normalise_label
 from kndnet.data.formats import IMAGE_SUFFIXES
-from kndnet.data.images import load_rgb_array
 from kndnet.errors import ConfigError, DataError, ImageError
-from kndnet.inference import open_predictor, predict_probs
+from kndnet.inference import load_image, open_predictor, predict_probs
 from kndnet.shipped import resolve_model
 
 BATCH = 32
@@ -78,11 +78,11 @@ def overlay_names(paths: list[str]) -> list[str]:
     return names
 
 
-def _decode(files: list[Path], size: int) -> tuple[list[torch.Tensor], list[FileResult]]:
+def _decode(files: list[Path], spec: ModelSpec) -> tuple[list[torch.Tensor], list[FileResult]]:
     images, results = [], []
     for path in files:
         try:
-            images.append(torch.from_numpy(load_rgb_array(path, size)).permute(2, 0, 1))
+            images.append(load_image(path, spec))
             results.append(FileResult(str(path)))
         except ImageError as err:
             results.append(FileResult(str(path), error=err.reason))
@@ -95,7 +95,7 @@ def predict_files(files: list[Path], model: str | None, tta: str = "none",
     out: list[FileResult] = []
     for start in tqdm(range(0, len(files), BATCH), disable=not progress or len(files) <= BATCH,
                       desc="predict", unit="batch", file=sys.stderr):
-        images, results = _decode(files[start:start + BATCH], predictor.spec.image_size)
+        images, results = _decode(files[start:start + BATCH], predictor.spec)
         if images:
             probs = predict_probs(predictor, torch.stack(images), tta)
             for result, p in zip([r for r in results if not r.error], probs):
@@ -146,7 +146,7 @@ def explain_files(inputs: list[str], model: str | None, out_dir: Path,
         raise DataError("Grad-CAM needs gradients: pass the PyTorch checkpoint (.ckpt), not the .onnx")
     net, spec = load_model(path)
     target_index = _target_index(target)
-    images, results = _decode(collect_files(inputs), spec.image_size)
+    images, results = _decode(collect_files(inputs), spec)
     good = [r for r in results if not r.error]
     names = overlay_names([r.path for r in good])
     for start in range(0, len(images), BATCH):

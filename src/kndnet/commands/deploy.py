@@ -105,4 +105,4 @@ def _calibration(data: str | None, model: Path):
     from kndnet.checkpoint import load_model
     from kndnet.deploy.export import load_images
     _, spec = load_model(model)
-    return load_images(data, "train", spec.image_size, 64)[0]
+    return load_images(data, "train", spec, 64)[0]

@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kndnet.checkpoint import load_config_from_checkpoint, load_model, save_model_checkpoint
+from kndnet.checkpoint import ModelSpec, load_config_from_checkpoint, load_model, save_model_checkpoint
 from kndnet.config import Config
-from kndnet.data.datasets import LesionDataset
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.model_card import write_model_card
 from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx, logits_parity
@@ -19,17 +18,18 @@ from kndnet.deploy.quantize import quantize_int8
 from kndnet.errors import ConfigError
 from kndnet.evaluation.metrics import CI_METRICS
 from kndnet.evaluation.run import evaluation_rows
-from kndnet.inference import OnnxPredictor
+from kndnet.inference import OnnxPredictor, eval_dataset
 from kndnet.io import atomic_write_json, staged_folder
 from kndnet.models import count_parameters
 
 
-def load_images(data: str, split: str, size: int, count: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+def load_images(data: str, split: str, spec: ModelSpec, count: int,
+                seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
     """Up to `count` eval-preprocessed uint8 images of a split (seeded sample) and their labels."""
     rows = evaluation_rows(data, split)
     if count and len(rows) > count:
         rows = rows.sample(n=count, random_state=seed).reset_index(drop=True)
-    dataset = LesionDataset(rows, size, "eval", load_size=size)
+    dataset = eval_dataset(rows, spec)
     items = [dataset[i] for i in range(len(dataset))]
     return torch.stack([i["image"] for i in items]), dataset.labels.numpy()
 
@@ -55,7 +55,7 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
     """
     model, spec = load_model(model_path)
     cfg = load_config_from_checkpoint(model_path)
-    images = _int8_images(data, spec.image_size, calib_count, eval_split, eval_count) if int8 else None
+    images = _int8_images(data, spec, calib_count, eval_split, eval_count) if int8 else None
     with staged_folder(out_dir) as tmp:
         card = _export_into(tmp, model, spec, cfg, images)
         if images is not None:
@@ -65,13 +65,13 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
     return card
 
 
-def _int8_images(data: str | None, size: int, calib_count: int, eval_split: str,
+def _int8_images(data: str | None, spec: ModelSpec, calib_count: int, eval_split: str,
                  eval_count: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Calibration images (train split) and held-out images with labels; DataError before any writing."""
     if not data:
         raise ConfigError("--int8 needs --calib DATA (a manifest or data folder) for calibration images")
-    calib, _ = load_images(data, "train", size, calib_count)
-    held_out, labels = load_images(data, eval_split, size, eval_count)
+    calib, _ = load_images(data, "train", spec, calib_count)
+    held_out, labels = load_images(data, eval_split, spec, eval_count)
     return calib, held_out, labels
 
 

@@ -16,11 +16,10 @@ from torch.utils.data import DataLoader
 
 from kndnet.classes import CLASS_CODES
 from kndnet.config import DataConfig
-from kndnet.data.datasets import LesionDataset
 from kndnet.data.manifest import build_manifest, load_manifest
 from kndnet.errors import ConfigError, DataError
 from kndnet.evaluation.metrics import bootstrap_ci, classification_metrics
-from kndnet.inference import Predictor, view_probs
+from kndnet.inference import Predictor, eval_dataset, view_probs
 from kndnet.training.datamodule import split_rows
 from kndnet.training.fit import is_manifest
 
@@ -52,7 +51,7 @@ def evaluation_rows(data: str, split: str, fmt: str = "auto", val_fold: int = 0)
 def score(predictor: Predictor, rows: pd.DataFrame, tta: str = "none", batch_size: int = 64,
           workers: int = 0) -> tuple[Scored, Scored | None]:
     """Plain scores and, with `tta`, the flip-averaged ones from the same pass (None without TTA)."""
-    dataset = LesionDataset(rows, predictor.spec.image_size, "eval", load_size=predictor.spec.image_size)
+    dataset = eval_dataset(rows, predictor.spec)
     plain, averaged = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         views = view_probs(predictor, batch["image"], tta)
