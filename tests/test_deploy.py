@@ -59,10 +59,11 @@ def test_onnx_models_have_dynamic_batch(exported):
         assert out.shape == (5, 7)
 
 
-def _held_out(manifest, size):
-    """Test-split images (uint8) and labels, and the same images normalised here, as the ONNX input."""
+def _held_out(manifest, spec):
+    """Test-split images (uint8, decoded as the spec says) and labels, and the same images normalised
+    here, as the ONNX input."""
     rows = evaluation_rows(str(manifest), "test")
-    dataset = LesionDataset(rows, size, "eval", load_size=size)
+    dataset = LesionDataset(rows, spec.image_size, "eval", load_size=spec.eval_load_size)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
@@ -78,7 +79,7 @@ def check_export_against_pytorch(checkpoint, out_dir, manifest, agreement_floor)
     """Run the checkpoint with PyTorch and both exported files with ONNX Runtime, here, on held-out
     images; check the graphs and every number the model card claims about them."""
     model, spec = load_model(checkpoint)
-    _, labels, x = _held_out(manifest, spec.image_size)
+    _, labels, x = _held_out(manifest, spec)
     with torch.no_grad():
         reference = model(torch.from_numpy(x)).numpy()
     fp32, int8 = _run_onnx(out_dir / "model_fp32.onnx", x), _run_onnx(out_dir / "model_int8.onnx", x)

@@ -99,7 +99,7 @@ def shipped_scores(tmp_path_factory):
                                   test_fraction=d["test_fraction"], seed=d["seed"]), out).manifest
     rows = split_rows(manifest, card["int8_eval_split"], d["val_fold"])
     model, spec = load_model(SHIPPED_CHECKPOINT)
-    dataset = LesionDataset(rows, spec.image_size, "eval", load_size=spec.image_size)
+    dataset = LesionDataset(rows, spec.image_size, "eval", load_size=spec.eval_load_size)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
     x = ((images.float() - torch.tensor(spec.mean).view(1, 3, 1, 1) * 255)
          / (torch.tensor(spec.std).view(1, 3, 1, 1) * 255))
