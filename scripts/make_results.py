@@ -82,21 +82,24 @@ def _run_of(eval_dir: Path) -> Path | None:
 
 
 def lever_table(run: Path, levers: list[str]) -> list[str]:
-    """One row per lever (NAME=EVAL_DIR, in order): validation and test macro-F1, the paired bootstrap
-    difference to the row before on the same test images, and the training minutes."""
+    """One row per lever, in order: NAME=TEST_EVAL_DIR[=VAL_EVAL_DIR] (folders relative to RUN).
+
+    Validation macro-F1 comes from the val evaluation when given, else from the training summary; the
+    difference is a paired bootstrap against the row before on the same test images."""
     from kndnet.evaluation.compare import paired_difference
     lines = ["| lever | val macro-F1 | test macro-F1 | minus the row before (paired 95% CI) | training min |",
              "| --- | --- | --- | --- | --- |"]
     previous = None
-    for name, folder in (item.split("=", 1) for item in levers):
+    for name, folder, *val_folder in (item.split("=") for item in levers):
         eval_dir = run / folder
         m, trained = _load(eval_dir / "metrics.json"), _run_of(eval_dir)
         summary = _load(trained / "summary.json") if trained else {}
+        val = _load(run / val_folder[0] / "metrics.json")["macro_f1"] if val_folder else \
+            summary.get("best_val_macro_f1")
         diff = "-"
         if previous is not None:
             d = paired_difference(previous, eval_dir)["macro_f1"]
             diff = f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-        val = summary.get("best_val_macro_f1")
         minutes = summary.get("train_seconds")
         lines.append(f"| {name} | {'-' if val is None else f'{val:.3f}'} | {_ci(m, 'macro_f1')} | {diff} | "
                      f"{'-' if minutes is None else f'{minutes / 60:.0f}'} |")
@@ -221,8 +224,8 @@ def main() -> None:
                         help="another evaluated student (folder relative to RUN), as one more table row")
     parser.add_argument("--note", action="append", default=[], help="a sentence under the table (e.g. how an "
                         "--extra row was made)")
-    parser.add_argument("--lever", action="append", default=[], metavar="NAME=EVAL_DIR",
-                        help="a row of the 'what each lever did' table, in order (folder relative to RUN)")
+    parser.add_argument("--lever", action="append", default=[], metavar="NAME=TEST_EVAL[=VAL_EVAL]",
+                        help="a row of the 'what each lever did' table, in order (folders relative to RUN)")
     parser.add_argument("--lever-note", action="append", default=[], help="a sentence under the lever table")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
