@@ -58,7 +58,7 @@ def _student_note(run: Path, image_size: int) -> str:
 def _kd_note(run: Path) -> str:
     d = _config(run, "distill")["distill"]
     source = f"{_load(run / 'teacher_cache' / 'teacher_cache.json')['views']} cached teacher views" \
-        if (run / "teacher_cache").is_dir() else "online teacher"
+        if (run / "teacher_cache").is_dir() else "function matching: the online teacher scores the same mixed view"
     loss = {"cmkd": f"confidence-masked KD (T {d['temperature']}, alpha {d['alpha']}, threshold {d['threshold']})",
             "hinton": f"Hinton KD (T {d['temperature']}, alpha {d['alpha']})"}.get(d["loss"], f"{d['loss']} KD")
     return f"{loss}, {source}"
@@ -109,7 +109,7 @@ def lever_table(run: Path, levers: list[str]) -> list[str]:
 
 def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = None,
                  gradcam: bool = False, extra: list[str] = (), notes: list[str] = (),
-                 levers: list[str] = (), lever_notes: list[str] = ()) -> str:
+                 levers: list[str] = (), lever_notes: list[str] = (), shipped_val: Path | None = None) -> str:
     ev = {r: _load(run / "eval" / r / "metrics.json") for r in ("teacher", "student", "distill")}
     card, bench = _load(run / "export" / "export.json"), _load(run / "bench" / "bench.json")
     recipe = (run / "recipe.yaml").read_text()
@@ -155,7 +155,7 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
     if mcu:
         lines += _mcu_section(mcu)
     if shipped:
-        lines += _shipped_section(shipped, run)
+        lines += _shipped_section(shipped, run, shipped_val)
     shutil.copy(run / "eval" / "distill" / "confusion_matrix.png", out / "figures" / "confusion_matrix_kd.png")
     lines += ["## Figures", "", "Confusion matrix of student + KD on the test split:", "",
               "![confusion matrix](figures/confusion_matrix_kd.png)", "", "## Grad-CAM", ""]
@@ -199,12 +199,14 @@ def _mcu_section(mcu: Path) -> list[str]:
             f"(fp32 {card['fp32_accuracy']:.3f} / {card['fp32_macro_f1']:.3f}).", ""]
 
 
-def _shipped_section(export: Path, run: Path) -> list[str]:
+def _shipped_section(export: Path, run: Path, shipped_val: Path | None = None) -> list[str]:
+    """The shipped student; `shipped_val` (a val evaluation) when it comes from another run than RUN."""
     card = _load(export / "export.json")
+    own = f"validation macro-F1 {_load(shipped_val / 'metrics.json')['macro_f1']:.3f}; " if shipped_val else ""
     return ["## Shipped model", "",
             f"`kndnet predict` uses the student picked by validation macro-F1: {card['arch']} at "
-            f"{card['image_size']} px (validation macro-F1: student alone {_val_f1(run, 'student')}, "
-            f"student + KD {_val_f1(run, 'distill')}). On the test split: fp32 accuracy "
+            f"{card['image_size']} px ({own}this run's students: alone {_val_f1(run, 'student')}, "
+            f"+ KD {_val_f1(run, 'distill')}). On the test split: fp32 accuracy "
             f"{card['fp32_accuracy']:.3f}, macro-F1 {card['fp32_macro_f1']:.3f}; int8 accuracy "
             f"{card['int8_accuracy']:.3f}, macro-F1 {card['int8_macro_f1']:.3f} "
             f"({card['int8_bytes'] / 1024:.0f} KB, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}).", ""]
@@ -219,6 +221,8 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--mcu-export", type=Path)
     parser.add_argument("--shipped-export", type=Path, help="export folder of the shipped student")
+    parser.add_argument("--shipped-val", type=Path, help="val evaluation of the shipped student, when it comes "
+                        "from another run")
     parser.add_argument("--gradcam", action="store_true", help="also render Grad-CAM examples (not for the repo)")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=EVAL_DIR",
                         help="another evaluated student (folder relative to RUN), as one more table row")
@@ -231,7 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
     page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam, args.extra,
-                        args.note, args.lever, args.lever_note)
+                        args.note, args.lever, args.lever_note, args.shipped_val)
     (args.out / "RESULTS.md").write_text(page)
     print(f"wrote {args.out / 'RESULTS.md'}")
 
