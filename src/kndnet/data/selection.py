@@ -1,4 +1,4 @@
-"""Which rows of a manifest a split holds, and how many images each class has there.
+"""Which manifest a run uses, which rows a split holds, and how many images each class has there.
 
 One definition for every caller (training, teacher cache, evaluation, calibration, export): train and
 val follow the validation fold (the method validated on fold 0), and the lesion-grouped test split is
@@ -7,9 +7,14 @@ never part of either.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from kndnet.classes import CLASS_CODES
+from kndnet.config import Config
+from kndnet.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, load_manifest, prepare, write_manifest
+from kndnet.errors import ConfigError
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -33,3 +38,32 @@ def class_counts(rows: pd.DataFrame) -> list[int]:
     """Images per class, in class-index order (absent classes count 0)."""
     counts = rows["label"].value_counts()
     return [int(counts.get(code, 0)) for code in CLASS_CODES]
+
+
+def is_manifest(path: Path) -> bool:
+    if not (path.is_file() and path.suffix == ".csv"):
+        return False
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return False  # not a manifest; the layout readers say what is wrong with it
+    return set(MANIFEST_COLUMNS) <= set(header)
+
+
+def resolve_manifest(cfg: Config, run_dir: Path, refresh: bool = False) -> pd.DataFrame:
+    """Use cfg.data.path as a manifest, or prepare one from a data folder, into the run directory.
+
+    The run's own copy is reused on a resume; `refresh` (`--force`) reads the data again, so a
+    retrained run never uses the labels or image list of data that has changed since.
+    """
+    target = run_dir / MANIFEST_NAME
+    if target.is_file() and not (refresh and cfg.data.path):
+        return load_manifest(target)
+    if not cfg.data.path:
+        raise ConfigError("no data given: pass --data DIR_OR_MANIFEST or set data.path in the config")
+    source = Path(cfg.data.path)
+    if is_manifest(source):
+        manifest = load_manifest(source)
+        write_manifest(manifest, target)
+        return manifest
+    return prepare(cfg.data, run_dir).manifest

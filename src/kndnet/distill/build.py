@@ -6,11 +6,10 @@ from pathlib import Path
 
 from kndnet.config import Config
 from kndnet.data.cache import build_cache
+from kndnet.data.selection import resolve_manifest, split_rows
 from kndnet.data.transforms import resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache, build_teacher_cache
 from kndnet.errors import ConfigError
-from kndnet.training.datamodule import split_rows
-from kndnet.training.fit import resolve_manifest
 
 
 def cache_teacher_for_config(cfg: Config, out_dir: str | Path, batch_size: int = 64) -> TeacherCache:

@@ -22,45 +22,17 @@ from lightning.pytorch.loggers import CSVLogger
 from kndnet.checkpoint import torch_load_weights
 from kndnet.classes import CLASS_CODES
 from kndnet.config import Config, recipe_differences, save_config
-from kndnet.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, load_manifest, prepare, write_manifest
+from kndnet.data.manifest import MANIFEST_NAME
+from kndnet.data.selection import class_counts, resolve_manifest, split_rows
 from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import CheckpointError, ConfigError, DataError
 from kndnet.io import atomic_write_json, clean_stale_temporaries, run_lock
 from kndnet.models import count_parameters
-from kndnet.training.datamodule import LesionDataModule, class_counts, split_rows
+from kndnet.training.datamodule import LesionDataModule
 from kndnet.training.epoch_log import EpochMetricsWriter
 from kndnet.training.module import LesionClassifier
 
 MONITOR = "val/macro_f1"
-
-
-def is_manifest(path: Path) -> bool:
-    if not (path.is_file() and path.suffix == ".csv"):
-        return False
-    try:
-        header = pd.read_csv(path, nrows=0).columns
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return False  # not a manifest; the layout readers say what is wrong with it
-    return set(MANIFEST_COLUMNS) <= set(header)
-
-
-def resolve_manifest(cfg: Config, run_dir: Path, refresh: bool = False) -> pd.DataFrame:
-    """Use cfg.data.path as a manifest, or prepare one from a data folder, into the run directory.
-
-    The run's own copy is reused on a resume; `refresh` (`--force`) reads the data again, so a
-    retrained run never uses the labels or image list of data that has changed since.
-    """
-    target = run_dir / MANIFEST_NAME
-    if target.is_file() and not (refresh and cfg.data.path):
-        return load_manifest(target)
-    if not cfg.data.path:
-        raise ConfigError("no data given: pass --data DIR_OR_MANIFEST or set data.path in the config")
-    source = Path(cfg.data.path)
-    if is_manifest(source):
-        manifest = load_manifest(source)
-        write_manifest(manifest, target)
-        return manifest
-    return prepare(cfg.data, run_dir).manifest
 
 
 def _callbacks(cfg: Config, run_dir: Path) -> list[Callback]:

@@ -1,0 +1,22 @@
+"""The layers depend only downward: evaluation, export and prediction never import Lightning or training/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "kndnet"
+
+
+def test_lower_layers_never_import_training():
+    for layer in ("data", "distill", "evaluation", "deploy", "models"):
+        for path in (SRC / layer).glob("*.py"):
+            assert "kndnet.training" not in path.read_text(), path
+
+
+def test_evaluate_export_and_predict_load_without_lightning():
+    code = ("import sys; import kndnet.evaluation.run, kndnet.evaluation.calibration, kndnet.deploy.export, "
+            "kndnet.predict, kndnet.distill.build; print('lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
