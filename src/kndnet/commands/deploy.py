@@ -102,7 +102,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _calibration(data: str | None, model: Path):
     if not data:
         return None
-    from kndnet.checkpoint import load_model
+    from kndnet.checkpoint import load_config_from_checkpoint, load_model
     from kndnet.deploy.export import load_images
     _, spec = load_model(model)
-    return load_images(data, "train", spec, 64)[0]
+    return load_images(data, "train", spec, 64, data_cfg=load_config_from_checkpoint(model).data)[0]

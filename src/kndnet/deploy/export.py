@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from kndnet.checkpoint import ModelSpec, load_config_from_checkpoint, load_model, save_model_checkpoint
-from kndnet.config import Config
+from kndnet.config import Config, DataConfig
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.model_card import write_model_card
 from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx, logits_parity
@@ -23,10 +23,11 @@ from kndnet.io import atomic_write_json, staged_folder
 from kndnet.models import count_parameters
 
 
-def load_images(data: str, split: str, spec: ModelSpec, count: int,
-                seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """Up to `count` eval-preprocessed uint8 images of a split (seeded sample) and their labels."""
-    rows = evaluation_rows(data, split)
+def load_images(data: str, split: str, spec: ModelSpec, count: int, seed: int = 0,
+                data_cfg: DataConfig | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Up to `count` eval-preprocessed uint8 images of a split (seeded sample) and their labels; a data
+    folder is split as `data_cfg` (the model's training data config) split it."""
+    rows = evaluation_rows(data, split, data_cfg=data_cfg)
     if count and len(rows) > count:
         rows = rows.sample(n=count, random_state=seed).reset_index(drop=True)
     dataset = eval_dataset(rows, spec)
@@ -55,7 +56,7 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
     """
     model, spec = load_model(model_path)
     cfg = load_config_from_checkpoint(model_path)
-    images = _int8_images(data, spec, calib_count, eval_split, eval_count) if int8 else None
+    images = _int8_images(data, spec, calib_count, eval_split, eval_count, cfg.data) if int8 else None
     with staged_folder(out_dir) as tmp:
         card = _export_into(tmp, model, spec, cfg, images)
         if images is not None:
@@ -65,13 +66,13 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
     return card
 
 
-def _int8_images(data: str | None, spec: ModelSpec, calib_count: int, eval_split: str,
-                 eval_count: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+def _int8_images(data: str | None, spec: ModelSpec, calib_count: int, eval_split: str, eval_count: int,
+                 data_cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Calibration images (train split) and held-out images with labels; DataError before any writing."""
     if not data:
         raise ConfigError("--int8 needs --calib DATA (a manifest or data folder) for calibration images")
-    calib, _ = load_images(data, "train", spec, calib_count)
-    held_out, labels = load_images(data, eval_split, spec, eval_count)
+    calib, _ = load_images(data, "train", spec, calib_count, data_cfg=data_cfg)
+    held_out, labels = load_images(data, eval_split, spec, eval_count, data_cfg=data_cfg)
     return calib, held_out, labels
 
 

@@ -50,11 +50,12 @@ def calibrate_checkpoint(model: str | Path, data: str, split: str = "val", fmt: 
     """Fit T on `split` of `data` for `model`; write the calibrated checkpoint. Returns (path, summary, n)."""
     from torch.utils.data import DataLoader
 
+    from kndnet.checkpoint import load_config_from_checkpoint
     from kndnet.evaluation.run import evaluation_rows
     from kndnet.inference import TorchPredictor, eval_dataset
     predictor = TorchPredictor(model)
     predictor.spec.temperature = 1.0  # fit on raw logits, even when re-calibrating
-    rows = evaluation_rows(data, split, fmt)
+    rows = evaluation_rows(data, split, fmt, load_config_from_checkpoint(model).data)
     dataset = eval_dataset(rows, predictor.spec)
     logits = np.concatenate([predictor.logits(b["image"]) for b in DataLoader(dataset, batch_size=64)])
     labels = dataset.labels.numpy()

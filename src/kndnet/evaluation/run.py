@@ -6,7 +6,7 @@ reliability.png and report.md. With --tta, TTA metrics are reported beside the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +32,29 @@ class Scored:
     probs: np.ndarray
 
 
-def evaluation_rows(data: str, split: str, fmt: str = "auto", val_fold: int = 0) -> pd.DataFrame:
-    """A manifest's split, or every image of a data folder in any layout `prepare` reads."""
+def evaluation_rows(data: str, split: str, fmt: str = "auto", data_cfg: DataConfig | None = None) -> pd.DataFrame:
+    """The rows of `split` in a manifest or a data folder.
+
+    `data_cfg` is the model's own data config (from its checkpoint): a manifest's val/train rows follow its
+    `val_fold`, and a data folder is split exactly as its training run split it (folds, seed, test
+    fraction), so `calibrate` fits on that run's validation images. Without it a data folder is external
+    data and every image is scored (`kndnet evaluate` on, e.g., the ISIC 2018 test set).
+    """
     path = Path(data)
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose {', '.join(SPLITS)}")
+    val_fold = data_cfg.val_fold if data_cfg else 0
     if is_manifest(path):
         rows = split_rows(load_manifest(path), split, val_fold)
-        if rows.empty:
-            raise DataError(f"{path}: the manifest has no {split!r} images (is its test fraction 0?); choose "
-                            f"another split or run `kndnet prepare` with --test-fraction above 0")
-        return rows
-    manifest, _, _ = build_manifest(DataConfig(path=data, format=fmt, test_fraction=0.0))
-    return manifest.reset_index(drop=True)
+    elif data_cfg is not None:
+        split_like_training = replace(data_cfg, path=data, format=fmt)
+        rows = split_rows(build_manifest(split_like_training)[0], split, val_fold)
+    else:
+        return build_manifest(DataConfig(path=data, format=fmt, test_fraction=0.0))[0].reset_index(drop=True)
+    if rows.empty:
+        raise DataError(f"{path}: it has no {split!r} images (is its test fraction 0?); choose another split "
+                        f"or run `kndnet prepare` with --test-fraction above 0")
+    return rows
 
 
 def score(predictor: Predictor, rows: pd.DataFrame, tta: str = "none", batch_size: int = 64,
