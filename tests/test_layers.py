@@ -20,3 +20,15 @@ def test_evaluate_export_and_predict_load_without_lightning():
             "kndnet.predict, kndnet.distill.build; print('lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_checkpoint_from_a_newer_format_is_refused_by_name(tmp_path):
+    import pytest
+    import torch
+
+    from kndnet.checkpoint import SPEC_KEY, read_checkpoint
+    from kndnet.errors import CheckpointError
+    path = tmp_path / "future.ckpt"
+    torch.save({SPEC_KEY: {"format_version": 99, "spec": {}}, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="future.ckpt: checkpoint format 99 is newer than this kndnet"):
+        read_checkpoint(path)

@@ -8,7 +8,7 @@ config. It loads with `torch.load(weights_only=True)`: no pickled code ever runs
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class ModelSpec:
     class_codes: tuple[str, ...] = CLASS_CODES
     temperature: float = 1.0          # set by `kndnet calibrate` (temperature scaling)
     role: str = "student"
-    extra: dict[str, Any] = field(default_factory=dict)
     color_constancy: str = "none"     # a layer inside the student (models/colour.py); named here for readers
     load_size: int = 0                # eval: decode at this size first, as training's decoded cache did
                                       # (0, older files: the default ratio 256/224 of image_size)
@@ -139,6 +138,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no '{SPEC_KEY}' model spec inside; was it written by kndnet?")
     if not isinstance(ckpt[SPEC_KEY], dict) or "spec" not in ckpt[SPEC_KEY]:
         raise CheckpointError(f"{path}: the '{SPEC_KEY}' entry has no model spec; was it written by kndnet?")
+    version = ckpt[SPEC_KEY].get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} is newer than this kndnet reads "
+                              f"({FORMAT_VERSION}); upgrade kndnet (pip install -U kndnet)")
     return ckpt
 
 

@@ -44,7 +44,3 @@ def normalise_label(value: object) -> str | None:
     """Map a code, full name or ISIC column name (any case) to the class code; None if unknown."""
     return _LOOKUP.get(str(value).strip().lower())
 
-
-def class_index(code: str) -> int:
-    """Index of a class code in the model's output."""
-    return CLASS_CODES.index(code)
