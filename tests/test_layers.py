@@ -32,3 +32,9 @@ def test_a_checkpoint_from_a_newer_format_is_refused_by_name(tmp_path):
     torch.save({SPEC_KEY: {"format_version": 99, "spec": {}}, "state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="future.ckpt: checkpoint format 99 is newer than this kndnet"):
         read_checkpoint(path)
+
+
+def test_the_command_line_offers_exactly_the_splits_selection_knows():
+    from kndnet.commands import SPLITS as CLI_SPLITS
+    from kndnet.data.selection import SPLITS
+    assert sorted(CLI_SPLITS) == sorted(SPLITS)

@@ -17,7 +17,7 @@ def command(name: str, help_text: str, add_args: Callable[[argparse.ArgumentPars
     return register
 
 
-SPLITS = ("test", "val", "train", "all")
+SPLITS = ("test", "val", "train", "all")  # the order --help shows; the splits are data.selection.SPLITS
 
 
 def positive_int(text: str) -> int:

@@ -30,7 +30,7 @@ def split_rows(manifest: pd.DataFrame, split: str, val_fold: int) -> pd.DataFram
     elif split == "all":
         rows = manifest
     else:
-        raise ValueError(f"unknown split {split!r}; choose {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown split {split!r}; choose {', '.join(SPLITS)}")
     return rows.reset_index(drop=True)
 
 

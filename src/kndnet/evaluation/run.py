@@ -17,12 +17,10 @@ from torch.utils.data import DataLoader
 from kndnet.classes import CLASS_CODES
 from kndnet.config import DataConfig
 from kndnet.data.manifest import build_manifest, load_manifest
-from kndnet.data.selection import is_manifest, split_rows
+from kndnet.data.selection import SPLITS, is_manifest, split_rows
 from kndnet.errors import ConfigError, DataError
 from kndnet.evaluation.metrics import bootstrap_ci, classification_metrics
 from kndnet.inference import Predictor, eval_dataset, view_probs
-
-SPLITS = ("test", "val", "train", "all")
 
 
 @dataclass
