@@ -81,13 +81,22 @@ def _run_of(eval_dir: Path) -> Path | None:
     return run if (run / "summary.json").is_file() else None
 
 
+def _epoch_cost(trained: Path | None) -> str:
+    """Median training seconds per epoch and the epochs run (robust to a run paused or shared for a while)."""
+    if trained is None or not (trained / "metrics.csv").is_file():
+        return "-"
+    seconds = pd.read_csv(trained / "metrics.csv")["train_seconds"]
+    return f"{seconds.median():.0f} x {len(seconds)}"
+
+
 def lever_table(run: Path, levers: list[str]) -> list[str]:
     """One row per lever, in order: NAME=TEST_EVAL_DIR[=VAL_EVAL_DIR] (folders relative to RUN).
 
     Validation macro-F1 comes from the val evaluation when given, else from the training summary; the
-    difference is a paired bootstrap against the row before on the same test images."""
+    difference is a paired bootstrap against the row before on the same test images; the cost is the median
+    training seconds per epoch times the epochs."""
     from kndnet.evaluation.compare import paired_difference
-    lines = ["| lever | val macro-F1 | test macro-F1 | minus the row before (paired 95% CI) | training min |",
+    lines = ["| lever | val macro-F1 | test macro-F1 | minus the row before (paired 95% CI) | s/epoch x epochs |",
              "| --- | --- | --- | --- | --- |"]
     previous = None
     for name, folder, *val_folder in (item.split("=") for item in levers):
@@ -100,9 +109,8 @@ def lever_table(run: Path, levers: list[str]) -> list[str]:
         if previous is not None:
             d = paired_difference(previous, eval_dir)["macro_f1"]
             diff = f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-        minutes = summary.get("train_seconds")
         lines.append(f"| {name} | {'-' if val is None else f'{val:.3f}'} | {_ci(m, 'macro_f1')} | {diff} | "
-                     f"{'-' if minutes is None else f'{minutes / 60:.0f}'} |")
+                     f"{_epoch_cost(trained)} |")
         previous = eval_dir
     return lines
 
@@ -204,9 +212,9 @@ def _shipped_section(export: Path, run: Path, shipped_val: Path | None = None) -
     card = _load(export / "export.json")
     own = f"validation macro-F1 {_load(shipped_val / 'metrics.json')['macro_f1']:.3f}; " if shipped_val else ""
     return ["## Shipped model", "",
-            f"`kndnet predict` uses the student picked by validation macro-F1: {card['arch']} at "
-            f"{card['image_size']} px ({own}this run's students: alone {_val_f1(run, 'student')}, "
-            f"+ KD {_val_f1(run, 'distill')}). On the test split: fp32 accuracy "
+            f"`kndnet predict` uses {card['arch']} at {card['image_size']} px, exported from `{export}` (best epoch "
+            f"by validation macro-F1; {own}this run's students: alone {_val_f1(run, 'student')}, + KD "
+            f"{_val_f1(run, 'distill')}). On the test split: fp32 accuracy "
             f"{card['fp32_accuracy']:.3f}, macro-F1 {card['fp32_macro_f1']:.3f}; int8 accuracy "
             f"{card['int8_accuracy']:.3f}, macro-F1 {card['int8_macro_f1']:.3f} "
             f"({card['int8_bytes'] / 1024:.0f} KB, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}).", ""]
