@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 
 CHATTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch._dynamo",
-                  "huggingface_hub", "timm")
+                  "huggingface_hub", "timm", "kndnet.epochs")
 
 
 @contextlib.contextmanager
@@ -23,6 +23,8 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
     if verbose:
         yield
         return
+    import lightning.pytorch  # noqa: F401  importing it sets its loggers to INFO: do that before quieting them
+
     loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
     levels = [lg.level for lg in loggers]
     try:

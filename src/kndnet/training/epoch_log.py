@@ -8,6 +8,8 @@ progress bar (logs, CI, `nohup`) it also prints one line per epoch with the elap
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +20,22 @@ from lightning.pytorch.callbacks import Callback
 from kndnet.data.manifest import write_csv_atomic
 
 HIDDEN = ("train/loss_step",)
+
+
+def _epoch_logger() -> logging.Logger:
+    """'kndnet.epochs': one line per epoch on stdout; `kndnet demo` silences it unless -v (quiet.py)."""
+    logger = logging.getLogger("kndnet.epochs")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    if logger.level == logging.NOTSET:  # a quiet block may have set it before this module was imported
+        logger.setLevel(logging.INFO)
+    return logger
+
+
+EPOCH_LOG = _epoch_logger()
 
 
 class EpochMetricsWriter(Callback):
@@ -57,9 +75,8 @@ class EpochMetricsWriter(Callback):
         table = pd.concat([self._existing(trainer.current_epoch), pd.DataFrame([row])], ignore_index=True)
         write_csv_atomic(table, self.path)
         if trainer.progress_bar_callback is None:
-            print(epoch_line(trainer.current_epoch, trainer.max_epochs, row,
-                             time.perf_counter() - self._run_start, trainer.current_epoch + 1 - self._first_epoch),
-                  flush=True)
+            EPOCH_LOG.info(epoch_line(trainer.current_epoch, trainer.max_epochs, row, time.perf_counter() -
+                                      self._run_start, trainer.current_epoch + 1 - self._first_epoch))
 
 
 def epoch_line(epoch: int, max_epochs: int, row: dict, elapsed: float, epochs_done: int) -> str:
