@@ -173,7 +173,7 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         lines += ["Grad-CAM overlays show the HAM10000 pixels they explain, and no part of those images may enter "
                   "this repository (data licence and project rule), so they are not committed. Regenerate them "
                   "locally, one per test image of each class, with `python scripts/make_results.py RUN --gradcam "
-                  "--out /tmp/results`, or for any image with `kndnet explain IMAGE --out cams`."]
+                  "--out runs/results`, or for any image with `kndnet explain IMAGE --out cams`."]
     lines += ["", "## Recipe", "", "```yaml", recipe.strip(), "```", ""]
     return "\n".join(lines)
 
