@@ -187,9 +187,10 @@ def file_layer(path: str | Path, role: str) -> dict[str, Any]:
     loaded = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
-    sections, flat_only = set(loaded), {"role", "data", "model", "train"}
-    # a saved config has a `distill` section too: its data/model/train/role sections tell it from a recipe
-    if not sections & set(RECIPE_SECTIONS) or (sections & flat_only and sections <= flat_only | {"distill"}):
+    sections = set(loaded)
+    # `distill` is both a flat section and a recipe role: only the other recipe sections (or `distill`
+    # alone) tell a recipe from a saved config
+    if not (sections & {"common", "teacher", "student"} or sections == {"distill"}):
         return flatten_keys(loaded)
     unknown = set(loaded) - set(RECIPE_SECTIONS)
     if unknown:
