@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from kndnet.checkpoint import load_model
+from kndnet.config import DistillConfig
 from kndnet.cli import main
 from kndnet.data.datasets import class_balanced_weights
-from kndnet.distill.losses import LOSSES
+from kndnet.distill.losses import distillation_loss
 from kndnet.errors import ConfigError
 from kndnet.training.datamodule import LesionDataModule
 from kndnet.training.fit import fit
@@ -144,7 +146,7 @@ def test_a_finished_run_is_reused_only_for_its_own_recipe(student_run, synth_man
 
 # Non-default values, so a module that falls back to DistillConfig's defaults gets another loss.
 KD_SETTINGS = {"distill.temperature": 3.5, "distill.alpha": 0.3, "distill.threshold": 0.4, "distill.dkd_beta": 2.0}
-KD_KWARGS = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "beta": 2.0}
+KD_KWARGS = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "dkd_beta": 2.0}
 
 
 def _kd_module(manifest, **overrides) -> LesionClassifier:
@@ -162,9 +164,10 @@ def _kd_batch(n=8):
 def _expected_loss(module, batch, teacher_logits):
     with torch.no_grad():
         student_logits = module(batch["image"])
-    loss, _ = LOSSES[module.cfg.distill.loss](
-        student_logits, teacher_logits, batch["label"], **KD_KWARGS, ce_weight=module.ce_weight,
-        label_smoothing=module.cfg.train.label_smoothing)
+    ce = F.cross_entropy(student_logits, batch["label"], weight=module.ce_weight,
+                         label_smoothing=module.cfg.train.label_smoothing)
+    settings = DistillConfig(loss=module.cfg.distill.loss, **KD_KWARGS)  # written out, not read from the module
+    loss, _ = distillation_loss(settings, student_logits, teacher_logits, batch["label"], ce)
     return loss.item()
 
 

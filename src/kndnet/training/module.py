@@ -133,15 +133,12 @@ class LesionClassifier(L.LightningModule):
         x, targets = mix_batch(self.mixer, self.preprocess(batch["image"]), batch["label"])
         logits = self._compiled[0](_resized(x, self.cfg.data.image_size))
         # soft (mixed) targets already carry the label smoothing
-        ce_kwargs = {"ce_weight": self.ce_weight,
-                     "label_smoothing": self.cfg.train.label_smoothing if targets.dim() == 1 else 0.0}
+        smoothing = self.cfg.train.label_smoothing if targets.dim() == 1 else 0.0
+        ce = F.cross_entropy(logits, targets, weight=self.ce_weight, label_smoothing=smoothing)
         if self.cfg.role == "distill":
-            loss, parts = distillation_loss(self.cfg.distill, logits, self._teacher_logits(batch, x), targets,
-                                            **ce_kwargs)
+            loss, parts = distillation_loss(self.cfg.distill, logits, self._teacher_logits(batch, x), targets, ce)
         else:
-            loss = F.cross_entropy(logits, targets, weight=ce_kwargs["ce_weight"],
-                                   label_smoothing=ce_kwargs["label_smoothing"])
-            parts = {"ce": loss.detach()}
+            loss, parts = ce, {"ce": ce.detach()}
         y = batch["label"]
         self.samples_seen += len(y)
         # sync_dist: under DDP the logged epoch values are over every rank's samples, not rank 0's alone
