@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from kndnet.config import DataConfig
 from kndnet.data.cache import build_cache
-from kndnet.data.datasets import LesionDataset
+from kndnet.data.datasets import LesionDataset, RandomView
 from kndnet.data.manifest import build_manifest
 from kndnet.data.transforms import resize_for_training
 
@@ -39,12 +39,12 @@ def main() -> None:
     manifest, _, _ = build_manifest(DataConfig(path=args.data))
     rows = subset(manifest, args.images)
     load_size = resize_for_training(args.image_size, 256 / 224)
-    jpeg = LesionDataset(rows, args.image_size, "train", load_size=load_size)
+    jpeg = LesionDataset(rows, RandomView(args.image_size), load_size=load_size)
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
         cache = build_cache(rows["path"].tolist(), load_size, cache_dir)
         build_seconds = time.perf_counter() - start
-        cached = LesionDataset(rows, args.image_size, "train", cache=cache, load_size=load_size)
+        cached = LesionDataset(rows, RandomView(args.image_size), cache=cache, load_size=load_size)
         jpeg_rate = throughput(jpeg, args.workers, args.batch_size)
         cache_rate = throughput(cached, args.workers, args.batch_size)
     print(f"{len(rows)} images, {args.image_size} px views from {load_size} px, {args.workers} workers")

@@ -16,12 +16,12 @@ from sklearn import metrics as skm
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
 from kndnet.config import IMAGENET_MEAN, IMAGENET_STD
-from kndnet.data.datasets import LesionDataset
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx
 from kndnet.errors import KNDNetError
 from kndnet.evaluation.run import evaluation_rows
 from kndnet.explain import explain_batch, grad_cam
+from kndnet.inference import eval_dataset
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
 
@@ -63,7 +63,7 @@ def _held_out(manifest, spec):
     """Test-split images (uint8, decoded as the spec says) and labels, and the same images normalised
     here, as the ONNX input."""
     rows = evaluation_rows(str(manifest), "test")
-    dataset = LesionDataset(rows, spec.image_size, "eval", load_size=spec.eval_load_size)
+    dataset = eval_dataset(rows, spec)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255

@@ -14,7 +14,6 @@ from sklearn import metrics as skm
 from kndnet.checkpoint import load_model
 from kndnet.classes import CLASS_CODES
 from kndnet.cli import main
-from kndnet.data.datasets import LesionDataset
 from kndnet.evaluation.calibration import fit_temperature
 from kndnet.evaluation.compare import aggregate_folds, paired_difference
 from kndnet.evaluation.metrics import (
@@ -25,7 +24,7 @@ from kndnet.evaluation.metrics import (
     paired_bootstrap_difference,
 )
 from kndnet.evaluation.run import evaluation_rows, score
-from kndnet.inference import open_predictor, softmax
+from kndnet.inference import eval_dataset, open_predictor, softmax
 from kndnet.training.fit import fit
 from tests.helpers import tiny_config
 
@@ -152,7 +151,7 @@ def test_tta_scores_come_from_the_plain_pass_and_the_flipped_one(trained):
     plain, tta = score(predictor, rows, "hflip")
     alone, none = score(predictor, rows)
     assert none is None and np.allclose(plain.probs, alone.probs, atol=1e-6)
-    flipped = LesionDataset(rows, predictor.spec.image_size, "eval", load_size=predictor.spec.eval_load_size)
+    flipped = eval_dataset(rows, predictor.spec)
     images = torch.stack([flipped[i]["image"] for i in range(len(rows))]).flip(-1)
     assert np.allclose(tta.probs, (plain.probs + softmax(predictor.logits(images))) / 2, atol=1e-5)
 
@@ -161,7 +160,7 @@ def _raw_logits(ckpt, manifest, split):
     """The checkpoint's uncalibrated logits on a split, computed here with the model itself, and the labels."""
     model, spec = load_model(ckpt)
     rows = evaluation_rows(str(manifest), split)
-    dataset = LesionDataset(rows, spec.image_size, "eval", load_size=spec.eval_load_size)
+    dataset = eval_dataset(rows, spec)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
     mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255, torch.tensor(spec.std).view(1, 3, 1, 1) * 255
     with torch.no_grad():

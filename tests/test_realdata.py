@@ -14,8 +14,8 @@ from sklearn import metrics as skm
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
 from kndnet.config import DataConfig
-from kndnet.data.datasets import LesionDataset
 from kndnet.data.manifest import load_manifest, prepare
+from kndnet.inference import eval_dataset
 from kndnet.shipped import ASSETS, SHIPPED_CHECKPOINT, SHIPPED_INT8
 from kndnet.training.datamodule import split_rows
 
@@ -99,7 +99,7 @@ def shipped_scores(tmp_path_factory):
                                   test_fraction=d["test_fraction"], seed=d["seed"]), out).manifest
     rows = split_rows(manifest, card["int8_eval_split"], d["val_fold"])
     model, spec = load_model(SHIPPED_CHECKPOINT)
-    dataset = LesionDataset(rows, spec.image_size, "eval", load_size=spec.eval_load_size)
+    dataset = eval_dataset(rows, spec)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
     x = ((images.float() - torch.tensor(spec.mean).view(1, 3, 1, 1) * 255)
          / (torch.tensor(spec.std).view(1, 3, 1, 1) * 255))

@@ -9,7 +9,7 @@ import torch
 
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
-from kndnet.data.datasets import LesionDataset
+from kndnet.data.datasets import DrawnView, LesionDataset
 from kndnet.data.manifest import load_manifest
 from kndnet.data.transforms import fixed_view, view_seed
 from kndnet.distill.teacher_cache import TeacherCache
@@ -53,8 +53,8 @@ def test_distillation_item_pairs_the_view_with_its_own_logits(teacher_and_cache,
     cache = TeacherCache.load(root / "cache")
     manifest = load_manifest(synth_manifest)
     rows = manifest[manifest["image_id"].isin(cache.image_ids[:6])].reset_index(drop=True)
-    dataset = LesionDataset(rows, 32, "train", load_size=37, view_seed=cache.seed,
-                            teacher_logits=cache.logits_for(rows["image_id"].tolist()))
+    view = DrawnView(32, cache.seed, 0, teacher_logits=cache.logits_for(rows["image_id"].tolist()))
+    dataset = LesionDataset(rows, view, load_size=37)
     teacher, spec = load_model(teacher_ckpt)
     mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255, torch.tensor(spec.std).view(1, 3, 1, 1) * 255
     for i in range(len(dataset)):
@@ -71,7 +71,7 @@ def test_student_with_train_views_sees_only_the_views_the_teacher_scored(teacher
     cache = TeacherCache.load(root / "cache")
     cfg = tiny_config("student", synth_manifest, **{"data.train_views": cache.views})
     dataset = LesionDataModule(cfg, load_manifest(synth_manifest), tmp_path).dataset("train", "train")
-    assert dataset.view_seed == cache.seed
+    assert dataset.view.seed == cache.seed
     first = dataset.image_ids.index(cache.image_ids[0])
     scored = [fixed_view(dataset._decoded(first), cache.image_ids[0], k, cache.seed, 32) for k in range(3)]
     seen = [dataset[first]["image"] for _ in range(40)]

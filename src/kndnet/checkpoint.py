@@ -48,6 +48,15 @@ class ModelSpec:
                    color_constancy=m.color_constancy,
                    load_size=resize_for_training(d.view_size or d.image_size, d.resize_ratio))
 
+    def pixel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as 1 x 3 x 1 x 1 tensors on the 0-255 pixel scale (uint8 images go in as they are)."""
+        return (torch.tensor(self.mean).view(1, 3, 1, 1) * 255, torch.tensor(self.std).view(1, 3, 1, 1) * 255)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 N x 3 x H x W -> (x / 255 - mean) / std: the input every exported graph takes."""
+        mean, std = (t.to(images.device) for t in self.pixel_stats())
+        return (images.float() - mean) / std
+
     @property
     def eval_load_size(self) -> int:
         """Side images are decoded to before the final resize to image_size.

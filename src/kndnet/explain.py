@@ -23,7 +23,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 
 from kndnet.checkpoint import ModelSpec  # noqa: E402
 from kndnet.classes import CLASSES  # noqa: E402
-from kndnet.inference import normalise, softmax  # noqa: E402
+from kndnet.inference import softmax  # noqa: E402
 from kndnet.io import atomic_path  # noqa: E402
 from kndnet.models import cam_target_layer  # noqa: E402
 
@@ -41,7 +41,7 @@ def grad_cam(model: torch.nn.Module, layer: torch.nn.Module | None = None) -> It
 def explain_batch(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
                   target_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CAMs (N x H x W in [0, 1], the input size) and softmax probabilities (N x C) for uint8 images."""
-    x = normalise(images, spec)
+    x = spec.normalise(images)
     with torch.no_grad():
         probs = softmax(model(x).numpy() / spec.temperature)
     classes = probs.argmax(1) if target_class is None else np.full(len(x), target_class)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from kndnet.checkpoint import ModelSpec, load_model
-from kndnet.data.datasets import LesionDataset
+from kndnet.data.datasets import EvalView, LesionDataset
 from kndnet.data.images import load_rgb_array
 from kndnet.data.transforms import eval_view
 from kndnet.errors import CheckpointError
@@ -33,18 +33,12 @@ class Predictor(Protocol):
 def eval_dataset(rows: pd.DataFrame, spec: ModelSpec) -> LesionDataset:
     """A split's images as the model was validated on them: decoded at spec.eval_load_size, resized to
     spec.image_size (uint8; `normalise` follows on the batch)."""
-    return LesionDataset(rows, spec.image_size, "eval", load_size=spec.eval_load_size)
+    return LesionDataset(rows, EvalView(spec.image_size), load_size=spec.eval_load_size)
 
 
 def load_image(path: str | Path, spec: ModelSpec) -> torch.Tensor:
     """One image file, preprocessed as `eval_dataset` does: uint8 3 x H x W."""
     return eval_view(torch.from_numpy(load_rgb_array(path, spec.eval_load_size)).permute(2, 0, 1), spec.image_size)
-
-
-def normalise(images: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255
-    return (images.float() - mean) / std
 
 
 class TorchPredictor:
@@ -54,7 +48,7 @@ class TorchPredictor:
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        return self.model(normalise(images, self.spec)).numpy() / self.spec.temperature
+        return self.model(self.spec.normalise(images)).numpy() / self.spec.temperature
 
 
 class OnnxPredictor:
@@ -81,7 +75,7 @@ class OnnxPredictor:
         self.source = str(path)
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        x = normalise(images, self.spec).numpy()
+        x = self.spec.normalise(images).numpy()
         return self.session.run(None, {self.input_name: x})[0] / self.spec.temperature
 
 

@@ -6,6 +6,7 @@ index and, for cached distillation, the teacher's logits on exactly the view ret
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,39 +19,74 @@ from kndnet.data.cache import DecodedCache
 from kndnet.data.images import load_rgb_array
 from kndnet.data.transforms import apply_view, eval_view, fixed_view, sample_view
 
-MODES = ("train", "eval", "fixed_view")
+class EvalView:
+    """Resize only: what evaluation, calibration and export see."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: torch.Tensor, i: int, image_id: str) -> dict[str, Any]:
+        return {"image": eval_view(image, self.size)}
 
 
-class LesionDataset(Dataset):
-    """Images of a manifest subset.
+class RandomView:
+    """A fresh random crop-and-flip per access: plain training."""
 
-    mode "train": a fresh random view per access, or, with `train_views` K > 0, view k of K drawn at
-    random; "eval": resize only; "fixed_view": view `k` of each image, reproducible (seeded by image id
-    and k), as the teacher cache needs. `teacher_logits` (N x K x C, e.g. a float16 memmap) switches on
-    cached distillation: K comes from the cache and view k is returned with its logits.
+    def __init__(self, size: int) -> None:
+        self.size = size
 
-    Why K views for a student alone: a cached-KD student sees only K augmentations of each image, a
-    plain student endless fresh ones. Training the baseline on the same K views makes the ablation
+    def __call__(self, image: torch.Tensor, i: int, image_id: str) -> dict[str, Any]:
+        return {"image": apply_view(image, sample_view(*image.shape[-2:]), self.size)}
+
+
+class FixedView:
+    """View `k` of each image, reproducible from (image id, k, seed): what the teacher cache scores."""
+
+    def __init__(self, size: int, seed: int, k: int) -> None:
+        self.size, self.seed, self.k = size, seed, k
+
+    def __call__(self, image: torch.Tensor, i: int, image_id: str) -> dict[str, Any]:
+        return {"image": fixed_view(image, image_id, self.k, self.seed, self.size)}
+
+
+class DrawnView:
+    """One of K fixed views drawn at random per access, with the teacher's logits on that very view
+    when `teacher_logits` (N x K x C, e.g. a float16 memmap) is given: cached distillation.
+
+    Why K views for a student alone too: a cached-KD student sees only K augmentations of each image, a
+    plain student endless fresh ones; training the baseline on the same K views makes the ablation
     differ in the loss alone.
     """
 
-    def __init__(self, rows: pd.DataFrame, image_size: int, mode: str = "eval",
-                 cache: DecodedCache | None = None, load_size: int | None = None,
-                 view_seed: int = 0, k: int = 0, teacher_logits: np.ndarray | None = None,
-                 train_views: int = 0) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    def __init__(self, size: int, seed: int, views: int, teacher_logits: np.ndarray | None = None) -> None:
+        self.size, self.seed, self.teacher_logits = size, seed, teacher_logits
+        self.views = teacher_logits.shape[1] if teacher_logits is not None else views
+
+    def __call__(self, image: torch.Tensor, i: int, image_id: str) -> dict[str, Any]:
+        k = int(torch.randint(0, self.views, ()))
+        item: dict[str, Any] = {"image": fixed_view(image, image_id, k, self.seed, self.size)}
+        if self.teacher_logits is not None:
+            item["teacher_logits"] = torch.from_numpy(np.asarray(self.teacher_logits[i, k], np.float32))
+        return item
+
+
+View = Callable[[torch.Tensor, int, str], dict[str, Any]]
+
+
+class LesionDataset(Dataset):
+    """Images of a manifest subset, decoded (from `cache` or the JPEG at `load_size`) and cut by `view`.
+
+    One concern each: the dataset knows rows and decoding, the view knows which pixels a mode returns.
+    """
+
+    def __init__(self, rows: pd.DataFrame, view: View, cache: DecodedCache | None = None,
+                 load_size: int | None = None) -> None:
         self.image_ids = rows["image_id"].astype(str).tolist()
         self.paths = rows["path"].tolist()
         self.labels = torch.tensor([CLASS_CODES.index(c) for c in rows["label"]], dtype=torch.long)
-        self.image_size = image_size
-        self.mode = mode
+        self.view = view
         self.cache = cache
         self.load_size = load_size
-        self.view_seed = view_seed
-        self.k = k
-        self.teacher_logits = teacher_logits
-        self.train_views = teacher_logits.shape[1] if teacher_logits is not None else train_views
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -60,20 +96,7 @@ class LesionDataset(Dataset):
         return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = self._decoded(i)
-        item: dict[str, Any] = {"label": self.labels[i], "index": i}
-        if self.mode == "train" and self.train_views:
-            k = int(torch.randint(0, self.train_views, ()))
-            item["image"] = fixed_view(image, self.image_ids[i], k, self.view_seed, self.image_size)
-            if self.teacher_logits is not None:
-                item["teacher_logits"] = torch.from_numpy(np.asarray(self.teacher_logits[i, k], np.float32))
-        elif self.mode == "train":
-            item["image"] = apply_view(image, sample_view(*image.shape[-2:]), self.image_size)
-        elif self.mode == "fixed_view":
-            item["image"] = fixed_view(image, self.image_ids[i], self.k, self.view_seed, self.image_size)
-        else:
-            item["image"] = eval_view(image, self.image_size)
-        return item
+        return {"label": self.labels[i], "index": i, **self.view(self._decoded(i), i, self.image_ids[i])}
 
 
 def class_balanced_weights(labels: torch.Tensor, num_classes: int, power: float = 1.0) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.errors import KNDNetError
-from kndnet.inference import ONNX_SPEC_KEY, OnnxPredictor, normalise
+from kndnet.inference import ONNX_SPEC_KEY, OnnxPredictor
 from kndnet.io import atomic_path
 
 OPSET = 17
@@ -67,7 +67,7 @@ def check_onnx_parity(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, 
                       tolerance: float = 1e-3) -> Parity:
     """Compare PyTorch and ONNX Runtime logits on uint8 `images`; raise past `tolerance`."""
     with torch.no_grad():
-        reference = model.eval()(normalise(images, spec)).numpy()
+        reference = model.eval()(spec.normalise(images)).numpy()
     session = OnnxPredictor(onnx_path)
     candidate = session.logits(images) * session.spec.temperature  # raw logits on both sides
     parity = logits_parity(reference, candidate)

@@ -22,7 +22,6 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from kndnet.checkpoint import ModelSpec
-from kndnet.inference import normalise
 from kndnet.io import atomic_path
 
 
@@ -30,7 +29,7 @@ class ImageCalibration(CalibrationDataReader):
     """Feeds normalised calibration images to ONNX Runtime's calibrator, a few at a time."""
 
     def __init__(self, images: torch.Tensor, spec: ModelSpec, input_name: str = "image", batch: int = 16):
-        self.batches = [normalise(images[i:i + batch], spec).numpy() for i in range(0, len(images), batch)]
+        self.batches = [spec.normalise(images[i:i + batch]).numpy() for i in range(0, len(images), batch)]
         self.input_name = input_name
         self.position = 0
 

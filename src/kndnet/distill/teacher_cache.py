@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from kndnet.checkpoint import load_model
+from kndnet.checkpoint import ModelSpec, load_model
 from kndnet.data.cache import DecodedCache
-from kndnet.data.datasets import LesionDataset
+from kndnet.data.datasets import FixedView, LesionDataset
 from kndnet.errors import DataError
 from kndnet.io import atomic_path, atomic_write_json
 
@@ -83,13 +83,13 @@ def _load_view(path: Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def _score_view(teacher: torch.nn.Module, dataset: LesionDataset, mean: torch.Tensor, std: torch.Tensor,
-                teacher_size: int, batch_size: int, workers: int) -> np.ndarray:
+def _score_view(teacher: torch.nn.Module, spec: ModelSpec, dataset: LesionDataset, batch_size: int,
+                workers: int) -> np.ndarray:
     out = []
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        x = (batch["image"].float() - mean) / std
-        if x.shape[-1] != teacher_size:
-            x = F.interpolate(x, size=(teacher_size, teacher_size), mode="bilinear", antialias=True)
+        x = spec.normalise(batch["image"])
+        if x.shape[-1] != spec.image_size:
+            x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear", antialias=True)
         out.append(teacher(x.contiguous(memory_format=torch.channels_last)).float().numpy())
     return np.concatenate(out).astype(np.float16)
 
@@ -101,8 +101,6 @@ def build_teacher_cache(teacher_ckpt: str | Path, rows: pd.DataFrame, out_dir: s
     out_dir = Path(out_dir)
     teacher, spec = load_model(teacher_ckpt)
     teacher = teacher.to(memory_format=torch.channels_last)
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255
     index = {"image_ids": rows["image_id"].astype(str).tolist(), "views": views, "seed": seed,
              "image_size": image_size, "load_size": load_size, "teacher": str(teacher_ckpt),
              "teacher_sha1": file_digest(teacher_ckpt), "teacher_image_size": spec.image_size}
@@ -111,8 +109,8 @@ def build_teacher_cache(teacher_ckpt: str | Path, rows: pd.DataFrame, out_dir: s
         target = out_dir / f"logits_view{k}.npy"
         if target.is_file():
             continue
-        dataset = LesionDataset(rows, image_size, "fixed_view", cache, load_size, view_seed=seed, k=k)
-        logits = _score_view(teacher, dataset, mean, std, spec.image_size, batch_size, workers)
+        dataset = LesionDataset(rows, FixedView(image_size, seed, k), cache, load_size)
+        logits = _score_view(teacher, spec, dataset, batch_size, workers)
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, logits)

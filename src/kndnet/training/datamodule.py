@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from kndnet.config import Config
 from kndnet.data.cache import DecodedCache, build_cache
-from kndnet.data.datasets import LesionDataset, class_balanced_weights
+from kndnet.data.datasets import DrawnView, EvalView, LesionDataset, RandomView, View, class_balanced_weights
 from kndnet.data.selection import class_counts, split_rows
 from kndnet.data.transforms import resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache
@@ -62,14 +62,19 @@ class LesionDataModule(L.LightningDataModule):
     def dataset(self, split: str, mode: str) -> LesionDataset:
         rows = split_rows(self.manifest, split, self.cfg.data.val_fold)
         cache = self._subset_cache(rows)
-        logits = None
-        if mode == "train" and self.cfg.role == "distill" and self.teacher_cache is not None:
+        if mode != "train":
+            return LesionDataset(rows, EvalView(self.cfg.data.image_size), cache, self.cfg.data.image_size)
+        return LesionDataset(rows, self._train_view(rows), cache, self.load_size)
+
+    def _train_view(self, rows: pd.DataFrame) -> View:
+        """Fresh random views, or K fixed views (with the cached teacher's logits when distilling)."""
+        seed = self.teacher_cache.seed if self.teacher_cache else self.cfg.data.seed  # same views as the KD run
+        if self.cfg.role == "distill" and self.teacher_cache is not None:
             logits = self.teacher_cache.logits_for(rows["image_id"].tolist())
-        size = self.view_size if mode == "train" else self.cfg.data.image_size
-        load_size = self.load_size if mode == "train" else self.cfg.data.image_size
-        return LesionDataset(rows, size, mode, cache, load_size,
-                             view_seed=self.teacher_cache.seed if self.teacher_cache else self.cfg.data.seed,
-                             teacher_logits=logits, train_views=self.cfg.data.train_views)
+            return DrawnView(self.view_size, seed, 0, teacher_logits=logits)
+        if self.cfg.data.train_views:
+            return DrawnView(self.view_size, seed, self.cfg.data.train_views)
+        return RandomView(self.view_size)
 
     def _loader(self, dataset: LesionDataset, shuffle: bool, sampler=None) -> DataLoader:
         workers = self.cfg.data.num_workers

@@ -65,8 +65,9 @@ class LesionClassifier(L.LightningModule):
         self.register_buffer("ce_weight", class_weights(class_counts) if
                              self.cfg.train.class_weighted_loss else torch.ones(len(class_counts)))
         spec = ModelSpec.from_config(self.cfg)
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255)
+        mean, std = spec.pixel_stats()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
         self.val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val/")
         self.mixer = build_mixer(self.cfg.train, self.cfg.model.num_classes)
         self.register_buffer("teacher_shift", self._teacher_prior_shift(class_counts), persistent=False)
