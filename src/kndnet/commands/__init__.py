@@ -17,6 +17,28 @@ def command(name: str, help_text: str, add_args: Callable[[argparse.ArgumentPars
     return register
 
 
+CONFIG_DEST = "config:"  # argparse dest prefix of a flag that sets a config key
+
+
+def config_flag(p: argparse.ArgumentParser, flag: str, key: str, **kwargs) -> None:
+    """Add `flag` as an override of config key `key` (e.g. "--epochs" -> "train.epochs").
+
+    Why: the flag and the key it sets are written once, here at the declaration; `config_overrides`
+    collects every such flag, so no command maps flags to keys by hand.
+    """
+    kwargs.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
+    p.add_argument(flag, dest=CONFIG_DEST + key, **kwargs)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """{config key: value} of every config flag given (None for those not given), then `--set` pairs."""
+    from kndnet.config import parse_set_options
+    overrides = {name[len(CONFIG_DEST):]: value for name, value in vars(args).items()
+                 if name.startswith(CONFIG_DEST)}
+    overrides.update(parse_set_options(getattr(args, "set", None) or []))
+    return overrides
+
+
 SPLITS = ("test", "val", "train", "all")  # the order --help shows; the splits are data.selection.SPLITS
 
 
