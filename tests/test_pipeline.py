@@ -47,3 +47,17 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in outputs}
     assert main(["demo", "--out", str(tmp_path)]) == 0
     assert {name: (tmp_path / name).stat().st_mtime_ns for name in outputs} == before
+
+
+def test_a_stage_config_points_at_the_run_and_leaves_the_recipe_alone(tmp_path):
+    """Training stages read the run's manifest and checkpoints from a copy: the recipe's configs stay
+    as written, so a second stage (or a re-run) never inherits another stage's paths."""
+    from kndnet.pipeline import stage_configs
+    from kndnet.pipeline_stages import Run, _stage_config
+    configs = stage_configs("demo", "data-folder")
+    run = Run(configs, tmp_path, log=lambda _: None, manifest=tmp_path / "manifest.csv",
+              teacher={"best_checkpoint": "t.ckpt"}, student={"best_checkpoint": "s.ckpt"})
+    cfg = _stage_config(run, "distill")
+    assert (cfg.data.path, cfg.distill.teacher) == (str(tmp_path / "manifest.csv"), "t.ckpt")
+    assert cfg.data.cache_dir == str(tmp_path / "cache")
+    assert configs["distill"].data.path == "data-folder" and configs["distill"].distill.teacher != "t.ckpt"

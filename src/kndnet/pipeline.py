@@ -31,15 +31,15 @@ def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | Non
 
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any]:
     """Run every stage into `out`; returns the final comparison summary."""
-    from kndnet.pipeline_stages import STAGES
+    from kndnet.pipeline_stages import STAGES, Run
     out = Path(out)
     configs = stage_configs(recipe, data)
     with run_lock(out) as owned:
         if owned and clean_stale_temporaries(out):
             log(f"removed temporaries a killed run left in {out}")
         atomic_write_text(out / "recipe.yaml", Path(recipe).read_text())
-        state: dict[str, Any] = {}
+        run = Run(configs, out, log)
         for name, stage in STAGES:
             log(f"== {name}")
-            state[name] = stage(configs, out, state, log)
+            stage(run)
     return json.loads((out / "summary.json").read_text())

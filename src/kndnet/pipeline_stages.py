@@ -1,120 +1,147 @@
-"""The stages of `kndnet run`, each a function (configs, run dir, state, log) -> result.
+"""The stages of `kndnet run`: each fills its own typed field of a `Run`, or finds it done and skips.
 
-Every stage either finds its output complete and skips, or produces it atomically.
+Every stage either finds its output complete (`_finished`: its marker is written last) and skips, or
+produces it atomically. Stages never mutate the recipe's configs: each training stage gets a copy with
+the paths the earlier stages produced.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from kndnet.config import Config
 from kndnet.data.manifest import MANIFEST_NAME, describe, load_manifest, prepare
-from kndnet.io import atomic_write_json, atomic_write_text, is_complete
+from kndnet.io import COMPLETE_MARKER, atomic_write_json, atomic_write_text
 
 Configs = dict[str, Config]
+Summary = dict[str, Any]
 
 
-def _prepare(configs: Configs, out: Path, state: dict, log: Callable) -> Path:
-    path = out / MANIFEST_NAME
-    if path.is_file():
-        log(f"skipped: {path} exists (a finished prepare; delete it to re-read the data)")
-    else:
-        prepare(configs["student"].data, out)
-    log(describe(load_manifest(path)))
-    for cfg in configs.values():
-        cfg.data.path = str(path)
-        cfg.data.cache_dir = cfg.data.cache_dir or str(out / "cache")
-    return path
+@dataclass
+class Run:
+    """A pipeline run: its inputs, and what each stage hands the next (None until that stage ran)."""
+    configs: Configs
+    out: Path
+    log: Callable[[str], None]
+    manifest: Path | None = None
+    teacher: Summary | None = None          # fit summaries: best_checkpoint, best_val_macro_f1, ...
+    teacher_cache: Path | None = None       # None: the teacher runs online
+    student: Summary | None = None
+    distill: Summary | None = None
+    evaluate: dict[str, Summary] | None = None
+    export: Summary | None = None
+    bench: Summary | None = None
+    report: Summary | None = None
 
 
-def _train(role: str) -> Callable:
-    def stage(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
+def _finished(run: Run, marker: Path, why: str) -> bool:
+    """The one completeness check: a stage's marker file is written last, so it means finished."""
+    if marker.is_file():
+        run.log(f"skipped: {marker} exists ({why})")
+        return True
+    return False
+
+
+def _stage_config(run: Run, role: str) -> Config:
+    """A copy of the role's config reading the run's manifest and cache (the recipe stays as written)."""
+    cfg = copy.deepcopy(run.configs[role])
+    cfg.data.path = str(run.manifest)
+    cfg.data.cache_dir = cfg.data.cache_dir or str(run.out / "cache")
+    if role == "distill":
+        cfg.distill.teacher = run.teacher["best_checkpoint"]
+        cfg.distill.teacher_cache = str(run.teacher_cache or "")
+        if run.student is not None:
+            cfg.train.init_from = cfg.train.init_from or run.student["best_checkpoint"]
+    return cfg
+
+
+def _prepare(run: Run) -> None:
+    path = run.out / MANIFEST_NAME
+    if not _finished(run, path, "a finished prepare; delete it to re-read the data"):
+        prepare(run.configs["student"].data, run.out)
+    run.log(describe(load_manifest(path)))
+    run.manifest = path
+
+
+def _train(role: str) -> Callable[[Run], None]:
+    def stage(run: Run) -> None:
         from kndnet.training.fit import fit
-        cfg = configs[role]
-        if role == "distill":
-            cfg.distill.teacher = state["teacher"]["best_checkpoint"]
-            cfg.distill.teacher_cache = str(state["teacher_cache"] or "")
-            cfg.train.init_from = cfg.train.init_from or state["student"]["best_checkpoint"]
-        if (out / role / "summary.json").is_file():
-            log(f"skipped: {out / role / 'summary.json'} exists (a finished run)")
-        elif (out / role / "checkpoints" / "last.ckpt").is_file():
-            log(f"resuming the interrupted run from {out / role / 'checkpoints' / 'last.ckpt'}")
-        summary = fit(cfg, out / role)
-        log(f"{role}: best val macro-F1 {summary['best_val_macro_f1']} ({summary['epochs_run']} epochs)")
-        return summary
+        folder = run.out / role
+        if not _finished(run, folder / "summary.json", "a finished run") and \
+                (folder / "checkpoints" / "last.ckpt").is_file():
+            run.log(f"resuming the interrupted run from {folder / 'checkpoints' / 'last.ckpt'}")
+        summary = fit(_stage_config(run, role), folder)
+        run.log(f"{role}: best val macro-F1 {summary['best_val_macro_f1']} ({summary['epochs_run']} epochs)")
+        setattr(run, role, summary)
     return stage
 
 
-def _cache_teacher(configs: Configs, out: Path, state: dict, log: Callable) -> Path | None:
+def _cache_teacher(run: Run) -> None:
     from kndnet.distill.build import cache_teacher_for_config
     from kndnet.distill.teacher_cache import INDEX_NAME
-    cfg = configs["distill"]
-    cfg.distill.teacher = state["teacher"]["best_checkpoint"]
+    cfg = _stage_config(run, "distill")
     if cfg.distill.views == 0:
-        log("no teacher cache: the teacher runs online (distill.views is 0)")
-        return None
-    if (out / "teacher_cache" / INDEX_NAME).is_file():
-        log(f"skipped: {out / 'teacher_cache' / INDEX_NAME} exists (written after the last view)")
-    else:
-        cache_teacher_for_config(cfg, out / "teacher_cache")
-    return out / "teacher_cache"
+        run.log("no teacher cache: the teacher runs online (distill.views is 0)")
+        return
+    folder = run.out / "teacher_cache"
+    if not _finished(run, folder / INDEX_NAME, "written after the last view"):
+        cache_teacher_for_config(cfg, folder)
+    run.teacher_cache = folder
 
 
-def _evaluate(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
+def _evaluate(run: Run) -> None:
     from kndnet.evaluation.report import write_evaluation
     from kndnet.evaluation.run import evaluation_rows, score
     from kndnet.inference import open_predictor
-    rows = evaluation_rows(str(out / MANIFEST_NAME), "test")
+    rows = evaluation_rows(str(run.manifest), "test")
     results = {}
     for role in ("teacher", "student", "distill"):
-        target = out / "eval" / role
-        if is_complete(target):
-            log(f"skipped {role}: {target} is complete")
-        else:
-            predictor = open_predictor(state[role]["best_checkpoint"])
+        target = run.out / "eval" / role
+        if not _finished(run, target / COMPLETE_MARKER, f"{role} evaluated"):
+            predictor = open_predictor(getattr(run, role)["best_checkpoint"])
             tta_mode = "hflip" if role == "distill" else "none"
             plain, tta = score(predictor, rows, tta_mode)
-            write_evaluation(predictor, plain, target, str(out / MANIFEST_NAME), "test", tta, tta_mode)
+            write_evaluation(predictor, plain, target, str(run.manifest), "test", tta, tta_mode)
         results[role] = json.loads((target / "metrics.json").read_text())
-        log(f"{role}: test accuracy {results[role]['accuracy']:.3f}, macro-F1 {results[role]['macro_f1']:.3f}")
-    return results
+        run.log(f"{role}: test accuracy {results[role]['accuracy']:.3f}, macro-F1 {results[role]['macro_f1']:.3f}")
+    run.evaluate = results
 
 
-def _export(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
+def _export(run: Run) -> None:
     from kndnet.deploy.export import export
-    if is_complete(out / "export"):
-        log(f"skipped: {out / 'export'} is complete")
-    else:
-        export(Path(state["distill"]["best_checkpoint"]), out / "export", True, str(out / MANIFEST_NAME))
-    card = json.loads((out / "export" / "export.json").read_text())
-    log(f"int8: {card['int8_bytes'] / 1024:.0f} KB, accuracy {card['int8_accuracy']:.3f} "
-        f"(fp32 {card['fp32_accuracy']:.3f})")
-    return card
+    folder = run.out / "export"
+    if not _finished(run, folder / COMPLETE_MARKER, "a finished export"):
+        export(Path(run.distill["best_checkpoint"]), folder, True, str(run.manifest))
+    card = json.loads((folder / "export.json").read_text())
+    run.log(f"int8: {card['int8_bytes'] / 1024:.0f} KB, accuracy {card['int8_accuracy']:.3f} "
+            f"(fp32 {card['fp32_accuracy']:.3f})")
+    run.export = card
 
 
-def _bench(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
+def _bench(run: Run) -> None:
     from kndnet.deploy.bench import bench_checkpoint, noisy_timings, speedup_line
-    path = out / "bench" / "bench.json"
-    if path.is_file():
-        log(f"skipped: {path} exists (written after the measurements)")
-    else:
-        atomic_write_json(path, bench_checkpoint(Path(state["distill"]["best_checkpoint"]), out / "bench",
+    path = run.out / "bench" / "bench.json"
+    if not _finished(run, path, "written after the measurements"):
+        atomic_write_json(path, bench_checkpoint(Path(run.distill["best_checkpoint"]), run.out / "bench",
                                                  repeats=20))
     result = json.loads(path.read_text())
-    log(f"batch-1, 1 thread: eager {result['torch_eager_1thread_b1_p50_ms']} ms, ORT int8 "
-        f"{result['ort_int8_1thread_b1_p50_ms']} ms")
+    run.log(f"batch-1, 1 thread: eager {result['torch_eager_1thread_b1_p50_ms']} ms, ORT int8 "
+            f"{result['ort_int8_1thread_b1_p50_ms']} ms")
     if noisy_timings(result):
-        log(speedup_line(result))
-    return result
+        run.log(speedup_line(result))
+    run.bench = result
 
 
-def _report(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
+def _report(run: Run) -> None:
     from kndnet.evaluation.compare import compare
+    out = run.out
     table = compare([out / "eval" / r for r in ("teacher", "student", "distill")], out,
                     ["teacher", "student alone", "student + KD"], baseline=1)
-    ev, card, bench = state["evaluate"], state["export"], state["bench"]
+    ev, card, bench = run.evaluate, run.export, run.bench
     kd = ev["distill"]
     summary = {"teacher_test": {k: ev["teacher"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
                "student_test": {k: ev["student"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
@@ -124,8 +151,8 @@ def _report(configs: Configs, out: Path, state: dict, log: Callable) -> dict:
                                          for k in ("torch_eager", "ort_fp32", "ort_int8")}}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "report.md", _report_text(table, kd, card, bench))
-    log(f"wrote {out / 'report.md'}")
-    return summary
+    run.log(f"wrote {out / 'report.md'}")
+    run.report = summary
 
 
 def _report_text(table: str, kd: dict, card: dict, bench: dict) -> str:
@@ -143,7 +170,7 @@ def _report_text(table: str, kd: dict, card: dict, bench: dict) -> str:
         "Research use only: not a medical device.", ""])
 
 
-STAGES: list[tuple[str, Callable[[Configs, Path, dict, Callable], Any]]] = [
+STAGES: list[tuple[str, Callable[[Run], None]]] = [
     ("prepare", _prepare), ("teacher", _train("teacher")), ("teacher_cache", _cache_teacher),
     ("student", _train("student")), ("distill", _train("distill")), ("evaluate", _evaluate),
     ("export", _export), ("bench", _bench), ("report", _report),
