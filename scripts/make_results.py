@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from kndnet.evaluation.metrics import with_ci
+
 PUBLISHED = {  # Lishad et al. (2025), fold 0 of GroupKFold, selected and reported on the same fold
     "student alone": {"accuracy": 0.692, "macro_f1": 0.585},
     "student + KD": {"accuracy": 0.804, "macro_f1": 0.670},
@@ -28,14 +30,10 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _ci(m: dict, key: str) -> str:
-    return f"{m[key]:.3f} [{m[key + '_ci_low']:.3f}, {m[key + '_ci_high']:.3f}]"
-
-
 def _row(name: str, m: dict, params: str, extra: str = "") -> str:
     pub = PUBLISHED.get(name)
     published = f"{pub['accuracy']:.3f} / {pub['macro_f1']:.3f}" if pub else "-"
-    return (f"| {name} | {_ci(m, 'accuracy')} | {_ci(m, 'balanced_accuracy')} | {_ci(m, 'macro_f1')} | "
+    return (f"| {name} | {with_ci(m, 'accuracy')} | {with_ci(m, 'balanced_accuracy')} | {with_ci(m, 'macro_f1')} | "
             f"{params} | {extra} | {published} |")
 
 
@@ -109,7 +107,7 @@ def lever_table(run: Path, levers: list[str]) -> list[str]:
         if previous is not None:
             d = paired_difference(previous, eval_dir)["macro_f1"]
             diff = f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-        lines.append(f"| {name} | {'-' if val is None else f'{val:.3f}'} | {_ci(m, 'macro_f1')} | {diff} | "
+        lines.append(f"| {name} | {'-' if val is None else f'{val:.3f}'} | {with_ci(m, 'macro_f1')} | {diff} | "
                      f"{_epoch_cost(trained)} |")
         previous = eval_dir
     return lines

@@ -22,6 +22,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", "score a model with CIs, calibration, per-class metrics and figures", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
+    from kndnet.evaluation.metrics import with_ci
     from kndnet.evaluation.report import write_evaluation
     from kndnet.evaluation.run import evaluation_rows, score
     from kndnet.inference import open_predictor
@@ -30,10 +31,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     rows = evaluation_rows(args.data, args.split, args.format or "auto")
     plain, tta = score(predictor, rows, args.tta, args.batch_size)
     m = write_evaluation(predictor, plain, Path(args.out), args.data, args.split, tta, args.tta, args.resamples)
-    print(f"{m['images']} images: accuracy {m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, "
-          f"{m['accuracy_ci_high']:.3f}], balanced accuracy {m['balanced_accuracy']:.3f}, "
-          f"macro-F1 {m['macro_f1']:.3f} [{m['macro_f1_ci_low']:.3f}, {m['macro_f1_ci_high']:.3f}], "
-          f"ECE {m['ece']:.3f}")
+    print(f"{m['images']} images: accuracy {with_ci(m, 'accuracy')}, balanced accuracy "
+          f"{m['balanced_accuracy']:.3f}, macro-F1 {with_ci(m, 'macro_f1')}, ECE {m['ece']:.3f}")
     if tta is not None:
         print(f"with TTA ({args.tta}): accuracy {m['tta_accuracy']:.3f}, macro-F1 {m['tta_macro_f1']:.3f}")
     print(f"wrote {args.out}/report.md")

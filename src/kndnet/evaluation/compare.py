@@ -11,7 +11,7 @@ import pandas as pd
 from kndnet.classes import CLASS_CODES
 from kndnet.errors import DataError
 from kndnet.evaluation.figures import comparison_png
-from kndnet.evaluation.metrics import paired_bootstrap_difference
+from kndnet.evaluation.metrics import paired_bootstrap_difference, with_ci
 from kndnet.io import atomic_write_text
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -23,10 +23,6 @@ def _load(folder: Path) -> dict:
         raise DataError(f"{folder}: no {' or '.join(missing)} (not an evaluation, or one that was interrupted); "
                         f"run `kndnet evaluate --out {folder}` again")
     return json.loads((folder / "metrics.json").read_text())
-
-
-def _cell(m: dict, name: str) -> str:
-    return f"{m[name]:.3f} [{m[name + '_ci_low']:.3f}, {m[name + '_ci_high']:.3f}]"
 
 
 def _scores(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -73,8 +69,8 @@ def compare(folders: list[Path], out_dir: Path, names: list[str] | None = None, 
     lines = ["| model | accuracy | balanced accuracy | macro-F1 | mel. sensitivity | ECE |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, m in zip(names, runs):
-        lines.append(f"| {name} | {_cell(m, 'accuracy')} | {_cell(m, 'balanced_accuracy')} | "
-                     f"{_cell(m, 'macro_f1')} | {m['melanoma_sensitivity']:.3f} | {m['ece']:.3f} |")
+        lines.append(f"| {name} | {with_ci(m, 'accuracy')} | {with_ci(m, 'balanced_accuracy')} | "
+                     f"{with_ci(m, 'macro_f1')} | {m['melanoma_sensitivity']:.3f} | {m['ece']:.3f} |")
     table = "\n".join(lines) + "\n\n" + _difference_table(folders, names, baseline)
     atomic_write_text(out_dir / "comparison.md",
                       f"# Comparison on `{runs[0]['data']}` ({runs[0]['split']}, {runs[0]['images']} images)\n\n"

@@ -153,3 +153,8 @@ def paired_bootstrap_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b
     return {name: {"difference": point[name], **dict(zip(("ci_low", "ci_high"), _percentiles(values, level))),
                    "p_not_better": float(np.mean(values <= 0))}
             for name, values in draws.items()}
+
+
+def with_ci(m: dict, name: str) -> str:
+    """"0.812 [0.790, 0.835]": metric `name` of a flat metrics dict with its bootstrap interval."""
+    return f"{m[name]:.3f} [{m[name + '_ci_low']:.3f}, {m[name + '_ci_high']:.3f}]"

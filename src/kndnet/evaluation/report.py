@@ -9,7 +9,7 @@ import numpy as np
 from kndnet.classes import CLASSES
 from kndnet.data.manifest import write_csv_atomic
 from kndnet.evaluation.figures import confusion_matrix_png, reliability_png
-from kndnet.evaluation.metrics import expected_calibration_error, reliability_bins
+from kndnet.evaluation.metrics import expected_calibration_error, reliability_bins, with_ci
 from kndnet.evaluation.run import Scored, confusion, flat_metrics, predictions_table
 from kndnet.inference import Predictor, softmax
 from kndnet.io import atomic_write_json, atomic_write_text, staged_folder
@@ -20,21 +20,17 @@ def uncalibrated_ece(probs: np.ndarray, y_true: np.ndarray, temperature: float) 
     return expected_calibration_error(y_true, softmax(np.log(probs + 1e-12) * temperature))
 
 
-def _ci(m: dict, name: str) -> str:
-    return f"{m[name]:.3f} [{m[name + '_ci_low']:.3f}, {m[name + '_ci_high']:.3f}]"
-
-
 def report_markdown(m: dict, tta: dict | None, title: str) -> str:
     lines = [f"# Evaluation: {title}", "",
              f"Model `{m['model']}` on `{m['data']}` (split `{m['split']}`, {m['images']} images). "
              "95% bootstrap confidence intervals over images in brackets.", "",
              "| metric | value |", "| --- | --- |",
-             f"| accuracy | {_ci(m, 'accuracy')} |",
-             f"| balanced accuracy (ISIC 2018 score) | {_ci(m, 'balanced_accuracy')} |",
-             f"| macro-F1 | {_ci(m, 'macro_f1')} |"]
+             f"| accuracy | {with_ci(m, 'accuracy')} |",
+             f"| balanced accuracy (ISIC 2018 score) | {with_ci(m, 'balanced_accuracy')} |",
+             f"| macro-F1 | {with_ci(m, 'macro_f1')} |"]
     if tta:
-        lines += [f"| macro-F1 with TTA ({m['tta']}) | {_ci(tta, 'tta_macro_f1')} |",
-                  f"| accuracy with TTA | {_ci(tta, 'tta_accuracy')} |"]
+        lines += [f"| macro-F1 with TTA ({m['tta']}) | {with_ci(tta, 'tta_macro_f1')} |",
+                  f"| accuracy with TTA | {with_ci(tta, 'tta_accuracy')} |"]
     lines += [f"| macro precision / recall | {m['macro_precision']:.3f} / {m['macro_recall']:.3f} |",
               f"| weighted F1 | {m['weighted_f1']:.3f} |",
               f"| melanoma sensitivity / specificity | {m['melanoma_sensitivity']:.3f} / "
