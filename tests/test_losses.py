@@ -141,3 +141,33 @@ def test_class_weights_and_label_smoothing_reach_the_cross_entropy_term(name):
     expected = F.cross_entropy(s, y, weight=weight, label_smoothing=0.1)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert parts["ce"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_a_teacher_exactly_at_the_threshold_is_not_trusted():
+    """The mask is confidence > threshold, strictly: a saturated row (confidence 1.0) fails threshold 1.0."""
+    s, t, _ = _batch(n=4)
+    t = torch.zeros(4, 7)
+    t[0, 3] = 200.0  # softmax saturates to exactly 1.0 in float32
+    assert F.softmax(t, 1)[0].max().item() == 1.0
+    _, parts = masked_kd(s, t, temperature=1.0, threshold=1.0)
+    assert parts["mask_coverage"] == 0.0
+
+
+def test_one_passing_sample_is_averaged_over_one():
+    s, t, _ = _batch(n=6)
+    t = torch.zeros(6, 7)
+    t[2, 1] = 50.0  # the only confident row
+    kd, parts = masked_kd(s, t, temperature=1.0, threshold=0.65)
+    kl = F.kl_div(F.log_softmax(s[2:3], 1), F.softmax(t[2:3], 1), reduction="batchmean")
+    assert parts["mask_coverage"] == pytest.approx(1 / 6)
+    assert kd.item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+def test_dkd_on_a_batch_without_the_last_class():
+    """The one-hot target spans every class of the logits, not only those present in the batch."""
+    s, t, _ = _batch(n=8)
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1])  # no class 6
+    kd, _ = decoupled_kd(s, t, y, temperature=2.0, beta=8.0)
+    with_six = decoupled_kd(torch.cat([s, s[:1]]), torch.cat([t, t[:1]]), torch.cat([y, torch.tensor([6])]),
+                            temperature=2.0, beta=8.0)[0]
+    assert torch.isfinite(kd) and kd.item() != pytest.approx(with_six.item())
