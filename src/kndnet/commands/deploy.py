@@ -24,7 +24,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--model", help="checkpoint or .onnx (default: the shipped student)")
+    p.add_argument("--model", help="checkpoint, .onnx or .tflite (default: the shipped student)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (1 to 7)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"])
