@@ -34,6 +34,12 @@ def require_litert(module: str) -> object:
                           f"install them with `{LITERT_EXTRA}`") from None
 
 
+def check_litert_installed() -> None:
+    """Stop early (before any file is read or written) when the LiteRT extra is not installed."""
+    for module in ("litert_torch", "ai_edge_litert.interpreter", "tflite_micro.python.tflite_micro.runtime"):
+        require_litert(module)
+
+
 def read_tflite_metadata(data: bytes, source: str | Path) -> dict[str, bytes]:
     """The name -> bytes metadata entries of a .tflite flatbuffer; CheckpointError if it is not one."""
     schema = require_litert("ai_edge_litert.schema_py_generated")
@@ -84,14 +90,19 @@ class TflitePredictor:
     """A .tflite model in ai-edge-litert's interpreter (XNNPACK on CPU), one image per invoke.
 
     Why one at a time: the converted graph has a static batch of 1, as microcontroller firmware runs it.
+    `reference=True` uses LiteRT's reference kernels instead of XNNPACK: the arithmetic TFLite Micro
+    implements, for parity checks.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, reference: bool = False) -> None:
         data = Path(path).read_bytes()
         self.spec = tflite_spec(data, path)
         interpreter_module = require_litert("ai_edge_litert.interpreter")
+        resolver = interpreter_module.OpResolverType
+        kernels = resolver.BUILTIN_REF if reference else resolver.AUTO
         try:
-            self.interpreter = interpreter_module.Interpreter(model_content=data, num_threads=threads)
+            self.interpreter = interpreter_module.Interpreter(model_content=data, num_threads=threads,
+                                                              experimental_op_resolver_type=kernels)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path}: LiteRT cannot load this model ({err}); export it again with "
