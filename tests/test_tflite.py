@@ -153,6 +153,7 @@ def _export_real(real_data, out, *extra):
 
 
 @pytest.mark.litert
+@pytest.mark.timeout(1800)  # reads 1,097 real images and converts once
 def test_shipped_student_tflite_parity_on_the_test_split(real_data, tmp_path):
     """The issue's bar: LiteRT int8 vs fp32 PyTorch on the held-out split, agreement >= 0.97, macro-F1
     within 1 point."""
@@ -163,6 +164,7 @@ def test_shipped_student_tflite_parity_on_the_test_split(real_data, tmp_path):
 
 
 @pytest.mark.litert
+@pytest.mark.timeout(1800)
 def test_64px_student_fits_a_microcontroller(real_data, tmp_path):
     """The 64 px export (shipped weights, trained at 128 px) runs in TFLite Micro within 256 KB of RAM
     and 256 KB of flash, with the same outputs as LiteRT's reference kernels."""
