@@ -85,13 +85,14 @@ def _export(args: argparse.Namespace) -> int:
 
 def tflite_lines(card: dict, split: str) -> str:
     """The export's LiteRT and TFLite Micro summary, two lines."""
-    return (f"int8 LiteRT: {card['tflite_int8_bytes'] / 1024:.1f} KB, {card['tflite_int8_float_ops']} float ops; on "
-            f"{split}: accuracy fp32 PyTorch {card['torch_fp32_accuracy']:.3f} vs LiteRT {card['tflite_int8_accuracy']:.3f}"
-            f", macro-F1 {card['torch_fp32_macro_f1']:.3f} vs {card['tflite_int8_macro_f1']:.3f}, top-1 agreement "
+    kb = lambda n: f"{n / 1024:.1f} KB"  # noqa: E731
+    return (f"int8 LiteRT: {kb(card['tflite_int8_bytes'])}, {card['tflite_int8_float_ops']} float ops; on {split}: "
+            f"accuracy fp32 PyTorch {card['torch_fp32_accuracy']:.3f} vs LiteRT {card['tflite_int8_accuracy']:.3f}, "
+            f"macro-F1 {card['torch_fp32_macro_f1']:.3f} vs {card['tflite_int8_macro_f1']:.3f}, top-1 agreement "
             f"{card['tflite_int8_vs_torch_fp32_top1_agreement']:.3f}\n"
-            f"TFLite Micro: arena {card['tflm_arena_bytes'] / 1024:.1f} KB (graph-liveness estimate "
-            f"{card['peak_activation_bytes_int8'] / 1024:.1f} KB), flash {card['tflite_int8_bytes'] / 1024:.1f} KB; "
-            f"top-1 agreement with LiteRT {card['tflm_vs_litert_ref_top1_agreement']:.3f} on {card['tflm_images']} images")
+            f"TFLite Micro: arena {kb(card['tflm_arena_bytes'])} (graph-liveness estimate "
+            f"{kb(card['peak_activation_bytes_int8'])}), flash {kb(card['tflite_int8_bytes'])}; top-1 agreement "
+            f"with LiteRT {card['tflm_vs_litert_ref_top1_agreement']:.3f} on {card['tflm_images']} images")
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,8 @@ LIMITATIONS = [
     "Class imbalance: minority classes (df, vasc, akiec) have few training examples and wide confidence intervals.",
 ]
 
+MEASURED_PREFIXES = ("fp32_", "int8_", "onnx_", "torch_", "tflite_", "tflm_")
+
 
 def write_model_card(out_dir: Path, card: dict[str, Any]) -> None:
     """Write model_card.json (for programs) and MODEL_CARD.md (for people)."""
@@ -38,8 +40,9 @@ def _markdown(card: dict[str, Any]) -> str:
              f"- multiply-accumulates per image: {card['macs'] / 1e6:.1f} M",
              f"- files: fp32 ONNX {kb(card.get('fp32_bytes'))}, int8 ONNX {kb(card.get('int8_bytes'))}",
              f"- peak activation memory at int8 (graph liveness, batch 1): {kb(card['peak_activation_bytes_int8'])}",
-             *_litert_lines(card, kb), "", "## Classes", "", ", ".join(f"{c.index} {c.code} ({c.name})" for c in CLASSES), ""]
-    metrics = {k: v for k, v in card.items() if k.startswith(("fp32_", "int8_", "onnx_", "torch_", "tflite_", "tflm_")) and k.endswith(
+             *_litert_lines(card, kb),
+             "", "## Classes", "", ", ".join(f"{c.index} {c.code} ({c.name})" for c in CLASSES), ""]
+    metrics = {k: v for k, v in card.items() if k.startswith(MEASURED_PREFIXES) and k.endswith(
         ("accuracy", "macro_f1", "agreement", "diff", "images", "steps"))}
     if metrics:
         lines += ["## Measured", "", "| metric | value |", "| --- | --- |"]
