@@ -38,7 +38,7 @@ def test_tflite_export_without_the_extra_names_it(monkeypatch, synth_manifest, t
 
 def test_int8_input_quantisation_is_lossless_for_pixels():
     images = torch.arange(256, dtype=torch.uint8).repeat(3, 1).view(1, 3, 16, 16)
-    q = quantise_input(images, np.int8, 0.99951171875, -128)  # the exported model's input parameters
+    q = quantise_input(images, np.int8, 1.0, -128)  # the exported model's input parameters
     assert q.shape == (1, 16, 16, 3) and q.dtype == np.int8
     assert np.array_equal(q[0, ..., 0].ravel().astype(int) + 128, np.arange(256))
     assert np.allclose(dequantise(np.array([[-128, 0, 127]], np.int8), np.int8, 0.5, -128), [[0, 64, 127.5]])
@@ -85,7 +85,7 @@ def test_tflite_is_full_integer_with_int8_input(exported_tflite):
     assert floats == [] and card["tflite_int8_float_ops"] == 0
     assert "QUANTIZE" not in counts and "DEQUANTIZE" not in counts and counts["CONV_2D"] == 10
     assert card["tflite_input"].startswith("int8") and card["input_zero_point"] == -128
-    assert abs(card["input_scale"] - 1.0) < 0.01  # pixels quantise losslessly
+    assert card["input_scale"] == 1.0  # fixed, not calibrated: int8 = pixel - 128, lossless
     assert card["trained_image_size"] == 128 and card["image_size"] == 32
 
 
@@ -96,8 +96,8 @@ def test_tflite_carries_its_spec_and_matches_pytorch(exported_tflite, synth_mani
     from kndnet.inference import TorchPredictor, open_predictor
     predictor = open_predictor(exported_tflite / "model_int8.tflite")
     _, shipped = load_model(SHIPPED_CHECKPOINT)
+    assert predictor.spec == load_model(exported_tflite / "model.ckpt")[1]  # the whole spec, from the file alone
     assert predictor.spec.image_size == 32 and predictor.spec.class_codes == shipped.class_codes
-    assert predictor.spec.eval_load_size == shipped.eval_load_size
     images, _ = load_images(str(synth_manifest), "test", predictor.spec, 0)
     reference = TorchPredictor(exported_tflite / "model.ckpt").logits(images)
     candidate = predictor.logits(images)
