@@ -3,9 +3,10 @@ top-1 agreement with fp32 PyTorch, all measured in one process on the same image
 
 Rows: PyTorch eager fp32, ONNX Runtime fp32 and int8 (QDQ), LiteRT (XNNPACK) fp32 and full-integer int8.
 It reads an export folder written by `kndnet export --int8 --tflite` (model.ckpt, model_fp32.onnx,
-model_int8.onnx, model_int8.tflite) and converts the LiteRT fp32 file itself. Latency: p50 (and p95) of
+model_int8.onnx, model_int8.tflite) and converts the LiteRT fp32 file itself (or takes --tflite-fp32). Latency: p50 (and p95) of
 batch-1 calls after warm-up, rounds alternating between runtimes so a busy spell hits them all.
 Usage: python benchmarks/bench_runtimes.py EXPORT_DIR [--data ../shared/data/ham10000] [--repeats 200]
+       [--tflite-fp32 FILE]
 """
 
 from __future__ import annotations
@@ -55,12 +56,13 @@ def main() -> None:
     parser.add_argument("export", type=Path)
     data_arg(parser)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--tflite-fp32", type=Path, help="a LiteRT fp32 file of the same model (else converted)")
     args = parser.parse_args()
     model, spec = load_model(args.export / "model.ckpt")
     data_cfg = load_config_from_checkpoint(args.export / "model.ckpt").data
     images, _ = load_images(args.data, "test", spec, 0, data_cfg=data_cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        tflite_fp32 = convert_tflite(model, spec, Path(tmp) / "model_fp32.tflite")
+        tflite_fp32 = args.tflite_fp32 or convert_tflite(model, spec, Path(tmp) / "model_fp32.tflite")
         table = rows(args.export, tflite_fp32)
         reference = table["PyTorch eager fp32"][1].logits(images).argmax(1)
         agreement = {name: float(np.mean(p.logits(images).argmax(1) == reference)) for name, (_, p, _) in table.items()}
