@@ -3,8 +3,9 @@ top-1 agreement with fp32 PyTorch, all measured in one process on the same image
 
 Rows: PyTorch eager fp32, ONNX Runtime fp32 and int8 (QDQ), LiteRT (XNNPACK) fp32 and full-integer int8.
 It reads an export folder written by `kndnet export --int8 --tflite` (model.ckpt, model_fp32.onnx,
-model_int8.onnx, model_int8.tflite) and converts the LiteRT fp32 file itself (or takes --tflite-fp32). Latency: p50 (and p95) of
-batch-1 calls after warm-up, rounds alternating between runtimes so a busy spell hits them all.
+model_int8.onnx, model_int8.tflite) and converts the LiteRT fp32 file itself (or takes --tflite-fp32).
+Latency: p50 (and p95) of batch-1 calls after warm-up, rounds alternating between runtimes so a busy
+spell hits them all.
 Usage: python benchmarks/bench_runtimes.py EXPORT_DIR [--data ../shared/data/ham10000] [--repeats 200]
        [--tflite-fp32 FILE]
 """
