@@ -44,3 +44,8 @@ mutation:  ## mutation testing (mutmut) of the modules whose mistakes are silent
 		 tail -n 3 mutmut-run.log; echo "surviving mutants (mutmut show NAME in $$dir for the diff):"; \
 		 $(abspath $(BIN))/mutmut results); \
 	done
+
+.PHONY: test-litert
+test-litert:  ## install the LiteRT extra, then its tests (LiteRT/TFLite Micro export, parity, arena; real data too)
+	$(BIN)/pip install -q -e ".[dev,lite,litert]"
+	$(BIN)/pytest -q -m litert

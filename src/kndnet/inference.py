@@ -1,4 +1,4 @@
-"""Run a trained model on images: PyTorch checkpoints and exported ONNX models behind one interface.
+"""Run a trained model on images: PyTorch checkpoints, exported ONNX and LiteRT models behind one interface.
 
 A Predictor takes uint8 N x 3 x H x W batches at the model's input size and returns logits divided by
 the calibration temperature. Test-time augmentation averages softmax over flipped copies.
@@ -80,12 +80,15 @@ class OnnxPredictor:
 
 
 def open_predictor(path: str | Path) -> Predictor:
-    """A predictor for a .ckpt or .onnx file."""
+    """A predictor for a .ckpt, .onnx or .tflite file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file {path} not found")
     if path.suffix == ".onnx":
         return OnnxPredictor(path)
+    if path.suffix == ".tflite":
+        from kndnet.inference_tflite import TflitePredictor  # optional extra: imported only when asked
+        return TflitePredictor(path)
     return TorchPredictor(path)
 
 

@@ -142,8 +142,8 @@ def explain_files(inputs: list[str], model: str | None, out_dir: Path,
     from kndnet.checkpoint import load_model
     from kndnet.explain import explain_batch, save_overlay
     path = resolve_model(model)
-    if path.suffix == ".onnx":
-        raise DataError("Grad-CAM needs gradients: pass the PyTorch checkpoint (.ckpt), not the .onnx")
+    if path.suffix in (".onnx", ".tflite"):
+        raise DataError(f"Grad-CAM needs gradients: pass the PyTorch checkpoint (.ckpt), not the {path.suffix}")
     net, spec = load_model(path)
     target_index = _target_index(target)
     images, results = _decode(collect_files(inputs), spec)

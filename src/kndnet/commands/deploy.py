@@ -24,7 +24,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--model", help="checkpoint or .onnx (default: the shipped student)")
+    p.add_argument("--model", help="checkpoint, .onnx or .tflite (default: the shipped student)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (1 to 7)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"])
@@ -55,14 +55,21 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", help="manifest or data folder: calibration images come from its train split")
     p.add_argument("--calib-count", type=positive_int, default=200)
     p.add_argument("--eval-split", default="test", choices=SPLITS, help="held-out split for the fp32-vs-int8 report")
+    p.add_argument("--tflite", action="store_true",
+                   help="also write model_int8.tflite (full-integer LiteRT; needs `pip install 'kndnet[litert]'`) "
+                        "and measure it in LiteRT and TensorFlow Lite Micro")
+    p.add_argument("--c-array", action="store_true",
+                   help="also write model_data.h/.cc and main.cc: the .tflite model for TFLite Micro firmware")
+    p.add_argument("--image-size", type=positive_int, default=0,
+                   help="export at this input size instead of the trained one (the student is fully convolutional)")
 
 
-@command("export", "export ONNX (and int8) with parity checks and a model card", _export_args)
+@command("export", "export ONNX (and int8, LiteRT) with parity checks and a model card", _export_args)
 def _export(args: argparse.Namespace) -> int:
-    from kndnet.deploy.export import export
+    from kndnet.deploy.export import LiteRTOptions, export
     from kndnet.shipped import resolve_model
     card = export(resolve_model(args.model), Path(args.out), args.int8, args.calib, args.calib_count,
-                  args.eval_split)
+                  args.eval_split, litert=LiteRTOptions(args.tflite, args.c_array, args.image_size))
     print(f"fp32 ONNX: {card['fp32_bytes'] / 1024:.1f} KB, parity vs PyTorch max |diff| "
           f"{card['onnx_fp32_vs_torch_max_abs_logit_diff']:.1e}; {card['macs'] / 1e6:.1f} M MACs; "
           f"int8 peak activations {card['peak_activation_bytes_int8'] / 1024:.0f} KB")
@@ -70,8 +77,22 @@ def _export(args: argparse.Namespace) -> int:
         print(f"int8 ONNX: {card['int8_bytes'] / 1024:.1f} KB; on {args.eval_split}: accuracy fp32 "
               f"{card['fp32_accuracy']:.3f} vs int8 {card['int8_accuracy']:.3f}, macro-F1 {card['fp32_macro_f1']:.3f}"
               f" vs {card['int8_macro_f1']:.3f}, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}")
+    if "tflite_int8_bytes" in card:
+        print(tflite_lines(card, args.eval_split))
     print(f"wrote {args.out}/MODEL_CARD.md")
     return 0
+
+
+def tflite_lines(card: dict, split: str) -> str:
+    """The export's LiteRT and TFLite Micro summary, two lines."""
+    kb = lambda n: f"{n / 1024:.1f} KB"  # noqa: E731
+    return (f"int8 LiteRT: {kb(card['tflite_int8_bytes'])}, {card['tflite_int8_float_ops']} float ops; on {split}: "
+            f"accuracy fp32 PyTorch {card['torch_fp32_accuracy']:.3f} vs LiteRT {card['tflite_int8_accuracy']:.3f}, "
+            f"macro-F1 {card['torch_fp32_macro_f1']:.3f} vs {card['tflite_int8_macro_f1']:.3f}, top-1 agreement "
+            f"{card['tflite_int8_vs_torch_fp32_top1_agreement']:.3f}\n"
+            f"TFLite Micro: arena {kb(card['tflm_arena_bytes'])} (graph-liveness estimate "
+            f"{kb(card['peak_activation_bytes_int8'])}), flash {kb(card['tflite_int8_bytes'])}; top-1 agreement "
+            f"with LiteRT {card['tflm_vs_litert_ref_top1_agreement']:.3f} on {card['tflm_images']} images")
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
@@ -79,18 +100,24 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", help="teacher checkpoint, measured side by side")
     p.add_argument("--calib", help="manifest or data folder for int8 calibration (default: random images)")
     p.add_argument("--repeats", type=positive_int, default=50)
+    p.add_argument("--tflite", action="store_true",
+                   help="also LiteRT (XNNPACK) fp32 and full-integer int8 (needs `pip install 'kndnet[litert]'`)")
     p.add_argument("--out", required=True)
 
 
-@command("bench", "latency/throughput: PyTorch eager vs ONNX Runtime fp32 vs int8, 1 and all threads",
+@command("bench", "latency/throughput: PyTorch eager vs ONNX Runtime (and LiteRT) fp32 vs int8, 1 and all threads",
          _bench_args)
 def _bench(args: argparse.Namespace) -> int:
     from kndnet.deploy.bench import bench_checkpoint, bench_table, speedup_line
     from kndnet.io import atomic_write_json, atomic_write_text
     from kndnet.shipped import resolve_model
     out = Path(args.out)
+    if args.tflite:
+        from kndnet.inference_tflite import check_litert_installed
+        check_litert_installed()
     models = [resolve_model(args.model)] + ([Path(args.teacher)] if args.teacher else [])
-    results = [bench_checkpoint(m, out, _calibration(args.calib, m), args.repeats) for m in models]
+    results = [bench_checkpoint(m, out, _calibration(args.calib, m), args.repeats, args.tflite and i == 0)
+               for i, m in enumerate(models)]  # LiteRT for the student: the teacher is not a deployment target
     table = bench_table(results)
     atomic_write_json(out / "bench.json", results)
     atomic_write_text(out / "bench.md", table + "\n")

@@ -12,7 +12,7 @@ from kndnet.errors import DataError
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
-    p.add_argument("--model", help="checkpoint or .onnx (default: the shipped student)")
+    p.add_argument("--model", help="checkpoint, .onnx or .tflite (default: the shipped student)")
     p.add_argument("--split", default="test", choices=SPLITS, help="manifest split (default test)")
     p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"])
     p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv, figures, report.md")

@@ -1,4 +1,5 @@
-"""`kndnet bench`: latency and throughput of a model as PyTorch eager, ONNX Runtime fp32 and int8.
+"""`kndnet bench`: latency and throughput of a model as PyTorch eager, ONNX Runtime fp32 and int8, and
+with `--tflite` LiteRT (XNNPACK) fp32 and full-integer int8.
 
 Batch-1 latency (p50/p95 over repeated runs after warm-up) and batch-32 throughput, on one thread
 and on all cores, all measured in this process on the same inputs. Results are a flat JSON plus a
@@ -53,6 +54,24 @@ def _ort_runner(path: Path, x: np.ndarray, threads: int) -> Callable[[], object]
     return lambda: session.run(None, {name: x})
 
 
+def _litert_runner(path: Path, x: np.ndarray, threads: int) -> Callable[[], object]:
+    """LiteRT (XNNPACK, the default CPU path) on a batch shaped like NCHW `x`; the graph is NHWC and
+    batch 1 as converted, resized here for the throughput batch. Values do not change the timing."""
+    from kndnet.inference_tflite import require_litert
+    interpreter = require_litert("ai_edge_litert.interpreter").Interpreter(model_path=str(path), num_threads=threads)
+    detail, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    n, c, h, w = x.shape
+    if n != 1:
+        interpreter.resize_tensor_input(detail["index"], [n, h, w, c])
+    interpreter.allocate_tensors()
+    data = np.zeros((n, h, w, c), detail["dtype"])
+    def run() -> object:
+        interpreter.set_tensor(detail["index"], data)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])
+    return run
+
+
 def measure(runners: dict[str, Callable[[np.ndarray, int], Callable[[], object]]], size: int,
             repeats: int = 50, batch: int = 32) -> dict[str, float]:
     rng = np.random.default_rng(0)
@@ -72,8 +91,8 @@ def measure(runners: dict[str, Callable[[np.ndarray, int], Callable[[], object]]
 
 
 def bench_checkpoint(ckpt: Path, out_dir: Path, calibration: torch.Tensor | None = None,
-                     repeats: int = 50) -> dict[str, Any]:
-    """Export (fp32 + int8) into out_dir and measure all three runtimes."""
+                     repeats: int = 50, tflite: bool = False) -> dict[str, Any]:
+    """Export (fp32 + int8; with `tflite` also LiteRT fp32 + int8) into out_dir and measure every runtime."""
     model, spec = load_model(ckpt)
     fp32 = export_onnx(model, spec, out_dir / f"{spec.arch}_fp32.onnx")
     if calibration is None:  # latency does not depend on calibration quality
@@ -82,14 +101,27 @@ def bench_checkpoint(ckpt: Path, out_dir: Path, calibration: torch.Tensor | None
     runners = {"torch_eager": lambda x, t: _torch_runner(model, x, t),
                "ort_fp32": lambda x, t: _ort_runner(fp32, x, t),
                "ort_int8": lambda x, t: _ort_runner(int8, x, t)}
+    sizes = {"fp32_onnx_bytes": fp32.stat().st_size, "int8_onnx_bytes": int8.stat().st_size}
+    if tflite:
+        runners.update(_litert_runners(model, spec, out_dir, calibration, sizes))
     stats = graph_stats(fp32, spec.image_size)
     result = {"model": str(ckpt), "arch": spec.arch, "image_size": spec.image_size,
-              "parameters": count_parameters(model), "macs": stats["macs"],
-              "fp32_onnx_bytes": fp32.stat().st_size, "int8_onnx_bytes": int8.stat().st_size,
+              "parameters": count_parameters(model), "macs": stats["macs"], **sizes,
               **measure(runners, spec.image_size, repeats)}
     result["int8_vs_eager_1thread_b1_speedup"] = round(
         result["torch_eager_1thread_b1_p50_ms"] / result["ort_int8_1thread_b1_p50_ms"], 2)
     return result
+
+
+def _litert_runners(model: torch.nn.Module, spec, out_dir: Path, calibration: torch.Tensor,
+                    sizes: dict[str, int]) -> dict[str, Callable[[np.ndarray, int], Callable[[], object]]]:
+    """Convert LiteRT fp32 and full-integer int8 files into out_dir (sizes noted) and their runners."""
+    from kndnet.deploy.tflite_export import convert_tflite
+    fp32 = convert_tflite(model, spec, out_dir / f"{spec.arch}_fp32.tflite")
+    int8 = convert_tflite(model, spec, out_dir / f"{spec.arch}_int8.tflite", calibration)
+    sizes.update(fp32_tflite_bytes=fp32.stat().st_size, int8_tflite_bytes=int8.stat().st_size)
+    return {"litert_fp32": lambda x, t: _litert_runner(fp32, x, t),
+            "litert_int8": lambda x, t: _litert_runner(int8, x, t)}
 
 
 NOISE_LIMIT = 2.0  # p95/p50 above this: the machine was busy and medians are not comparable

@@ -1,8 +1,9 @@
-"""`kndnet export`: ONNX fp32 (+ int8) with parity checks, graph costs and a model card."""
+"""`kndnet export`: ONNX fp32 (+ int8, + full-integer LiteRT) with parity checks, graph costs and a model card."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +48,40 @@ def int8_report(fp32: Path, int8: Path, images: torch.Tensor, labels: np.ndarray
             **logits_parity(a, b).as_dict("int8_vs_fp32")}
 
 
+@dataclasses.dataclass
+class LiteRTOptions:
+    """What `--tflite`, `--c-array` and `--image-size` ask of an export."""
+    tflite: bool = False
+    c_array: bool = False
+    image_size: int = 0  # 0: the size the model was trained at
+
+
 def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_count: int = 200,
-           eval_split: str = "test", eval_count: int = 0) -> dict[str, Any]:
+           eval_split: str = "test", eval_count: int = 0, litert: LiteRTOptions | None = None) -> dict[str, Any]:
     """Write the ONNX model(s), a slim checkpoint and the model card into `out_dir`, all or nothing.
 
     Calibration and held-out images are read before anything is written, and the files are staged
     and moved into `out_dir` only when every step succeeded (export.json marks a whole export).
+    `litert.image_size` exports the fully convolutional student at another input size (its weights
+    unchanged); the card records the size it was trained at.
     """
+    litert = litert or LiteRTOptions()
+    if litert.tflite or litert.c_array:
+        from kndnet.inference_tflite import check_litert_installed
+        check_litert_installed()
     model, spec = load_model(model_path)
+    trained_size = spec.image_size
+    if litert.image_size:
+        spec = dataclasses.replace(spec, image_size=litert.image_size)
     cfg = load_config_from_checkpoint(model_path)
-    images = _int8_images(data, spec, calib_count, eval_split, eval_count, cfg.data) if int8 else None
+    wants_images = int8 or litert.tflite or litert.c_array
+    images = _int8_images(data, spec, calib_count, eval_split, eval_count, cfg.data) if wants_images else None
     with staged_folder(out_dir) as tmp:
-        card = _export_into(tmp, model, spec, cfg, images)
+        card = _export_into(tmp, model, spec, cfg, images if int8 else None)
+        card["trained_image_size"] = trained_size
+        if litert.tflite or litert.c_array:
+            from kndnet.deploy.tflite_report import export_tflite  # the optional LiteRT extra
+            card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array))
         if images is not None:
             card["int8_eval_split"] = eval_split
         write_model_card(tmp, card)
@@ -70,7 +93,8 @@ def _int8_images(data: str | None, spec: ModelSpec, calib_count: int, eval_split
                  data_cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Calibration images (train split) and held-out images with labels; DataError before any writing."""
     if not data:
-        raise ConfigError("--int8 needs --calib DATA (a manifest or data folder) for calibration images")
+        raise ConfigError("--int8 needs --calib DATA (a manifest or data folder) for calibration images, as do "
+                          "--tflite and --c-array")
     calib, _ = load_images(data, "train", spec, calib_count, data_cfg=data_cfg)
     held_out, labels = load_images(data, eval_split, spec, eval_count, data_cfg=data_cfg)
     return calib, held_out, labels

@@ -21,6 +21,8 @@ LIMITATIONS = [
     "Class imbalance: minority classes (df, vasc, akiec) have few training examples and wide confidence intervals.",
 ]
 
+MEASURED_PREFIXES = ("fp32_", "int8_", "onnx_", "torch_", "tflite_", "tflm_")
+
 
 def write_model_card(out_dir: Path, card: dict[str, Any]) -> None:
     """Write model_card.json (for programs) and MODEL_CARD.md (for people)."""
@@ -38,9 +40,10 @@ def _markdown(card: dict[str, Any]) -> str:
              f"- multiply-accumulates per image: {card['macs'] / 1e6:.1f} M",
              f"- files: fp32 ONNX {kb(card.get('fp32_bytes'))}, int8 ONNX {kb(card.get('int8_bytes'))}",
              f"- peak activation memory at int8 (graph liveness, batch 1): {kb(card['peak_activation_bytes_int8'])}",
+             *_litert_lines(card, kb),
              "", "## Classes", "", ", ".join(f"{c.index} {c.code} ({c.name})" for c in CLASSES), ""]
-    metrics = {k: v for k, v in card.items() if k.startswith(("fp32_", "int8_", "onnx_")) and k.endswith(
-        ("accuracy", "macro_f1", "agreement", "diff", "images"))}
+    metrics = {k: v for k, v in card.items() if k.startswith(MEASURED_PREFIXES) and k.endswith(
+        ("accuracy", "macro_f1", "agreement", "diff", "images", "steps"))}
     if metrics:
         lines += ["## Measured", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in metrics.items()] + [""]
@@ -49,3 +52,17 @@ def _markdown(card: dict[str, Any]) -> str:
     lines += ["## Limitations", ""] + [f"- {x}" for x in LIMITATIONS]
     lines += ["", "## Data", "", HAM10000_ATTRIBUTION, ""]
     return "\n".join(lines)
+
+
+def _litert_lines(card: dict[str, Any], kb) -> list[str]:
+    """The LiteRT file and the TFLite Micro arena it was measured to need, when exported with --tflite."""
+    if "tflite_int8_bytes" not in card:
+        return []
+    lines = [f"- full-integer LiteRT model (flash): {kb(card['tflite_int8_bytes'])}; input "
+             f"{card['tflite_input']}, int8 = pixel / {card['input_scale']:.4g} + ({card['input_zero_point']})",
+             f"- TensorFlow Lite Micro arena (RAM), measured: {kb(card['tflm_arena_bytes'])} (of which tensors "
+             f"{kb(card['tflm_arena_head_bytes'])}), next to the graph-liveness estimate "
+             f"{kb(card['peak_activation_bytes_int8'])}"]
+    if card.get("trained_image_size") != card["image_size"]:
+        lines.append(f"- exported at {card['image_size']} px from weights trained at {card['trained_image_size']} px")
+    return lines

@@ -1,0 +1,174 @@
+"""LiteRT (TensorFlow Lite) export of the student with litert-torch: float, or full-integer int8.
+
+The full-integer model is quantised in PyTorch with litert-torch's PT2E quantiser (int8 per-channel
+symmetric weights, int8 per-tensor activations, histogram-calibrated on training images) and converted
+by litert-torch, no TensorFlow involved. Two changes to the network make every op integer:
+
+- the graph takes N x H x W x 3 RGB pixels and normalises them itself (one MUL and one ADD); the input's
+  quantisation is fixed, not calibrated (scale 1, zero point -128: int8 = pixel - 128), so it is
+  lossless and firmware feeds camera bytes without float maths (a calibrated range clipped the brightest
+  pixels of generated images: scale 0.98); NHWC is the layout TFLite kernels use;
+- SiLU is written as x * sigmoid(x): the quantiser annotates sigmoid and mul but not silu, and left as
+  silu it stays float between DEQUANTIZE/QUANTIZE pairs (measured: ten float LOGISTIC ops).
+
+The spec travels in the file as a metadata entry (inference_tflite.TFLITE_SPEC_KEY); tensor names are
+shortened (they are a twentieth of the file otherwise). `ai-edge-litert`/`litert-torch` are an extra.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kndnet.checkpoint import ModelSpec
+from kndnet.errors import KNDNetError
+from kndnet.inference_tflite import TFLITE_SPEC_KEY, require_litert
+from kndnet.io import atomic_path
+
+FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
+
+
+class SigmoidMul(nn.Module):
+    """SiLU as x * sigmoid(x), the form the PT2E quantiser can keep in int8."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+class EdgeStudent(nn.Module):
+    """The student as a device runs it: N x H x W x 3 pixels (0..255, float here, int8 once quantised)
+    -> N x C logits, normalised inside the graph as (pixel/255 - mean)/std."""
+
+    def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.model = with_explicit_silu(model)
+        mean, std = spec.pixel_stats()  # (pixel - mean) / std as one multiply-add the converter folds
+        self.register_buffer("scale", 1.0 / std)
+        self.register_buffer("shift", -mean / std)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixels.permute(0, 3, 1, 2) * self.scale + self.shift)
+
+
+def with_explicit_silu(model: nn.Module) -> nn.Module:
+    """A copy of `model` (eval mode) with every nn.SiLU replaced by SigmoidMul (same function)."""
+    model = copy.deepcopy(model).eval()
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.SiLU):
+                setattr(module, name, SigmoidMul())
+    return model
+
+
+def nhwc_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float N x H x W x 3 pixels, the EdgeStudent's input."""
+    return images.permute(0, 2, 3, 1).float()
+
+
+def convert_tflite(model: nn.Module, spec: ModelSpec, path: str | Path,
+                   calibration: torch.Tensor | None = None) -> Path:
+    """Write `model` as .tflite at spec.image_size, batch 1: float when `calibration` is None, else
+    full-integer int8 calibrated on those uint8 N x 3 x H x W images (refused if any op stays float)."""
+    litert_torch = require_litert("litert_torch")
+    litert_torch.config.show_progress = False
+    edge = EdgeStudent(model, spec).eval()
+    sample = (torch.zeros(1, spec.image_size, spec.image_size, 3),)
+    with torch.no_grad():
+        if calibration is None:
+            converted = litert_torch.convert(edge, sample)
+        else:
+            quantised, config = _quantise(edge, sample, calibration)
+            converted = litert_torch.convert(quantised, sample, quant_config=config)
+    with atomic_path(path) as tmp:
+        converted.export(str(tmp))
+        _finish(tmp, spec)
+        if calibration is not None and (floats := float_ops(tmp)):
+            raise KNDNetError(f"{path}: the int8 model still has float ops ({', '.join(floats)}); the "
+                              "quantiser left them unannotated, so it is not full-integer")
+    return Path(path)
+
+
+def _pixel_input_quantizer():
+    """litert-torch's PT2E quantiser (int8, per-channel weights) with the graph input's quantisation fixed to
+    int8 = pixel - 128 instead of calibrated."""
+    pt2e = require_litert("litert_torch.quantize.pt2e_quantizer")
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+    pixels = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=1.0, zero_point=-128, quant_min=-128,
+                                          quant_max=127, qscheme=torch.per_tensor_affine)
+
+    class PixelInputQuantizer(pt2e.PT2EQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                annotation = node.meta.get("quantization_annotation")
+                for edge in list(annotation.input_qspec_map) if annotation else []:
+                    if _reads_graph_input(edge):
+                        annotation.input_qspec_map[edge] = pixels
+            return model
+
+    return PixelInputQuantizer().set_global(pt2e.get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _reads_graph_input(node: torch.fx.Node) -> bool:
+    """The graph input itself, or its NHWC -> NCHW permute (the first quantised op reads that)."""
+    return node.op == "placeholder" or (node.target == torch.ops.aten.permute.default
+                                        and node.args[0].op == "placeholder")
+
+
+def _quantise(edge: nn.Module, sample: tuple[torch.Tensor], calibration: torch.Tensor):
+    """PT2E post-training quantisation: export, observe the calibration images, convert."""
+    from torchao.quantization.pt2e import quantize_pt2e
+    quant_config = require_litert("litert_torch.quantize.quant_config")
+    quantizer = _pixel_input_quantizer()
+    prepared = quantize_pt2e.prepare_pt2e(torch.export.export(edge, sample).module(), quantizer)
+    for image in calibration:  # the exported graph has a static batch of 1
+        prepared(nhwc_pixels(image[None]))
+    return quantize_pt2e.convert_pt2e(prepared, fold_quantize=False), quant_config.QuantConfig(pt2e_quantizer=quantizer)
+
+
+def _finish(path: Path, spec: ModelSpec) -> None:
+    """Store the spec as metadata and shorten internal tensor names (inputs/outputs keep theirs)."""
+    fb = require_litert("ai_edge_litert.tools.flatbuffer_utils")
+    schema = require_litert("ai_edge_litert.schema_py_generated")
+    model = fb.read_model(str(path))
+    for graph in model.subgraphs:
+        keep = set(graph.inputs) | set(graph.outputs)
+        for index, tensor in enumerate(graph.tensors):
+            if index not in keep:
+                tensor.name = f"t{index}"
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(spec.to_dict()).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = TFLITE_SPEC_KEY, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != TFLITE_SPEC_KEY.encode()] + [entry]
+    fb.write_model(model, str(path))
+
+
+def op_census(path: str | Path) -> tuple[Counter, list[str]]:
+    """Operator counts of a .tflite file, and the ops that read or write a float tensor ('OP(tensor type)')."""
+    fb = require_litert("ai_edge_litert.tools.flatbuffer_utils")
+    schema = require_litert("ai_edge_litert.schema_py_generated")
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = fb.read_model(str(path))
+    counts: Counter = Counter()
+    floats = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            name = names.get(fb.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]), "?")
+            counts[name] += 1
+            types = {fb.type_to_name(graph.tensors[i].type) for i in [*op.inputs, *op.outputs] if i >= 0}
+            if types & FLOAT_TYPES:
+                floats.append(f"{name}({'/'.join(sorted(types & FLOAT_TYPES))})")
+    return counts, floats
+
+
+def float_ops(path: str | Path) -> list[str]:
+    """The ops of a .tflite file that touch float tensors: empty for a full-integer model."""
+    return op_census(path)[1]
