@@ -207,3 +207,14 @@ def test_predict_csv_is_parseable_with_commas_in_errors(student, synth_dir, tmp_
     assert main(["predict", str(image), str(bad), "--model", student, "--format", "csv", "--top-k", "2"]) == 1
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 3 and rows[2]["file"].endswith("a,b.jpg") and rows[2]["error"]
+
+
+def test_bench_times_the_exported_files_when_given_the_export(student, exported, tmp_path):
+    """`bench --export` measures the files that ship, not a re-export quantised with random images."""
+    assert main(["bench", "--model", student, "--export", str(exported), "--out", str(tmp_path),
+                 "--repeats", "3"]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())[0]
+    assert result["onnx_files"] == "exported"
+    assert result["int8_onnx_bytes"] == (exported / "model_int8.onnx").stat().st_size
+    assert result["fp32_onnx_bytes"] == (exported / "model_fp32.onnx").stat().st_size
+    assert not list(tmp_path.glob("*.onnx"))  # nothing exported again

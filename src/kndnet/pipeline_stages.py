@@ -127,7 +127,7 @@ def _bench(run: Run) -> None:
     path = run.out / "bench" / "bench.json"
     if not _finished(run, path, "written after the measurements"):
         atomic_write_json(path, bench_checkpoint(Path(run.distill["best_checkpoint"]), run.out / "bench",
-                                                 repeats=20))
+                                                 repeats=20, exported=run.out / "export"))  # what ships
     result = json.loads(path.read_text())
     run.log(f"batch-1, 1 thread: eager {result['torch_eager_1thread_b1_p50_ms']} ms, ORT int8 "
             f"{result['ort_int8_1thread_b1_p50_ms']} ms")

@@ -100,6 +100,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", help="teacher checkpoint, measured side by side")
     p.add_argument("--calib", help="manifest or data folder for int8 calibration (default: random images)")
     p.add_argument("--repeats", type=positive_int, default=50)
+    p.add_argument("--export", type=Path, help="a `kndnet export --int8` folder of --model: time its ONNX files "
+                   "(what ships) instead of exporting and quantising again")
     p.add_argument("--tflite", action="store_true",
                    help="also LiteRT (XNNPACK) fp32 and full-integer int8 (needs `pip install 'kndnet[litert]'`)")
     p.add_argument("--out", required=True)
@@ -116,8 +118,8 @@ def _bench(args: argparse.Namespace) -> int:
         from kndnet.inference_tflite import check_litert_installed
         check_litert_installed()
     models = [resolve_model(args.model)] + ([Path(args.teacher)] if args.teacher else [])
-    results = [bench_checkpoint(m, out, _calibration(args.calib, m), args.repeats, args.tflite and i == 0)
-               for i, m in enumerate(models)]  # LiteRT for the student: the teacher is not a deployment target
+    results = [bench_checkpoint(m, out, _calibration(args.calib, m), args.repeats, args.tflite and i == 0,
+                                args.export if i == 0 else None) for i, m in enumerate(models)]  # LiteRT for the student: the teacher is not a deployment target
     table = bench_table(results)
     atomic_write_json(out / "bench.json", results)
     atomic_write_text(out / "bench.md", table + "\n")

@@ -22,6 +22,7 @@ from kndnet.checkpoint import load_model
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.onnx_export import export_onnx
 from kndnet.deploy.quantize import quantize_int8
+from kndnet.errors import CheckpointError
 from kndnet.models import count_parameters
 
 
@@ -91,13 +92,12 @@ def measure(runners: dict[str, Callable[[np.ndarray, int], Callable[[], object]]
 
 
 def bench_checkpoint(ckpt: Path, out_dir: Path, calibration: torch.Tensor | None = None,
-                     repeats: int = 50, tflite: bool = False) -> dict[str, Any]:
-    """Export (fp32 + int8; with `tflite` also LiteRT fp32 + int8) into out_dir and measure every runtime."""
+                     repeats: int = 50, tflite: bool = False, exported: Path | None = None) -> dict[str, Any]:
+    """Measure every runtime of a student: the ONNX files of `exported` (a `kndnet export` folder: the
+    files that ship) when given, else a fresh export (fp32 + int8) into out_dir; with `tflite` also
+    LiteRT fp32 + int8."""
     model, spec = load_model(ckpt)
-    fp32 = export_onnx(model, spec, out_dir / f"{spec.arch}_fp32.onnx")
-    if calibration is None:  # latency does not depend on calibration quality
-        calibration = torch.randint(0, 256, (32, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
-    int8 = quantize_int8(fp32, out_dir / f"{spec.arch}_int8.onnx", calibration, spec)
+    fp32, int8 = _onnx_files(model, spec, out_dir, calibration, exported)
     runners = {"torch_eager": lambda x, t: _torch_runner(model, x, t),
                "ort_fp32": lambda x, t: _ort_runner(fp32, x, t),
                "ort_int8": lambda x, t: _ort_runner(int8, x, t)}
@@ -108,15 +108,34 @@ def bench_checkpoint(ckpt: Path, out_dir: Path, calibration: torch.Tensor | None
     result = {"model": str(ckpt), "arch": spec.arch, "image_size": spec.image_size,
               "parameters": count_parameters(model), "macs": stats["macs"], **sizes,
               **measure(runners, spec.image_size, repeats)}
+    result["onnx_files"] = "exported" if exported else "re-exported, random calibration" if calibration is None \
+        else "re-exported"
     result["int8_vs_eager_1thread_b1_speedup"] = round(
         result["torch_eager_1thread_b1_p50_ms"] / result["ort_int8_1thread_b1_p50_ms"], 2)
     return result
+
+
+def _onnx_files(model: torch.nn.Module, spec, out_dir: Path, calibration: torch.Tensor | None,
+                exported: Path | None) -> tuple[Path, Path]:
+    """(fp32, int8) ONNX files: the export's own, or exported and quantised here."""
+    if exported is not None:
+        files = exported / "model_fp32.onnx", exported / "model_int8.onnx"
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{exported}: no {' or '.join(missing)}; run `kndnet export --int8` into it first")
+        return files
+    fp32 = export_onnx(model, spec, out_dir / f"{spec.arch}_fp32.onnx")
+    if calibration is None:  # latency does not depend on calibration quality
+        calibration = torch.randint(0, 256, (32, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+    return fp32, quantize_int8(fp32, out_dir / f"{spec.arch}_int8.onnx", calibration, spec)
 
 
 def _litert_runners(model: torch.nn.Module, spec, out_dir: Path, calibration: torch.Tensor,
                     sizes: dict[str, int]) -> dict[str, Callable[[np.ndarray, int], Callable[[], object]]]:
     """Convert LiteRT fp32 and full-integer int8 files into out_dir (sizes noted) and their runners."""
     from kndnet.deploy.tflite_export import convert_tflite
+    if calibration is None:  # latency does not depend on calibration quality
+        calibration = torch.randint(0, 256, (32, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
     fp32 = convert_tflite(model, spec, out_dir / f"{spec.arch}_fp32.tflite")
     int8 = convert_tflite(model, spec, out_dir / f"{spec.arch}_int8.tflite", calibration)
     sizes.update(fp32_tflite_bytes=fp32.stat().st_size, int8_tflite_bytes=int8.stat().st_size)
