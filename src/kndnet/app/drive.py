@@ -66,8 +66,11 @@ def open_app(context: Any, url: str) -> Any:
     return page
 
 
-def predict(page: Any, path: str | Path, details: bool = False) -> Prediction:
-    """Choose `path` in the file input and wait until the page has answered (a result or a message)."""
+def predict(page: Any, path: str | Path, details: bool = False, pixels: bool = False) -> Prediction:
+    """Choose `path` in the file input and wait until the page has answered (a result or a message).
+
+    details: also read window.kndnetApp.last (probabilities, class map, timings); pixels: with the model's
+    input pixels too (49,152 numbers at 128 px, slow to pass, so only for parity checks)."""
     runs = int(page.get_attribute("body", "data-runs"))
     page.set_input_files("[data-testid=file]", str(path))
     page.wait_for_function(f"Number(document.body.dataset.runs) > {runs}", timeout=TIMEOUT_MS)
@@ -75,7 +78,9 @@ def predict(page: Any, path: str | Path, details: bool = False) -> Prediction:
     status = page.inner_text("[data-testid=status]")
     if state != "done":
         return Prediction(state, status)
-    last = page.evaluate("() => ({...window.kndnetApp.last, pixels: Array.from(window.kndnetApp.last.pixels)})") \
-        if details else None
+    last = None
+    if details or pixels:
+        last = page.evaluate("(all) => ({...window.kndnetApp.last, pixels: all ? Array.from(window.kndnetApp"
+                             ".last.pixels) : null})", pixels)
     return Prediction(state, status, page.inner_text("[data-testid=top1]"),
                       json.loads(page.text_content("[data-testid=probs]")), last)
