@@ -63,7 +63,9 @@ def test_grafted_int8_model_keeps_the_shipped_logits(tmp_path: Path) -> None:
     grafted = write_cam_model(SHIPPED_INT8, tmp_path / "cam.onnx")
     x = np.random.default_rng(0).normal(size=(3, 3, 128, 128)).astype(np.float32)
     shipped = ort.InferenceSession(str(SHIPPED_INT8)).run(None, {"image": x})[0]
-    logits, maps = ort.InferenceSession(str(grafted)).run(None, {"image": x})
+    session = ort.InferenceSession(str(grafted))
+    assert [o.name for o in session.get_outputs()] == ["logits", CLASS_MAPS]  # logits first: OnnxPredictor reads [0]
+    logits, maps = session.run(None, {"image": x})
     np.testing.assert_array_equal(logits, shipped)
     assert maps.shape[:2] == (3, 7)
     assert OnnxPredictor(grafted).spec == OnnxPredictor(SHIPPED_INT8).spec  # metadata carried over

@@ -24,7 +24,7 @@ from kndnet.deploy.cam_graph import write_cam_model
 from kndnet.errors import CheckpointError
 from kndnet.inference import OnnxPredictor
 from kndnet.io import atomic_write_json, atomic_write_text, staged_folder
-from kndnet.shipped import SHIPPED_INT8, SHIPPED_NAME, _shipped
+from kndnet.shipped import SHIPPED_NAME, resolve_model
 
 CODE_FILES = ("index.html", "app.js", "classify.js", "preprocess.js", "resample.js", "heatmap.js", "style.css")
 WORKER = "sw.js"
@@ -51,7 +51,7 @@ class AppBuild:
 def resolve_app_model(model: str | None) -> tuple[Path, str]:
     """The ONNX file to ship and its display name: the shipped int8 student unless --model names one."""
     if model in (None, SHIPPED_NAME, f"{SHIPPED_NAME}-int8"):
-        return _shipped(SHIPPED_INT8), f"{SHIPPED_NAME}-int8"
+        return resolve_model(f"{SHIPPED_NAME}-int8"), f"{SHIPPED_NAME}-int8"
     path = Path(model)
     if not path.is_file():
         raise CheckpointError(f"--model {model}: file not found")

@@ -54,7 +54,11 @@ function showResult(result) {
 }
 
 async function predict(file) {
-  if (!state.session) return;
+  if (!state.session) {
+    setState('error', `${file.name}: the model has not loaded yet; wait for "Ready", or reload the page.`, true);
+    finish();
+    return;
+  }
   setState('busy', `Classifying ${file.name}…`);
   try {
     const started = performance.now();
