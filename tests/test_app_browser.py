@@ -129,6 +129,7 @@ def _real_files(real_data: Path, count: int) -> list[Path]:
 
 
 @pytest.mark.realdata
+@pytest.mark.timeout(1800)  # 50 pages' worth of work; minutes on a loaded 2-core machine
 def test_real_images_match_python_onnx_runtime_and_grad_cam(page, app_url, real_data) -> None:
     files = _real_files(real_data, REAL_IMAGES)
     started = time.perf_counter()
@@ -143,7 +144,8 @@ def test_real_images_match_python_onnx_runtime_and_grad_cam(page, app_url, real_
     python_probs = softmax(predictor.logits(images))
     web_probs = np.array([[r.probs[c] for c in CLASS_CODES] for r in browser_runs])
 
-    pixels = np.array([r.last["pixels"] for r in browser_runs]).reshape(len(files), 128, 128, 3)
+    size = predictor.spec.image_size
+    pixels = np.array([r.last["pixels"] for r in browser_runs]).reshape(len(files), size, size, 3)
     diff = np.abs(pixels.astype(int) - images.permute(0, 2, 3, 1).numpy().astype(int))
     assert diff.max() <= MAX_PIXEL_DIFF and (diff == 0).mean() >= MIN_EXACT_PIXELS, (diff.max(), (diff == 0).mean())
     agreement = (web_probs.argmax(1) == python_probs.argmax(1)).mean()
