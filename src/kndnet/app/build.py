@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,8 @@ def build_app(out: str | Path, model: str | None = None, runtime: Path | None = 
         if (dist.parent / LICENSE_FILE).is_file():
             shutil.copyfile(dist.parent / LICENSE_FILE, tmp / RUNTIME_FOLDER / LICENSE_FILE)
         _write_worker(tmp)
-    return page_weight(out)
+        weight = page_weight(tmp)  # this build's files only, not older ones the folder may hold
+    return replace(weight, out=out)
 
 
 def _app_files(folder: Path) -> list[str]:
