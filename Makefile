@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test test-all demo bench mutation
+.PHONY: setup test test-all demo bench mutation setup-app test-app
 
 setup:  ## create .venv and install kndnet with its test and offline-weights extras
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -13,8 +13,8 @@ setup:  ## create .venv and install kndnet with its test and offline-weights ext
 test:  ## fast offline suite on generated data (minutes on 2 cores)
 	$(BIN)/pytest -q
 
-test-all:  ## also the slow (DDP, resume, pipeline) and real-data tests
-	$(BIN)/pytest -q -m "slow or realdata"
+test-all:  ## also the slow (DDP, resume, pipeline) and real-data tests (browser and LiteRT ones: make test-app, test-litert)
+	$(BIN)/pytest -q -m "(slow or realdata) and not browser and not litert"
 
 demo:  ## the main job on generated data
 	$(BIN)/kndnet demo --out runs/demo
@@ -49,3 +49,12 @@ mutation:  ## mutation testing (mutmut) of the modules whose mistakes are silent
 test-litert:  ## install the LiteRT extra, then its tests (LiteRT/TFLite Micro export, parity, arena; real data too)
 	$(BIN)/pip install -q -e ".[dev,lite,litert]"
 	$(BIN)/pytest -q -m litert
+
+# The in-browser app (`kndnet app`): Playwright for Python drives Debian's chromium (apt-get install chromium);
+# Node.js/npm fetch ONNX Runtime Web once (npm ci on src/kndnet/app/web/package-lock.json, into ~/.cache/kndnet).
+setup-app:  ## the app tests' extra (Playwright) and the npm packages; needs Node.js/npm and chromium
+	$(BIN)/pip install -q -e ".[dev,lite,app]"
+	$(BIN)/python -c "from kndnet.app.runtime import runtime_dir; print('ONNX Runtime Web in', runtime_dir())"
+
+test-app:  ## headless-Chromium tests of the app, on generated and real images
+	$(BIN)/pytest -q -m browser

@@ -11,7 +11,7 @@ import argparse
 import errno
 import sys
 
-from kndnet.commands import COMMANDS, data, deploy, evaluation, pipeline, training  # noqa: F401,I001 (registers)
+from kndnet.commands import COMMANDS, app, data, deploy, evaluation, pipeline, training  # noqa: F401,I001 (registers)
 from kndnet.errors import KNDNetError
 
 # Commands whose --out names a file, not a folder (checked by the command itself).
