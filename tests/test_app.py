@@ -87,7 +87,8 @@ def test_build_writes_a_complete_app_from_the_model_metadata(tmp_path: Path, stu
     spec = OnnxPredictor(out / MODEL_FILE).spec
     page = json.loads((out / SPEC_FILE).read_text())
     assert (page["input_size"], page["load_size"]) == (spec.image_size, spec.eval_load_size)
-    assert (page["mean"], page["std"], page["temperature"]) == (list(spec.mean), list(spec.std), spec.temperature)
+    assert (page["mean"], page["std"], page["calibration_temperature"]) == (list(spec.mean), list(spec.std),
+                                                                            spec.calibration_temperature)
     assert [c["code"] for c in page["classes"]] == list(spec.class_codes)
     assert page["classes"][4]["name"] == "Melanoma"
     worker = (out / WORKER).read_text()

@@ -174,9 +174,9 @@ def test_calibrate_stores_the_temperature_fitted_on_the_validation_split(trained
     assert main(["calibrate", "--model", ckpt, "--data", str(manifest), "--out", str(out)]) == 0
     _, spec = load_model(out)
     logits, labels = _raw_logits(ckpt, manifest, "val")
-    assert spec.temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-3)
+    assert spec.calibration_temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-3)
     test_logits, test_labels = _raw_logits(ckpt, manifest, "test")
-    assert spec.temperature != pytest.approx(fit_temperature(test_logits, test_labels), rel=1e-3)
+    assert spec.calibration_temperature != pytest.approx(fit_temperature(test_logits, test_labels), rel=1e-3)
     assert "ECE" in capsys.readouterr().out
 
 
@@ -222,8 +222,8 @@ def test_calibrated_model_reports_ece_before_and_after(trained, tmp_path):
     assert main(["evaluate", "--model", str(tmp_path / "cal.ckpt"), "--data", str(manifest),
                  "--out", str(tmp_path / "e"), "--resamples", "50"]) == 0
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    temperature = load_model(tmp_path / "cal.ckpt")[1].temperature
-    assert m["temperature"] == pytest.approx(temperature, abs=1e-4)
+    temperature = load_model(tmp_path / "cal.ckpt")[1].calibration_temperature
+    assert m["calibration_temperature"] == pytest.approx(temperature, abs=1e-4)
     logits, labels = _raw_logits(ckpt, manifest, "test")
     probs = pd.read_csv(tmp_path / "e" / "predictions.csv").filter(like="prob_").to_numpy()
     assert np.allclose(probs, softmax(logits / temperature), atol=1e-4)

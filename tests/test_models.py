@@ -98,3 +98,12 @@ def test_lite_weights_only_for_lite_models():
 def test_cam_layers():
     assert isinstance(cam_target_layer(KNDNetStudent()), torch.nn.Module)
     assert cam_target_layer(timm.create_model("test_efficientnet")) is not None
+
+
+def test_a_spec_written_before_the_calibration_temperature_rename_still_loads():
+    """Older checkpoints and exported files (the shipped ones too) say "temperature" for the calibration T."""
+    from kndnet.checkpoint import ModelSpec
+    spec = ModelSpec("kndnet_student", 1.5, 7, 0.15, 128, calibration_temperature=1.7)
+    old = {("temperature" if k == "calibration_temperature" else k): v for k, v in spec.to_dict().items()}
+    assert ModelSpec.from_dict(old).calibration_temperature == 1.7
+    assert ModelSpec.from_dict(spec.to_dict()) == spec

@@ -129,7 +129,8 @@ def test_model_card_claims_are_what_the_shipped_files_score(shipped_scores):
     model, spec = load_model(SHIPPED_CHECKPOINT)
     assert card["int8_vs_fp32_images"] == len(labels)
     assert card["parameters"] == sum(p.numel() for p in model.parameters())
-    assert (card["image_size"], card["arch"], card["temperature"]) == (spec.image_size, spec.arch, spec.temperature)
+    assert (card["image_size"], card["arch"], card["calibration_temperature"]) == (spec.image_size, spec.arch,
+                                                                                   spec.calibration_temperature)
     assert card["int8_bytes"] == SHIPPED_INT8.stat().st_size
     assert card["checkpoint_bytes"] == SHIPPED_CHECKPOINT.stat().st_size
     assert card["int8_accuracy"] == pytest.approx(np.mean(int8.argmax(1) == labels), abs=1e-4)

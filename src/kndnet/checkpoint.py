@@ -35,7 +35,7 @@ class ModelSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     class_codes: tuple[str, ...] = CLASS_CODES
-    temperature: float = 1.0          # set by `kndnet calibrate` (temperature scaling)
+    calibration_temperature: float = 1.0  # set by `kndnet calibrate` (temperature scaling); not the KD T
     role: str = "student"
     color_constancy: str = "none"     # a layer inside the student (models/colour.py); named here for readers
     load_size: int = 0                # eval: decode at this size first, as training's decoded cache did
@@ -85,6 +85,8 @@ class ModelSpec:
         missing = [k for k in required if k not in d]
         if missing:
             raise CheckpointError(f"{source}: model spec lacks {', '.join(missing)}; re-export it with kndnet")
+        if "temperature" in d and "calibration_temperature" not in d:  # files written before the rename
+            d = {**d, "calibration_temperature": d["temperature"]}
         d = {k: v for k, v in d.items() if k in SPEC_FIELDS}
         try:
             d.update(mean=tuple(d.get("mean", IMAGENET_MEAN)), std=tuple(d.get("std", IMAGENET_STD)),
@@ -95,12 +97,13 @@ class ModelSpec:
         return spec.check(source)
 
     def check(self, source: object = "checkpoint") -> "ModelSpec":
-        """Refuse values no model can run with (image size 0, temperature 0, a class count that is not ours)."""
+        """Refuse values no model can run with (image size 0, calibration temperature 0, a foreign class count)."""
         problems = []
         if not (isinstance(self.image_size, int) and self.image_size >= 8):
             problems.append(f"image_size {self.image_size!r} (needs an integer of at least 8)")
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            problems.append(f"temperature {self.temperature!r} (needs > 0; re-run `kndnet calibrate`)")
+        t = self.calibration_temperature
+        if not (isinstance(t, (int, float)) and t > 0):
+            problems.append(f"calibration temperature {t!r} (needs > 0; re-run `kndnet calibrate`)")
         if self.num_classes != len(CLASS_CODES) or tuple(self.class_codes) != CLASS_CODES:
             problems.append(f"{self.num_classes} classes {list(self.class_codes)} (this version knows "
                             f"{len(CLASS_CODES)}: {', '.join(CLASS_CODES)})")

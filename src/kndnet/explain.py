@@ -43,7 +43,7 @@ def explain_batch(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
     """CAMs (N x H x W in [0, 1], the input size) and softmax probabilities (N x C) for uint8 images."""
     x = spec.normalise(images)
     with torch.no_grad():
-        probs = softmax(model(x).numpy() / spec.temperature)
+        probs = softmax(model(x).numpy() / spec.calibration_temperature)
     classes = probs.argmax(1) if target_class is None else np.full(len(x), target_class)
     with grad_cam(model) as cam:
         cams = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])

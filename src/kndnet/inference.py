@@ -48,7 +48,7 @@ class TorchPredictor:
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        return self.model(self.spec.normalise(images)).numpy() / self.spec.temperature
+        return self.model(self.spec.normalise(images)).numpy() / self.spec.calibration_temperature
 
 
 class OnnxPredictor:
@@ -76,7 +76,7 @@ class OnnxPredictor:
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
         x = self.spec.normalise(images).numpy()
-        return self.session.run(None, {self.input_name: x})[0] / self.spec.temperature
+        return self.session.run(None, {self.input_name: x})[0] / self.spec.calibration_temperature
 
 
 def open_predictor(path: str | Path) -> Predictor:

@@ -123,7 +123,7 @@ class TflitePredictor:
         return np.stack(rows)
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        """uint8 N x 3 x H x W -> logits / temperature, N x C."""
+        """uint8 N x 3 x H x W -> logits / calibration temperature, N x C."""
         scale, zero_point = self.output["quantization"]
         raw = self.raw_outputs(images)
-        return dequantise(raw, self.output["dtype"], scale, zero_point) / self.spec.temperature
+        return dequantise(raw, self.output["dtype"], scale, zero_point) / self.spec.calibration_temperature

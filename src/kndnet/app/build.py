@@ -68,7 +68,7 @@ def app_spec(model_file: Path, name: str) -> dict[str, Any]:
     names = {c.code: c.name for c in CLASSES}
     return {"name": name, "file": model_file.name, "bytes": model_file.stat().st_size, "arch": spec.arch,
             "width": spec.width, "input_size": spec.image_size, "load_size": spec.eval_load_size,
-            "mean": list(spec.mean), "std": list(spec.std), "temperature": spec.temperature,
+            "mean": list(spec.mean), "std": list(spec.std), "calibration_temperature": spec.calibration_temperature,
             "color_constancy": spec.color_constancy,
             "classes": [{"code": code, "name": names[code]} for code in spec.class_codes],
             "limits": {"max_pixels": MAX_IMAGE_PIXELS, "max_bytes": MAX_FILE_BYTES}}

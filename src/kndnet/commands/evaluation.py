@@ -51,7 +51,7 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
 def _calibrate(args: argparse.Namespace) -> int:
     from kndnet.evaluation.calibration import calibrate_checkpoint
     out, s, n = calibrate_checkpoint(args.model, args.data, args.split, args.format or "auto", args.out)
-    print(f"temperature {s['temperature']}: ECE {s['ece_before']} -> {s['ece_after']} on {n} "
+    print(f"calibration temperature {s['calibration_temperature']}: ECE {s['ece_before']} -> {s['ece_after']} on {n} "
           f"{args.split} images; wrote {out}")
     return 0
 

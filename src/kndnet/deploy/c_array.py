@@ -106,7 +106,7 @@ def write_c_array(out_dir: Path, model: bytes, spec: ModelSpec, io: dict[str, An
     `io` holds input_scale/input_zero_point/output_scale/output_zero_point; `ops` the graph's operator names.
     """
     values = {"alignment": ALIGNMENT, "size": spec.image_size, "classes": spec.num_classes,
-              "temperature": spec.temperature, "arena": arena_bytes, "margin": ARENA_MARGIN,
+              "temperature": spec.calibration_temperature, "arena": arena_bytes, "margin": ARENA_MARGIN,
               "arena_with_margin": arena_bytes + ARENA_MARGIN, "in_scale": io["input_scale"],
               "in_zero": io["input_zero_point"], "out_scale": io["output_scale"], "out_zero": io["output_zero_point"]}
     files = {"model_data.h": HEADER.format(**values), "model_data.cc": _source(model, spec),

@@ -69,7 +69,7 @@ def check_onnx_parity(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, 
     with torch.no_grad():
         reference = model.eval()(spec.normalise(images)).numpy()
     session = OnnxPredictor(onnx_path)
-    candidate = session.logits(images) * session.spec.temperature  # raw logits on both sides
+    candidate = session.logits(images) * session.spec.calibration_temperature  # raw logits on both sides
     parity = logits_parity(reference, candidate)
     if parity.max_abs_logit_diff > tolerance or parity.top1_agreement < 1.0:
         raise KNDNetError(f"{onnx_path}: ONNX output differs from PyTorch (max |logit diff| "

@@ -37,7 +37,7 @@ def export_tflite(out_dir: Path, model: torch.nn.Module, spec: ModelSpec, calib:
     counts, floats = op_census(path)
     litert = TflitePredictor(path)
     with torch.no_grad():
-        reference = model.eval()(spec.normalise(held_out)).numpy() / spec.temperature
+        reference = model.eval()(spec.normalise(held_out)).numpy() / spec.calibration_temperature
     candidate = litert.logits(held_out)
     card: dict[str, Any] = {"tflite_int8_bytes": path.stat().st_size, "tflite_int8_float_ops": len(floats),
                             "tflite_int8_ops": dict(counts), **_io(litert),

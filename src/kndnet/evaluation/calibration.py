@@ -31,15 +31,17 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
 
 
 def calibration_summary(logits: np.ndarray, y_true: np.ndarray, temperature: float) -> dict[str, float]:
-    return {"temperature": round(temperature, 4),
+    return {"calibration_temperature": round(temperature, 4),
             "ece_before": round(expected_calibration_error(y_true, softmax(logits)), 4),
             "ece_after": round(expected_calibration_error(y_true, softmax(logits / temperature)), 4)}
 
 
 def write_temperature(checkpoint: str | Path, temperature: float, out: str | Path) -> Path:
-    """Copy `checkpoint` to `out` with the spec's temperature set (atomic)."""
+    """Copy `checkpoint` to `out` with the spec's calibration temperature set (atomic)."""
     ckpt = read_checkpoint(checkpoint)
-    ckpt[SPEC_KEY]["spec"]["temperature"] = float(temperature)
+    spec = ckpt[SPEC_KEY]["spec"]
+    spec.pop("temperature", None)  # a file written before the rename
+    spec["calibration_temperature"] = float(temperature)
     with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)
     return Path(out)
@@ -54,7 +56,7 @@ def calibrate_checkpoint(model: str | Path, data: str, split: str = "val", fmt: 
     from kndnet.evaluation.run import evaluation_rows
     from kndnet.inference import TorchPredictor, eval_dataset
     predictor = TorchPredictor(model)
-    predictor.spec.temperature = 1.0  # fit on raw logits, even when re-calibrating
+    predictor.spec.calibration_temperature = 1.0  # fit on raw logits, even when re-calibrating
     rows = evaluation_rows(data, split, fmt, load_config_from_checkpoint(model).data)
     dataset = eval_dataset(rows, predictor.spec)
     logits = np.concatenate([predictor.logits(b["image"]) for b in DataLoader(dataset, batch_size=64)])

@@ -37,7 +37,7 @@ def report_markdown(m: dict, tta: dict | None, title: str) -> str:
               f"{m['melanoma_specificity']:.3f} |",
               f"| ROC-AUC (macro, one-vs-rest) | {m['roc_auc_macro']:.3f} |",
               f"| ECE (15 bins) / NLL / Brier | {m['ece']:.3f} / {m['nll']:.3f} / {m['brier']:.3f} |",
-              *([f"| ECE before temperature scaling (T={m['temperature']:.2f}) | {m['ece_uncalibrated']:.3f} |"]
+              *([f"| ECE before temperature scaling (T={m['calibration_temperature']:.2f}) | {m['ece_uncalibrated']:.3f} |"]
                 if "ece_uncalibrated" in m else []),
               "", "## Per class", "", "| class | precision | recall | F1 | ROC-AUC | support |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -53,10 +53,10 @@ def write_evaluation(predictor: Predictor, scored: Scored, out_dir: Path, data: 
                      tta_scored: Scored | None = None, tta: str = "none", resamples: int = 1000) -> dict:
     out_dir = Path(out_dir)
     metrics = {"model": getattr(predictor, "source", "?"), "data": str(data), "split": split,
-               "images": len(scored.y_true), "temperature": predictor.spec.temperature, "tta": tta,
+               "images": len(scored.y_true), "calibration_temperature": predictor.spec.calibration_temperature, "tta": tta,
                **flat_metrics(scored, resamples)}
-    if predictor.spec.temperature != 1.0:
-        before = uncalibrated_ece(scored.probs, scored.y_true, predictor.spec.temperature)
+    if predictor.spec.calibration_temperature != 1.0:
+        before = uncalibrated_ece(scored.probs, scored.y_true, predictor.spec.calibration_temperature)
         metrics["ece_uncalibrated"] = round(before, 4)
     tta_metrics = flat_metrics(tta_scored, resamples, prefix="tta_") if tta_scored is not None else None
     title = model_title(metrics["model"], predictor.spec.role)

@@ -14,7 +14,7 @@ export async function loadSession(modelUrl) {
   return ort.InferenceSession.create(modelUrl, { executionProviders: ['wasm'] });
 }
 
-/** Softmax of logits / temperature, as kndnet.inference does. */
+/** Softmax of logits / calibration temperature, as kndnet.inference does. */
 export function softmax(logits, temperature) {
   const z = Array.from(logits, (v) => v / temperature);
   const top = Math.max(...z);
@@ -39,7 +39,7 @@ export async function classify(session, input, spec) {
   const started = performance.now();
   const out = await session.run({ [session.inputNames[0]]: tensor });
   const ms = performance.now() - started;
-  const probs = softmax(out.logits.data, spec.temperature);
+  const probs = softmax(out.logits.data, spec.calibration_temperature);
   const top = probs.indexOf(Math.max(...probs));
   return { probs, top, cam: classMap(out.class_maps, top), ms };
 }
