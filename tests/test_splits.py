@@ -67,3 +67,52 @@ def test_synthetic_manifest_has_multi_image_lesions_kept_together(synth_manifest
     manifest = pd.read_csv(synth_manifest)
     assert manifest.groupby("group").size().max() > 1
     assert (manifest.groupby("group")["fold"].nunique() == 1).all()
+
+
+def test_defaults_are_the_documented_ones():
+    """5 folds, 15% test lesions, seed 42, validation fold 0: what manifests and checkpoints assume."""
+    table = _table()
+    assert assign_splits(table).equals(assign_splits(table, folds=5, test_fraction=0.15, seed=42, val_fold=0))
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.6])
+def test_each_class_gives_exactly_its_share_of_lesions_to_test(fraction):
+    out = assign_splits(_table(), folds=3, test_fraction=fraction)
+    lesions = out.groupby("label")["group"].nunique()
+    tested = out[out["fold"] == TEST_FOLD].groupby("label")["group"].nunique().reindex(lesions.index, fill_value=0)
+    expected = [max(int(round(fraction * n)), 1 if n >= 3 else 0) for n in lesions]
+    assert tested.tolist() == expected
+
+
+def test_a_small_class_still_gets_one_test_lesion_from_three():
+    table = _table(lesions_per_class=(40, 3, 2, 5, 5, 5, 5))
+    out = assign_splits(table, folds=2, test_fraction=0.1)  # round(0.3) = 0 lesions, but 3 lesions allow one
+    tested = out[out["fold"] == TEST_FOLD].groupby("label")["group"].nunique()
+    assert tested.get("b", 0) == 1 and tested.get("c", 0) == 0
+
+
+def test_folds_hold_about_the_same_number_of_images_per_class():
+    """Lesions go to the fold with the fewest images so far: per class, folds differ by at most one
+    lesion's images (4 here)."""
+    out = assign_splits(_table(lesions_per_class=(60, 60, 60, 60, 60, 60, 60)), folds=5, test_fraction=0.0)
+    images = out.groupby(["label", "fold"]).size().unstack()
+    assert ((images.max(axis=1) - images.min(axis=1)) <= 4).all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"folds": 1}, r"folds must be at least 2, got 1"),
+    ({"test_fraction": 1.0}, r"test_fraction must be in \[0, 1\), got 1.0"),
+    ({"val_fold": 5}, r"val_fold must be in 0..4, got 5"),
+])
+def test_bad_split_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        assign_splits(_table(), **kwargs)
+
+
+def test_two_folds_are_allowed():
+    assert set(assign_splits(_table(), folds=2, test_fraction=0.0)["fold"]) == {0, 1}
+
+
+def test_fold_is_an_integer_column():
+    """manifest.csv stores folds as 0..K-1 and -1, not 0.0 and -1.0."""
+    assert assign_splits(_table())["fold"].dtype.kind == "i"
