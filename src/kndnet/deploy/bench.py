@@ -97,6 +97,9 @@ def bench_checkpoint(ckpt: Path, out_dir: Path, calibration: torch.Tensor | None
     files that ship) when given, else a fresh export (fp32 + int8) into out_dir; with `tflite` also
     LiteRT fp32 + int8."""
     model, spec = load_model(ckpt)
+    random_calibration = calibration is None
+    if random_calibration:  # latency does not depend on calibration quality
+        calibration = torch.randint(0, 256, (32, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
     fp32, int8 = _onnx_files(model, spec, out_dir, calibration, exported)
     runners = {"torch_eager": lambda x, t: _torch_runner(model, x, t),
                "ort_fp32": lambda x, t: _ort_runner(fp32, x, t),
@@ -108,14 +111,14 @@ def bench_checkpoint(ckpt: Path, out_dir: Path, calibration: torch.Tensor | None
     result = {"model": str(ckpt), "arch": spec.arch, "image_size": spec.image_size,
               "parameters": count_parameters(model), "macs": stats["macs"], **sizes,
               **measure(runners, spec.image_size, repeats)}
-    result["onnx_files"] = "exported" if exported else "re-exported, random calibration" if calibration is None \
+    result["onnx_files"] = "exported" if exported else "re-exported, random calibration" if random_calibration \
         else "re-exported"
     result["int8_vs_eager_1thread_b1_speedup"] = round(
         result["torch_eager_1thread_b1_p50_ms"] / result["ort_int8_1thread_b1_p50_ms"], 2)
     return result
 
 
-def _onnx_files(model: torch.nn.Module, spec, out_dir: Path, calibration: torch.Tensor | None,
+def _onnx_files(model: torch.nn.Module, spec, out_dir: Path, calibration: torch.Tensor,
                 exported: Path | None) -> tuple[Path, Path]:
     """(fp32, int8) ONNX files: the export's own, or exported and quantised here."""
     if exported is not None:
@@ -125,8 +128,6 @@ def _onnx_files(model: torch.nn.Module, spec, out_dir: Path, calibration: torch.
             raise CheckpointError(f"{exported}: no {' or '.join(missing)}; run `kndnet export --int8` into it first")
         return files
     fp32 = export_onnx(model, spec, out_dir / f"{spec.arch}_fp32.onnx")
-    if calibration is None:  # latency does not depend on calibration quality
-        calibration = torch.randint(0, 256, (32, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
     return fp32, quantize_int8(fp32, out_dir / f"{spec.arch}_int8.onnx", calibration, spec)
 
 
@@ -134,8 +135,6 @@ def _litert_runners(model: torch.nn.Module, spec, out_dir: Path, calibration: to
                     sizes: dict[str, int]) -> dict[str, Callable[[np.ndarray, int], Callable[[], object]]]:
     """Convert LiteRT fp32 and full-integer int8 files into out_dir (sizes noted) and their runners."""
     from kndnet.deploy.tflite_export import convert_tflite
-    if calibration is None:  # latency does not depend on calibration quality
-        calibration = torch.randint(0, 256, (32, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
     fp32 = convert_tflite(model, spec, out_dir / f"{spec.arch}_fp32.tflite")
     int8 = convert_tflite(model, spec, out_dir / f"{spec.arch}_int8.tflite", calibration)
     sizes.update(fp32_tflite_bytes=fp32.stat().st_size, int8_tflite_bytes=int8.stat().st_size)
