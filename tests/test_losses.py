@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from kndnet.config import DistillConfig
-from kndnet.distill.losses import LOSS_NAMES, decoupled_kd, distillation_loss, kd_term, masked_kd
+from kndnet.distill.losses import LOSS_NAMES, decoupled_kd, distillation_loss, kd_term, masked_kd, standardised_kd
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "cmkd_golden.json").read_text())
 DKD_GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "dkd_golden.json").read_text())
+LSKD_GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "lskd_golden.json").read_text())
 
 
 def _loss(s, t, y, ce_weight=None, label_smoothing=0.0, **settings):
@@ -45,6 +46,33 @@ def test_dkd_matches_golden_values(case):
                         loss="dkd", temperature=case["temperature"], alpha=case["alpha"], dkd_beta=case["beta"])
     assert loss.item() == pytest.approx(case["loss"], rel=1e-5)
     assert parts["kd"].item() == pytest.approx(case["kd"], rel=1e-5)
+
+
+@pytest.mark.parametrize("case", LSKD_GOLDEN["lskd"], ids=lambda c: f"T{c['temperature']}-a{c['alpha']}")
+def test_lskd_matches_golden_values(case):
+    """Catches a missing standardisation of either side, the sample std for the population one, or a dropped T^2."""
+    g = LSKD_GOLDEN
+    loss, parts = _loss(torch.tensor(g["student_logits"]), torch.tensor(g["teacher_logits"]),
+                        torch.tensor(g["labels"]), loss="lskd", temperature=case["temperature"], alpha=case["alpha"])
+    assert loss.item() == pytest.approx(case["loss"], rel=1e-5)
+    assert parts["kd"].item() == pytest.approx(case["kd"], rel=1e-5)
+
+
+def test_lskd_ignores_the_scale_and_shift_of_either_side():
+    """Z-scoring makes the term blind to a logit offset and a positive scale; plain KD is not."""
+    s, t, _ = _batch()
+    kd, _ = standardised_kd(s, t, temperature=2.0)
+    moved, _ = standardised_kd(3.0 * s + 5.0, 0.25 * t - 2.0, temperature=2.0)
+    assert moved.item() == pytest.approx(kd.item(), rel=1e-4)
+    plain, _ = masked_kd(s, t, temperature=2.0, threshold=-1.0)
+    plain_moved, _ = masked_kd(3.0 * s + 5.0, 0.25 * t - 2.0, temperature=2.0, threshold=-1.0)
+    assert plain_moved.item() != pytest.approx(plain.item(), rel=1e-2)
+
+
+def test_lskd_is_zero_when_the_student_is_an_affine_copy_of_the_teacher():
+    _, t, _ = _batch()
+    kd, parts = standardised_kd(2.0 * t + 1.0, t, temperature=1.0)
+    assert kd.item() == pytest.approx(0.0, abs=1e-6) and parts["mask_coverage"].item() == 1.0
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
@@ -111,10 +139,10 @@ def test_dkd_is_zero_kd_when_student_equals_teacher():
 
 def test_dispatch_by_name_and_unknown_name():
     s, t, y = _batch()
-    for name in ("cmkd", "hinton", "dkd"):
+    for name in ("cmkd", "hinton", "dkd", "lskd"):
         loss, _ = _loss(s, t, y, loss=name)
         assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="unknown distillation loss 'kld'; choose cmkd, hinton, dkd"):
+    with pytest.raises(ValueError, match="unknown distillation loss 'kld'; choose cmkd, hinton, dkd, lskd"):
         kd_term(DistillConfig(loss="kld"))
 
 
@@ -126,7 +154,7 @@ def test_each_config_value_the_loss_uses_reaches_it(name):
     values = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "dkd_beta": 2.0}
     expected, _ = _loss(s, t, y, loss=name, **values)
     used = {"cmkd": ("temperature", "alpha", "threshold"), "hinton": ("temperature", "alpha"),
-            "dkd": ("temperature", "alpha", "dkd_beta")}[name]
+            "dkd": ("temperature", "alpha", "dkd_beta"), "lskd": ("temperature", "alpha")}[name]
     for key in values:
         other, _ = _loss(s, t, y, loss=name, **{**values, key: values[key] * 0.5})
         changed = abs(other.item() - expected.item()) > 1e-4

@@ -81,7 +81,7 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    loss: str = "cmkd"             # cmkd (confidence-masked) | hinton | dkd
+    loss: str = "cmkd"             # cmkd (confidence-masked) | hinton | dkd | lskd (logit-standardised)
     temperature: float = 2.0
     alpha: float = 0.9             # weight of the cross-entropy term
     threshold: float = 0.65        # teacher confidence needed for a sample to be distilled

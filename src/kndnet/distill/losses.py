@@ -11,6 +11,10 @@ computed once by `distillation_loss` from the cross-entropy the training step al
 - `dkd`: decoupled KD (Zhao et al., CVPR 2022): KL split into a target-class part (TCKD, binary
   target vs rest) and a non-target part (NCKD, distribution over wrong classes):
   kd = (TCKD + beta * NCKD) * T^2, over all samples.
+- `lskd`: logit-standardised KD (Sun et al., CVPR 2024): each row of logits is z-scored,
+  (z - mean(z)) / std(z) over the classes (population std), before the Hinton KL at T, every sample:
+  kd = T^2 * mean KL(softmax(std(z_t) / T) || softmax(std(z_s) / T)). The student then matches the
+  teacher's ranking and relative gaps, not its logit scale, which a 149K-parameter net cannot reach.
 The teacher logits are always detached: no gradient reaches the teacher. Targets are class indices
 (N) or, under mixup/CutMix, soft targets (N x C); DKD's target class is then the dominant one.
 """
@@ -66,6 +70,21 @@ def decoupled_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tar
     return kd, {"kd": kd.detach(), "mask_coverage": torch.ones(())}
 
 
+def _standardised(logits: torch.Tensor) -> torch.Tensor:
+    """Each row z-scored over the classes (population std; the epsilon keeps a constant row finite)."""
+    centred = logits - logits.mean(dim=1, keepdim=True)
+    return centred / (centred.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-7)
+
+
+def standardised_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    temperature: float) -> tuple[torch.Tensor, LossParts]:
+    """Logit-standardised KD (Sun et al., 2024): T^2 * KL of the z-scored logits, every sample."""
+    teacher_logits = _standardised(teacher_logits.detach().float())
+    kl = _kl_per_sample(teacher_logits, _standardised(student_logits), temperature)
+    kd = kl.mean() * temperature**2
+    return kd, {"kd": kd.detach(), "mask_coverage": torch.ones(())}
+
+
 def kd_terms(cfg: DistillConfig) -> dict[str, KDTerm]:
     """Each loss name bound to exactly the config values it uses."""
     t = cfg.temperature
@@ -73,6 +92,7 @@ def kd_terms(cfg: DistillConfig) -> dict[str, KDTerm]:
         "cmkd": lambda s, z, y: masked_kd(s, z, t, cfg.threshold),
         "hinton": lambda s, z, y: masked_kd(s, z, t, threshold=-1.0),
         "dkd": lambda s, z, y: decoupled_kd(s, z, y, t, cfg.dkd_beta),
+        "lskd": lambda s, z, y: standardised_kd(s, z, t),
     }
 
 
