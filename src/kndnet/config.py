@@ -77,6 +77,9 @@ class TrainConfig:
     mixup_alpha: float = 0.0       # mixup between images of a batch, lambda ~ Beta(a, a) (Zhang et al., 2018); 0: off
     cutmix_alpha: float = 0.0      # CutMix (Yun et al., 2019); with mixup too, each batch picks one of the two
     ema_decay: float = 0.0         # exponential moving average of the weights, validated and saved; 0: off
+    progressive_start: int = 0     # progressive resizing: train input (px) at the first epoch, growing to
+                                   # data.image_size; 0: off (validation always runs at data.image_size)
+    progressive_until: float = 0.75  # fraction of the epochs after which training runs at the final size
 
 
 @dataclass
@@ -229,7 +232,7 @@ CHOICES = {
     "data.format": ("auto", "ham10000", "isic2018", "csv", "folders"),
     "train.sampler": ("balanced", "sqrt", "random"),
     "model.color_constancy": ("none", "shades_of_gray"),
-    "distill.loss": ("cmkd", "hinton", "dkd"),
+    "distill.loss": ("cmkd", "hinton", "dkd", "lskd"),
 }
 
 
@@ -242,7 +245,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.epochs": (1, None), "train.lr": (1e-12, None), "train.weight_decay": (0.0, None),
     "train.label_smoothing": (0.0, 0.99), "train.grad_clip": (0.0, None), "train.early_stop_patience": (0, None),
     "train.warmup_epochs": (0, None), "train.mixup_alpha": (0.0, None), "train.cutmix_alpha": (0.0, None),
-    "train.ema_decay": (0.0, 0.999999), "distill.temperature": (1e-6, None), "distill.alpha": (0.0, 1.0),
+    "train.ema_decay": (0.0, 0.999999),
+    "train.progressive_start": (0, None), "train.progressive_until": (0.0, 1.0), "distill.temperature": (1e-6, None), "distill.alpha": (0.0, 1.0),
     "distill.dkd_beta": (0.0, None), "distill.views": (0, None),
 }
 
@@ -265,6 +269,9 @@ def validate(cfg: Config) -> Config:
     if 0 < cfg.data.view_size < cfg.data.image_size:
         raise ConfigError(f"data.view_size {cfg.data.view_size} is below data.image_size {cfg.data.image_size}; "
                           "views are made at view_size and then shrunk to image_size (0 turns this off)")
+    if cfg.train.progressive_start > cfg.data.image_size:
+        raise ConfigError(f"train.progressive_start {cfg.train.progressive_start} is above data.image_size "
+                          f"{cfg.data.image_size}; progressive resizing grows the input up to image_size")
     return cfg
 
 

@@ -36,6 +36,7 @@ from kndnet.errors import ConfigError
 from kndnet.models import create_model
 from kndnet.training.datamodule import prior_exponent
 from kndnet.training.mixing import build_mixer, mix_batch
+from kndnet.training.resizing import progressive_size
 
 
 def class_weights(counts: list[int]) -> torch.Tensor:
@@ -130,9 +131,16 @@ class LesionClassifier(L.LightningModule):
                 logits = (logits + teacher(x.flip(-1)).float()) / 2
         return logits + self.teacher_shift
 
+    def train_size(self) -> int:
+        """The student's input size this epoch: data.image_size, or smaller under progressive resizing."""
+        t = self.cfg.train
+        return progressive_size(self.current_epoch, t.epochs, self.cfg.data.image_size, t.progressive_start,
+                                t.progressive_until)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, targets = mix_batch(self.mixer, self.preprocess(batch["image"]), batch["label"])
-        logits = self._compiled[0](_resized(x, self.cfg.data.image_size))
+        size = self.train_size()
+        logits = self._compiled[0](_resized(x, size))
         # soft (mixed) targets already carry the label smoothing
         smoothing = self.cfg.train.label_smoothing if targets.dim() == 1 else 0.0
         ce = F.cross_entropy(logits, targets, weight=self.ce_weight, label_smoothing=smoothing)
@@ -146,6 +154,8 @@ class LesionClassifier(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        if self.cfg.train.progressive_start:
+            self.log("train/input_size", float(size), on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
