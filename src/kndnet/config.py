@@ -245,8 +245,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.epochs": (1, None), "train.lr": (1e-12, None), "train.weight_decay": (0.0, None),
     "train.label_smoothing": (0.0, 0.99), "train.grad_clip": (0.0, None), "train.early_stop_patience": (0, None),
     "train.warmup_epochs": (0, None), "train.mixup_alpha": (0.0, None), "train.cutmix_alpha": (0.0, None),
-    "train.ema_decay": (0.0, 0.999999),
-    "train.progressive_start": (0, None), "train.progressive_until": (0.0, 1.0), "distill.temperature": (1e-6, None), "distill.alpha": (0.0, 1.0),
+    "train.ema_decay": (0.0, 0.999999), "train.progressive_start": (0, None), "train.progressive_until": (0.0, 1.0),
+    "distill.temperature": (1e-6, None), "distill.alpha": (0.0, 1.0),
     "distill.dkd_beta": (0.0, None), "distill.views": (0, None),
 }
 

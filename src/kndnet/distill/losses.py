@@ -12,8 +12,8 @@ computed once by `distillation_loss` from the cross-entropy the training step al
   target vs rest) and a non-target part (NCKD, distribution over wrong classes):
   kd = (TCKD + beta * NCKD) * T^2, over all samples.
 - `lskd`: logit-standardised KD (Sun et al., CVPR 2024): each row of logits is z-scored,
-  (z - mean(z)) / std(z) over the classes (population std), before the Hinton KL at T, every sample:
-  kd = T^2 * mean KL(softmax(std(z_t) / T) || softmax(std(z_s) / T)). The student then matches the
+  Z(z) = (z - mean(z)) / std(z) over the classes (population std), before the Hinton KL at T, every
+  sample: kd = T^2 * mean KL(softmax(Z(z_t) / T) || softmax(Z(z_s) / T)). The student then matches the
   teacher's ranking and relative gaps, not its logit scale, which a 149K-parameter net cannot reach.
 The teacher logits are always detached: no gradient reaches the teacher. Targets are class indices
 (N) or, under mixup/CutMix, soft targets (N x C); DKD's target class is then the dominant one.
