@@ -274,20 +274,34 @@ def test_paired_difference_is_b_minus_a_with_a_one_sided_p_value():
 
 
 def test_paired_difference_defaults_and_percentiles(monkeypatch):
-    seen = _recording_metric(monkeypatch)  # the recorded labels are those of model B's and A's calls, in turn
-    y = np.arange(5)
-    out = paired_bootstrap_difference(y, np.zeros((5, 7)), np.zeros((5, 7)))
+    seen = []
+
+    def first_column_mean(y, p):  # records the labels of each call (B's, then A's, per resample)
+        seen.append(y.copy())
+        return float(np.mean(p[:, 0]))
+    monkeypatch.setattr(metrics, "CI_METRICS", {"m": first_column_mean})
+    y, a, b = np.arange(5), np.zeros((5, 7)), np.zeros((5, 7))
+    b[:, 0] = [0.0, 0.1, 0.2, 0.3, 0.4]  # B - A on a resample: the mean of its rows' values, seed-dependent
+    out = paired_bootstrap_difference(y, a, b)
     assert len(seen) == 2 * 1000 + 2  # 1000 resamples and the point estimate, each scoring B and A
-    assert set(out["mean_label"]) == {"difference", "ci_low", "ci_high", "p_not_better"}
-    seen.clear()
-    assert paired_bootstrap_difference(y, np.zeros((5, 7)), np.zeros((5, 7)), resamples=1000, seed=0,
-                                       level=0.95) == out
+    assert out["m"]["difference"] == pytest.approx(0.2)
     assert [d.tolist() for d in seen[:2]] == [seen[0].tolist()] * 2  # A and B scored on the same resample
+    diffs = [b[draw, 0].mean() for draw in seen[:-2:2]]
+    assert (out["m"]["ci_low"], out["m"]["ci_high"]) == (pytest.approx(np.percentile(diffs, 2.5)),
+                                                         pytest.approx(np.percentile(diffs, 97.5)))
+    assert out["m"]["p_not_better"] == pytest.approx(np.mean(np.array(diffs) <= 0))  # draws of image 0 only
+    default_draws = [d.tolist() for d in seen]
+    seen.clear()
+    assert paired_bootstrap_difference(y, a, b, resamples=1000, seed=0, level=0.95) == out  # the defaults
+    assert [d.tolist() for d in seen] == default_draws
+    seen.clear()
+    paired_bootstrap_difference(y, a, b, seed=1)
+    assert [d.tolist() for d in seen] != default_draws
 
 
 def test_paired_difference_refuses_models_scored_on_other_images():
     y, p = _random_probs(n=20)
-    with pytest.raises(ValueError, match="both models must be scored on the same images, in the same order"):
+    with pytest.raises(ValueError, match="^both models must be scored on the same images, in the same order$"):
         paired_bootstrap_difference(y, p[:-1], p)
     with pytest.raises(ValueError, match="same images"):
         paired_bootstrap_difference(y, p, p[:-1])
