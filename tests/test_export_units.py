@@ -151,8 +151,8 @@ def test_parity_check_passes_the_export_of_the_same_model(plain_export):
     model.train()
     parity = check_onnx_parity(model, spec, path, images)
     assert parity.images == 6 and parity.top1_agreement == 1.0
-    assert parity.max_abs_logit_diff == pytest.approx(np.abs(_run(path, _by_hand(images)) - _torch(model, _by_hand(images))).max(),
-                                                      abs=1e-7)
+    x = _by_hand(images)
+    assert parity.max_abs_logit_diff == pytest.approx(np.abs(_run(path, x) - _torch(model, x)).max(), abs=1e-7)
     assert parity.max_abs_logit_diff < 1e-4
     # a difference exactly at the tolerance still passes (the check is strictly "past")
     shifted, _ = _student()
@@ -225,7 +225,8 @@ def test_int8_is_qdq_with_per_channel_int8_weights_and_uint8_activations(colour_
     assert quantize and dequantize
     activation_zero_points = {inits[n.input[2]].data_type for n in quantize}
     assert activation_zero_points == {TensorProto.UINT8}
-    weights = [n for n in dequantize if inits.get(n.input[0]) is not None and inits[n.input[0]].data_type == TensorProto.INT8]
+    weights = [n for n in dequantize
+               if inits.get(n.input[0]) is not None and inits[n.input[0]].data_type == TensorProto.INT8]
     assert len(weights) >= 10  # the convolutions' and the classifier's weights
     per_channel = [n for n in weights if len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1]
     assert len(per_channel) >= 10

@@ -126,7 +126,8 @@ def test_point_metrics_carry_the_calibration_scores_and_the_auc_table():
     for c in (0, 1, 2, 4, 5):
         assert auc[CLASS_CODES[c]] == pytest.approx(_mann_whitney_auc(Y_TRUE == c, probs[:, c]))
     assert np.isnan(auc[CLASS_CODES[3]]) and np.isnan(auc[CLASS_CODES[6]])  # no positive image
-    assert auc["macro"] == pytest.approx(np.mean([_mann_whitney_auc(Y_TRUE == c, probs[:, c]) for c in (0, 1, 2, 4, 5)]))
+    present = [_mann_whitney_auc(Y_TRUE == c, probs[:, c]) for c in (0, 1, 2, 4, 5)]
+    assert auc["macro"] == pytest.approx(np.mean(present))
     assert set(auc) == {*CLASS_CODES, "macro"}
 
 
