@@ -336,10 +336,13 @@ def test_fitted_temperature_minimises_the_nll():
 
 
 def test_temperature_fit_survives_huge_logits():
-    """Softmax is shift-invariant; logits near 1000 must not overflow the fit (it subtracts the row max)."""
+    """Softmax is shift-invariant per row; logits near +-1000 must neither overflow nor underflow the fit (it
+    subtracts each row's own max: one max over all rows would leave the rows far below it at exp(-big) = 0)."""
     logits, y = _tempered_labels(1, 0.7)
     assert fit_temperature(logits + 1000.0, y) == pytest.approx(fit_temperature(logits, y), rel=1e-3)
     assert fit_temperature(logits + 1000.0, y) == pytest.approx(0.7, rel=0.1)
+    offsets = np.random.default_rng(6).uniform(-1000, 1000, (len(y), 1))
+    assert fit_temperature(logits + offsets, y) == pytest.approx(fit_temperature(logits, y), rel=1e-3)
 
 
 def test_temperature_stays_in_its_bounds():
@@ -411,9 +414,25 @@ def test_calibrate_fits_on_the_raw_logits_of_the_validation_split(untrained_chec
     fitted = load_model(target)[1].calibration_temperature
     assert fitted == pytest.approx(1.0, abs=2e-3)
     assert summary["calibration_temperature"] == pytest.approx(fitted, abs=1e-4)
+    # the same prediction for every image, equal to the label shares, is calibrated: ECE 0 before and after
+    assert summary["ece_before"] == pytest.approx(0, abs=1e-3) and summary["ece_after"] == pytest.approx(0, abs=1e-3)
     test = evaluation_rows(str(synth_manifest), "test")
     test_shares = test["label"].value_counts(normalize=True).reindex(list(CLASS_CODES)).fillna(0).to_numpy()
     if not np.allclose(test_shares, shares):  # on the test split the same logits want another T
         target, _, n = calibrate_checkpoint(ckpt, str(synth_manifest), split="test", out=tmp_path / "t.ckpt")
         assert target == tmp_path / "t.ckpt" and n == len(test)
         assert load_model(target)[1].calibration_temperature != pytest.approx(1.0, abs=2e-3)
+
+
+def test_calibrate_on_a_data_folder_fits_on_the_validation_split_its_training_made(untrained_checkpoint, synth_dir,
+                                                                                     tmp_path):
+    """Given the image folder itself, calibrate splits it as the model's training config did (not every image)."""
+    path, model = untrained_checkpoint
+    from kndnet.checkpoint import load_config_from_checkpoint
+    val = evaluation_rows(str(synth_dir), "val", data_cfg=load_config_from_checkpoint(path).data)
+    shares = val["label"].value_counts(normalize=True).reindex(list(CLASS_CODES)).to_numpy()
+    assert (shares > 0).all()
+    ckpt = _constant_predictor(path, model, np.log(shares), 1.0, tmp_path)
+    target, summary, n = calibrate_checkpoint(ckpt, str(synth_dir))
+    assert n == len(val) and n < len(evaluation_rows(str(synth_dir), "val"))  # without the config: every image
+    assert load_model(target)[1].calibration_temperature == pytest.approx(1.0, abs=2e-3)
