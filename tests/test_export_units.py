@@ -1,7 +1,9 @@
 """deploy/onnx_export.py and deploy/quantize.py on an untrained student: no training, a few seconds.
 
 The mutation-testing judge of both modules. The ONNX files are run here with ONNX Runtime directly and
-compared with the PyTorch model run here, on synthetic images normalised here by hand.
+compared with the PyTorch model run here, on synthetic images normalised here by hand. Every test exports or
+quantises in its own body, never in a shared fixture: mutmut credits a fixture's calls to the first test that
+sets it up only, and would judge the module's mutants by that one test.
 """
 
 from __future__ import annotations
@@ -58,41 +60,33 @@ def _torch(model, x: np.ndarray) -> np.ndarray:
         return model.eval()(torch.from_numpy(x)).numpy()
 
 
-@pytest.fixture(scope="module")
-def plain_export(tmp_path_factory):
+def _plain_export(folder):
     """An untrained student with a calibration temperature of 2 in its spec, exported while in train mode."""
-    out = tmp_path_factory.mktemp("units_plain")
     model, spec = _student()
     spec.calibration_temperature = 2.0  # the runtime divides by T; the parity check compares raw logits
-    path = export_onnx(model.train(), spec, out / "sub" / "m.onnx")  # export must switch to eval itself
+    path = export_onnx(model.train(), spec, folder / "sub" / "m.onnx")  # export must switch to eval itself
     return model, spec, path
 
 
-@pytest.fixture(scope="module")
-def colour_export(tmp_path_factory):
+def _colour_int8(folder):
     """An untrained Shades-of-Gray student, its fp32 export and its int8 model calibrated on 20 images."""
-    out = tmp_path_factory.mktemp("units_export")
     model, spec = _student("shades_of_gray")
-    fp32 = export_onnx(model, spec, out / "fp32.onnx")
-    int8 = quantize_int8(fp32, out / "int8.onnx", _images(20, seed=1), spec)
-    return model, spec, fp32, int8
+    fp32 = export_onnx(model, spec, folder / "fp32.onnx")
+    return model, fp32, quantize_int8(fp32, folder / "int8.onnx", _images(20, seed=1), spec)
 
 
 # ---------------------------------------------------------------- ONNX export
 
-def test_export_runs_like_pytorch_with_any_batch_size(plain_export):
-    model, _, path = plain_export
-    assert path.name == "m.onnx" and path.parent.name == "sub"
+def test_export_runs_like_pytorch_with_any_batch_size_and_carries_the_spec(tmp_path):
+    model, spec, path = _plain_export(tmp_path)
+    assert path == tmp_path / "sub" / "m.onnx"
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.onnx"]  # no temporary left
     for n in (1, 5):
         x = _by_hand(_images(n, seed=n))
         onnx_out, reference = _run(path, x), _torch(model, x)  # eval mode: dropout off, BatchNorm running stats
         assert onnx_out.shape == (n, 7)
         assert np.abs(onnx_out - reference).max() < 1e-4
-
-
-def test_export_graph_signature_and_opset(plain_export):
-    graph = onnx.load(str(plain_export[2]))
+    graph = onnx.load(str(path))
     assert OPSET == 17 and [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [17]
     (image,), (logits,) = graph.graph.input, graph.graph.output
     assert (image.name, logits.name) == ("image", "logits")
@@ -100,11 +94,7 @@ def test_export_graph_signature_and_opset(plain_export):
     assert [d.dim_value for d in image_dims[1:]] == [3, SIZE, SIZE] and logit_dims[1].dim_value == 7
     # the batch is symbolic, and one symbol: the output has as many rows as the input
     assert image_dims[0].dim_param and image_dims[0].dim_param == logit_dims[0].dim_param
-
-
-def test_export_writes_the_spec_and_preprocessing_into_the_metadata(plain_export):
-    _, spec, path = plain_export
-    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    meta = {p.key: p.value for p in graph.metadata_props}
     assert set(meta) == {"kndnet_spec", "class_names", "input_size", "mean", "std", "input_format"}
     assert ModelSpec.from_dict(json.loads(meta["kndnet_spec"])) == spec and spec.calibration_temperature == 2.0
     assert json.loads(meta["class_names"]) == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -145,8 +135,19 @@ def test_logits_parity_and_its_dict_by_hand():
     assert rounding == {"x_max_abs_logit_diff": 0.123457, "x_top1_agreement": 0.9877, "x_images": 9}
 
 
-def test_parity_check_passes_the_export_of_the_same_model(plain_export):
-    model, spec, path = plain_export  # T = 2 in the spec: the check must compare raw logits
+def _shifted(shift: float, cls: int | None = None) -> torch.nn.Module:
+    """The same untrained student with `shift` added to one class's logit (every class's when cls is None)."""
+    other, _ = _student()
+    with torch.no_grad():
+        if cls is None:
+            other.classifier.bias.add_(shift)
+        else:
+            other.classifier.bias[cls] += shift
+    return other
+
+
+def test_parity_check_passes_the_same_model_and_rejects_other_logits(tmp_path):
+    model, spec, path = _plain_export(tmp_path)  # T = 2 in the spec: the check must compare raw logits
     images = _images(6, seed=2)
     model.train()
     parity = check_onnx_parity(model, spec, path, images)
@@ -154,37 +155,19 @@ def test_parity_check_passes_the_export_of_the_same_model(plain_export):
     x = _by_hand(images)
     assert parity.max_abs_logit_diff == pytest.approx(np.abs(_run(path, x) - _torch(model, x)).max(), abs=1e-7)
     assert parity.max_abs_logit_diff < 1e-4
+    # every logit moved by 0.0005 passes the default tolerance of 1e-3, by 0.002 it does not (argmax kept)
+    assert check_onnx_parity(_shifted(0.0005), spec, path, images).max_abs_logit_diff == pytest.approx(0.0005,
+                                                                                                     rel=0.05)
+    with pytest.raises(KNDNetError, match=r"m\.onnx: ONNX output differs from PyTorch \(max \|logit diff\| "
+                                          r"2\.00e-03 > 1e-03 or top-1 agreement 1\.000 < 1\); the export is "
+                                          r"not trustworthy"):
+        check_onnx_parity(_shifted(0.002), spec, path, images)
     # a difference exactly at the tolerance still passes (the check is strictly "past")
-    shifted, _ = _student()
-    with torch.no_grad():
-        shifted.classifier.bias.add_(0.002)
-    at = check_onnx_parity(shifted, spec, path, images, tolerance=1.0).max_abs_logit_diff
-    assert check_onnx_parity(shifted, spec, path, images, tolerance=at).max_abs_logit_diff == at
-
-
-def test_parity_check_default_tolerance_is_a_thousandth(plain_export):
-    _, spec, path = plain_export
-    images = _images(4, seed=3)
-    for shift, passes in ((0.0005, True), (0.002, False)):  # every logit moved by `shift`: argmax kept
-        other, _ = _student()
-        with torch.no_grad():
-            other.classifier.bias.add_(shift)
-        if passes:
-            assert check_onnx_parity(other, spec, path, images).max_abs_logit_diff == pytest.approx(shift, rel=0.05)
-        else:
-            with pytest.raises(KNDNetError, match=r"m\.onnx: ONNX output differs from PyTorch \(max \|logit diff\| "
-                                                  r"2\.00e-03 > 1e-03 or top-1 agreement 1\.000 < 1\); the export is "
-                                                  r"not trustworthy"):
-                check_onnx_parity(other, spec, path, images)
-
-
-def test_parity_check_rejects_other_top1_within_any_tolerance(plain_export):
-    _, spec, path = plain_export
-    other, _ = _student()
-    with torch.no_grad():
-        other.classifier.bias[3] += 100.0  # every image now called class 3
+    at = check_onnx_parity(_shifted(0.002), spec, path, images, tolerance=1.0).max_abs_logit_diff
+    assert check_onnx_parity(_shifted(0.002), spec, path, images, tolerance=at).max_abs_logit_diff == at
+    # another top-1 fails within any tolerance: every image now called class 3
     with pytest.raises(KNDNetError, match="top-1 agreement 0"):
-        check_onnx_parity(other, spec, path, _images(4), tolerance=1e9)
+        check_onnx_parity(_shifted(100.0, cls=3), spec, path, images, tolerance=1e9)
 
 
 # ---------------------------------------------------------------- int8
@@ -204,8 +187,10 @@ def test_calibration_reader_feeds_normalised_batches_then_none_and_rewinds():
     assert [len(small.get_next()["x"]) for _ in range(3)] == [2, 2, 1] and small.get_next() is None
 
 
-def test_int8_model_is_close_to_fp32_and_keeps_the_metadata(colour_export):
-    model, spec, fp32, int8 = colour_export
+def test_int8_of_a_colour_student(tmp_path):
+    """Close to fp32, metadata kept, QDQ with per-channel int8 weights and uint8 activations, the colour layer
+    in float, short internal names; nothing left behind."""
+    model, fp32, int8 = _colour_int8(tmp_path)
     x = _by_hand(_images(12, seed=4))
     a, b = _run(fp32, x), _run(int8, x)
     assert np.abs(a - _torch(model, x)).max() < 1e-4
@@ -213,50 +198,38 @@ def test_int8_model_is_close_to_fp32_and_keeps_the_metadata(colour_export):
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
     meta = lambda path: [(p.key, p.value) for p in onnx.load(str(path)).metadata_props]  # noqa: E731
     assert meta(int8) == meta(fp32)
-    assert [p.name for p in int8.parent.iterdir() if p.name.startswith(".")] == []  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "int8.onnx"]  # no temporary left
 
-
-def test_int8_is_qdq_with_per_channel_int8_weights_and_uint8_activations(colour_export):
-    *_, int8 = colour_export
     graph = onnx.load(str(int8)).graph
     inits = {t.name: t for t in graph.initializer}
     quantize = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     dequantize = [n for n in graph.node if n.op_type == "DequantizeLinear"]
     assert quantize and dequantize
-    activation_zero_points = {inits[n.input[2]].data_type for n in quantize}
-    assert activation_zero_points == {TensorProto.UINT8}
+    assert {inits[n.input[2]].data_type for n in quantize} == {TensorProto.UINT8}  # activations
     weights = [n for n in dequantize
                if inits.get(n.input[0]) is not None and inits[n.input[0]].data_type == TensorProto.INT8]
     assert len(weights) >= 10  # the convolutions' and the classifier's weights
     per_channel = [n for n in weights if len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1]
     assert len(per_channel) >= 10
 
-
-def test_int8_keeps_the_colour_layer_in_float(colour_export):
-    """The image goes straight into the Shades-of-Gray ops, unquantised; without the colour layer the
-    stem convolution's input is quantised at once."""
-    *_, int8 = colour_export
-    graph = onnx.load(str(int8)).graph
+    # the image goes straight into the Shades-of-Gray ops, unquantised
     first = [n.op_type for n in graph.node if "image" in n.input]
     assert first and "QuantizeLinear" not in first
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     assert not [n for n in graph.node if n.op_type in ("Pow", "ReduceMean") and dequantized & set(n.input)]
 
-
-def test_int8_without_a_colour_layer_quantises_the_input(plain_export, tmp_path):
-    _, spec, fp32 = plain_export
-    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", _images(8), spec)
-    assert [n.op_type for n in onnx.load(str(int8)).graph.node if "image" in n.input] == ["QuantizeLinear"]
-
-
-def test_int8_internal_names_are_short_and_consistent(colour_export):
-    *_, int8 = colour_export
-    graph = onnx.load(str(int8)).graph
     assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["logits"]
     assert all(n.name == "" for n in graph.node)
     internal = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output} - {"logits"}
     assert all(name.startswith("t") and name[1:].isdigit() for name in internal)
     onnx.checker.check_model(onnx.load(str(int8)), full_check=True)
+
+
+def test_int8_without_a_colour_layer_quantises_the_input(tmp_path):
+    _, spec, fp32 = _plain_export(tmp_path)
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", _images(8), spec)
+    assert int8 == tmp_path / "int8.onnx"
+    assert [n.op_type for n in onnx.load(str(int8)).graph.node if "image" in n.input] == ["QuantizeLinear"]
 
 
 def test_compact_names_by_hand():
