@@ -187,9 +187,10 @@ def test_calibration_reader_feeds_normalised_batches_then_none_and_rewinds():
     assert [len(small.get_next()["x"]) for _ in range(3)] == [2, 2, 1] and small.get_next() is None
 
 
-def test_int8_of_a_colour_student(tmp_path):
+def test_int8_of_a_colour_student(tmp_path, monkeypatch):
     """Close to fp32, metadata kept, QDQ with per-channel int8 weights and uint8 activations, the colour layer
-    in float, short internal names; nothing left behind."""
+    in float, short internal names; nothing left behind, in the output folder or the working directory."""
+    monkeypatch.chdir(tmp_path)
     model, fp32, int8 = _colour_int8(tmp_path)
     x = _by_hand(_images(12, seed=4))
     a, b = _run(fp32, x), _run(int8, x)
@@ -225,10 +226,11 @@ def test_int8_of_a_colour_student(tmp_path):
     onnx.checker.check_model(onnx.load(str(int8)), full_check=True)
 
 
-def test_int8_without_a_colour_layer_quantises_the_input(tmp_path):
+def test_int8_without_a_colour_layer_quantises_the_input(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the pre-processed graph is a temporary: nothing may land in the working directory
     _, spec, fp32 = _plain_export(tmp_path)
     int8 = quantize_int8(fp32, tmp_path / "int8.onnx", _images(8), spec)
-    assert int8 == tmp_path / "int8.onnx"
+    assert int8 == tmp_path / "int8.onnx" and sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "sub"]
     assert [n.op_type for n in onnx.load(str(int8)).graph.node if "image" in n.input] == ["QuantizeLinear"]
 
 
