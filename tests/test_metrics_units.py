@@ -238,9 +238,13 @@ def test_bootstrap_resamples_images_with_replacement_1000_times_by_default(monke
     assert any(len(set(draw.tolist())) < n for draw in seen)  # with replacement
     means = [draw.mean() for draw in seen]
     assert ci["mean_label"] == (pytest.approx(np.percentile(means, 2.5)), pytest.approx(np.percentile(means, 97.5)))
+    default_draws = [draw.tolist() for draw in seen]
     seen.clear()
     assert bootstrap_ci(y, p, resamples=1000, seed=0, level=0.95) == ci  # the documented defaults
-    assert bootstrap_ci(y, p, seed=1) != ci
+    assert [draw.tolist() for draw in seen] == default_draws  # the same draws: the seed is used, and is 0
+    seen.clear()
+    bootstrap_ci(y, p, seed=1)
+    assert [draw.tolist() for draw in seen] != default_draws
 
 
 def test_bootstrap_level_sets_the_percentiles(monkeypatch):
