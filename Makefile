@@ -29,8 +29,8 @@ bench:  ## benchmark scripts on ../shared/data/ham10000
 MUTMUT ?= mutmut==3.8.1
 MUTATION_DIR ?= /tmp/kndnet-mutation
 MUTATE ?= distill/losses.py:test_losses.py data/splits.py:test_splits.py \
-	evaluation/metrics.py:test_evaluation.py evaluation/calibration.py:test_evaluation.py \
-	deploy/quantize.py:test_deploy.py deploy/onnx_export.py:test_deploy.py
+	evaluation/metrics.py:test_metrics_units.py evaluation/calibration.py:test_metrics_units.py \
+	deploy/quantize.py:test_export_units.py deploy/onnx_export.py:test_export_units.py
 
 mutation:  ## mutation testing (mutmut) of the modules whose mistakes are silent; prints surviving mutants
 	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q "$(MUTMUT)"
