@@ -33,18 +33,13 @@ def _scores(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return labels, probs, table["image_id"].astype(str).tolist()
 
 
-def _same_images(baseline: Path, other: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels and both probability tables; DataError unless both scored the same images, labels and order."""
+def paired_difference(baseline: Path, other: Path, resamples: int = 1000) -> dict[str, dict[str, float]]:
+    """`other` minus `baseline` per headline metric, paired bootstrap over the images both scored."""
     y, base_probs, base_ids = _scores(baseline)
     y_other, other_probs, other_ids = _scores(other)
     if other_ids != base_ids or not np.array_equal(y, y_other):
         raise DataError(f"{baseline} and {other} scored different images; evaluate both on the same split")
-    return y, base_probs, other_probs
-
-
-def paired_difference(baseline: Path, other: Path, resamples: int = 1000) -> dict[str, dict[str, float]]:
-    """`other` minus `baseline` per headline metric, paired bootstrap over the images both scored."""
-    return paired_bootstrap_difference(*_same_images(baseline, other), resamples)
+    return paired_bootstrap_difference(y, base_probs, other_probs, resamples)
 
 
 def _difference_table(folders: list[Path], names: list[str], baseline: int) -> str:
@@ -69,11 +64,10 @@ def compare(folders: list[Path], out_dir: Path, names: list[str] | None = None, 
     names = names or [f.name for f in folders]
     if len(names) != len(runs):
         raise DataError(f"--names gives {len(names)} labels for {len(runs)} folders")
+    # the same images matter, not the same data path: a copied manifest pairs, and the difference table
+    # (built before anything is written) refuses other images by id
     if len({(r["split"], r["images"]) for r in runs}) > 1:
         raise DataError("evaluations are on different splits or image counts; compare models on the same split")
-    # the same images matter, not the same path: a copied manifest pairs; other images are refused by id
-    for folder in folders[1:]:
-        _same_images(folders[0], folder)
     lines = ["| model | accuracy | balanced accuracy | macro-F1 | mel. sensitivity | ECE |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, m in zip(names, runs):
