@@ -180,6 +180,33 @@ def test_calibrate_stores_the_temperature_fitted_on_the_validation_split(trained
     assert "ECE" in capsys.readouterr().out
 
 
+def test_calibrate_logit_adjust_folds_the_validation_chosen_shift_and_fits_t_after_it(trained, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """tau is chosen on the val logits with the training prior; the written model scores raw + tau * log prior.
+    (The tiny synthetic run's own choice is tau 0, so the choice is recorded and replaced by 0.5.)"""
+    from kndnet.evaluation import logit_adjustment as la
+    seen = {}
+    def choose(logits, labels, prior_log, metric):
+        seen.update(logits=logits, labels=labels, prior_log=prior_log, metric=metric)
+        return 0.5, {}
+    monkeypatch.setattr(la, "choose_tau", choose)
+    ckpt, manifest = trained
+    out = tmp_path / "adjusted.ckpt"
+    assert main(["calibrate", "--model", ckpt, "--data", str(manifest), "--logit-adjust", "accuracy",
+                 "--out", str(out)]) == 0
+    logits, labels = _raw_logits(ckpt, manifest, "val")
+    train = evaluation_rows(str(manifest), "train")["label"].value_counts()
+    prior_log = la.log_prior([int(train.get(c, 0)) for c in CLASS_CODES])
+    assert np.allclose(seen["logits"], logits, atol=1e-5) and np.array_equal(seen["labels"], labels)
+    assert np.allclose(seen["prior_log"], prior_log) and seen["metric"] == "accuracy"
+    _, spec = load_model(out)
+    assert spec.prior_tau == 0.5 and np.allclose(spec.logit_shift, 0.5 * prior_log)
+    adjusted, _ = _raw_logits(out, manifest, "val")
+    assert np.allclose(adjusted, logits + 0.5 * prior_log, atol=1e-4)
+    assert spec.calibration_temperature == pytest.approx(fit_temperature(adjusted, labels), rel=1e-3)
+    assert "logit adjustment tau 0.50: val accuracy" in capsys.readouterr().out
+
+
 def test_compare_refuses_different_splits(trained, tmp_path):
     ckpt, manifest = trained
     assert main(["evaluate", "--model", ckpt, "--data", str(manifest), "--out", str(tmp_path / "a"),

@@ -1,7 +1,7 @@
 """Self-describing checkpoints: everything needed to rebuild the model travels inside the file.
 
 A KNDNet checkpoint is a Lightning checkpoint with one extra key, `kndnet`, holding the model spec
-(architecture, width, classes, input size, normalisation, calibration temperature) and the resolved
+(architecture, width, classes, input size, normalisation, calibration temperature, logit adjustment) and the resolved
 config. It loads with `torch.load(weights_only=True)`: no pickled code ever runs.
 """
 
@@ -40,6 +40,8 @@ class ModelSpec:
     color_constancy: str = "none"     # a layer inside the student (models/colour.py); named here for readers
     load_size: int = 0                # eval: decode at this size first, as training's decoded cache did
                                       # (0, older files: the default ratio 256/224 of image_size)
+    prior_tau: float = 0.0            # logit adjustment already folded into the classifier bias
+    logit_shift: tuple[float, ...] = ()  # that bias shift per class, tau * log(training prior) (`calibrate`)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "ModelSpec":
@@ -73,7 +75,8 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(vars(self))
-        d.update(mean=list(self.mean), std=list(self.std), class_codes=list(self.class_codes))
+        d.update(mean=list(self.mean), std=list(self.std), class_codes=list(self.class_codes),
+                 logit_shift=list(self.logit_shift))
         return d
 
     @classmethod
@@ -90,7 +93,8 @@ class ModelSpec:
         d = {k: v for k, v in d.items() if k in SPEC_FIELDS}
         try:
             d.update(mean=tuple(d.get("mean", IMAGENET_MEAN)), std=tuple(d.get("std", IMAGENET_STD)),
-                     class_codes=tuple(d.get("class_codes", CLASS_CODES)))
+                     class_codes=tuple(d.get("class_codes", CLASS_CODES)),
+                     logit_shift=tuple(d.get("logit_shift", ())))
             spec = cls(**d)
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: unreadable model spec ({err})") from err
@@ -107,6 +111,11 @@ class ModelSpec:
         if self.num_classes != len(CLASS_CODES) or tuple(self.class_codes) != CLASS_CODES:
             problems.append(f"{self.num_classes} classes {list(self.class_codes)} (this version knows "
                             f"{len(CLASS_CODES)}: {', '.join(CLASS_CODES)})")
+        shift = self.logit_shift
+        if len(shift) not in (0, self.num_classes) or not all(isinstance(v, (int, float)) and abs(v) < 1e6
+                                                              for v in shift):
+            problems.append(f"logit shift {list(shift)} (needs {self.num_classes} finite values; re-run "
+                            "`kndnet calibrate --logit-adjust`)")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             problems.append(f"normalisation mean {list(self.mean)} / std {list(self.std)} (needs 3 values, std > 0)")
         if problems:

@@ -9,6 +9,8 @@ from kndnet.commands import SPLITS, command, positive_int
 from kndnet.commands.data import data_args
 from kndnet.errors import DataError
 
+ADJUST_METRICS = ("macro_f1", "balanced_accuracy", "accuracy")  # evaluation.logit_adjustment's (lazy import)
+
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
@@ -44,13 +46,23 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint to calibrate")
     p.add_argument("--split", default="val", choices=SPLITS, help="split to fit the temperature on (default val)")
     p.add_argument("--out", help="calibrated checkpoint (default: <model>_calibrated.ckpt)")
+    p.add_argument("--logit-adjust", nargs="?", const="macro_f1", choices=ADJUST_METRICS, metavar="METRIC",
+                   help="also add tau * log(training class prior) to the logits (Menon et al. 2021), tau chosen "
+                        "on the split to maximise METRIC (default macro_f1; or balanced_accuracy, accuracy) and "
+                        "folded into the classifier bias; trades rare-class recall (melanoma too) for precision")
 
 
 @command("calibrate", "fit temperature scaling on the validation split and store it in the checkpoint",
          _calibrate_args)
 def _calibrate(args: argparse.Namespace) -> int:
     from kndnet.evaluation.calibration import calibrate_checkpoint
-    out, s, n = calibrate_checkpoint(args.model, args.data, args.split, args.format or "auto", args.out)
+    out, s, n = calibrate_checkpoint(args.model, args.data, args.split, args.format or "auto", args.out,
+                                     args.logit_adjust)
+    if args.logit_adjust:
+        metric = args.logit_adjust
+        print(f"logit adjustment tau {s['prior_tau']:.2f}: {args.split} {metric} {s[metric + '_before']:.3f} -> "
+              f"{s[metric + '_after']:.3f}, melanoma sensitivity {s['melanoma_sensitivity_before']:.3f} -> "
+              f"{s['melanoma_sensitivity_after']:.3f}")
     print(f"calibration temperature {s['calibration_temperature']}: ECE {s['ece_before']} -> {s['ece_after']} on {n} "
           f"{args.split} images; wrote {out}")
     return 0

@@ -38,7 +38,10 @@ def calibration_summary(logits: np.ndarray, y_true: np.ndarray, temperature: flo
 
 def write_temperature(checkpoint: str | Path, temperature: float, out: str | Path) -> Path:
     """Copy `checkpoint` to `out` with the spec's calibration temperature set (atomic)."""
-    ckpt = read_checkpoint(checkpoint)
+    return _write_temperature(read_checkpoint(checkpoint), temperature, out)
+
+
+def _write_temperature(ckpt: dict, temperature: float, out: str | Path) -> Path:
     spec = ckpt[SPEC_KEY]["spec"]
     spec.pop("temperature", None)  # a file written before the rename
     spec["calibration_temperature"] = float(temperature)
@@ -48,8 +51,13 @@ def write_temperature(checkpoint: str | Path, temperature: float, out: str | Pat
 
 
 def calibrate_checkpoint(model: str | Path, data: str, split: str = "val", fmt: str = "auto",
-                         out: str | Path | None = None) -> tuple[Path, dict[str, float], int]:
-    """Fit T on `split` of `data` for `model`; write the calibrated checkpoint. Returns (path, summary, n)."""
+                         out: str | Path | None = None,
+                         logit_adjust: str | None = None) -> tuple[Path, dict[str, float], int]:
+    """Fit T on `split` of `data` for `model`; write the calibrated checkpoint. Returns (path, summary, n).
+
+    With `logit_adjust` (a metric name) it first chooses a logit adjustment on the same split
+    (evaluation/logit_adjustment.py), folds it into the classifier bias, and fits T on the adjusted logits.
+    """
     from torch.utils.data import DataLoader
 
     from kndnet.checkpoint import load_config_from_checkpoint
@@ -57,11 +65,31 @@ def calibrate_checkpoint(model: str | Path, data: str, split: str = "val", fmt: 
     from kndnet.inference import TorchPredictor, eval_dataset
     predictor = TorchPredictor(model)
     predictor.spec.calibration_temperature = 1.0  # fit on raw logits, even when re-calibrating
-    rows = evaluation_rows(data, split, fmt, load_config_from_checkpoint(model).data)
+    data_cfg = load_config_from_checkpoint(model).data
+    rows = evaluation_rows(data, split, fmt, data_cfg)
     dataset = eval_dataset(rows, predictor.spec)
     logits = np.concatenate([predictor.logits(b["image"]) for b in DataLoader(dataset, batch_size=64)])
     labels = dataset.labels.numpy()
+    ckpt, summary = read_checkpoint(model), {}
+    if logit_adjust:
+        logits, summary = _adjust(ckpt, predictor, logits, labels, evaluation_rows(data, "train", fmt, data_cfg),
+                                  logit_adjust)
     temperature = fit_temperature(logits, labels)
     target = Path(out or Path(model).with_name(Path(model).stem + "_calibrated.ckpt"))
-    write_temperature(model, temperature, target)
-    return target, calibration_summary(logits, labels, temperature), len(rows)
+    _write_temperature(ckpt, temperature, target)
+    return target, {**summary, **calibration_summary(logits, labels, temperature)}, len(rows)
+
+
+def _adjust(ckpt: dict, predictor, logits: np.ndarray, labels: np.ndarray, train_rows,
+            metric: str) -> tuple[np.ndarray, dict[str, float]]:
+    """Choose tau on these logits, fold tau * log(training prior) into `ckpt`; the adjusted logits."""
+    from kndnet.classes import CLASS_CODES
+    from kndnet.evaluation import logit_adjustment as la
+    spec = predictor.spec
+    raw = la.unshifted(logits, spec.logit_shift)
+    counts = train_rows["label"].value_counts().reindex(list(spec.class_codes), fill_value=0).tolist()
+    prior_log = la.log_prior(counts)
+    tau, _ = la.choose_tau(raw, labels, prior_log, metric)
+    la.fold_shift(ckpt, la.classifier_bias_name(predictor.model, spec.num_classes), tau * prior_log, tau)
+    return raw + tau * prior_log, la.adjustment_summary(raw, labels, prior_log, tau, metric,
+                                                        CLASS_CODES.index("mel"))
