@@ -46,7 +46,7 @@ def test_export_writes_onnx_int8_and_model_card(exported):
     assert card["onnx_fp32_vs_torch_max_abs_logit_diff"] < 1e-3
     assert card["int8_bytes"] < 200 * 1024
     text = (exported / "MODEL_CARD.md").read_text()
-    assert "Not a medical device" in text and "Tschandl" in text
+    assert "Not a medical device" in text and "Tschandl" in text and "Decision rule" not in text
     meta = {p.key: p.value for p in onnx.load(str(exported / "model_int8.onnx")).metadata_props}
     assert json.loads(meta["class_names"])[4] == "mel" and meta["input_size"] == "32"
 

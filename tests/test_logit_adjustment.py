@@ -94,3 +94,20 @@ def test_a_spec_with_a_shift_of_the_wrong_length_is_refused(student_ckpt):
 def test_a_model_without_a_class_sized_linear_layer_is_refused():
     with pytest.raises(CheckpointError, match="classifier bias"):
         la.classifier_bias_name(torch.nn.Sequential(torch.nn.Linear(3, 5, bias=False)), 5)
+
+
+def test_an_export_of_an_adjusted_checkpoint_carries_the_shift_and_says_so(student_ckpt, tmp_path):
+    """The shift lives in the weights, so the ONNX graph applies it; the model card names the decision rule."""
+    from kndnet.cli import main
+    from kndnet.inference import OnnxPredictor
+    path, model = student_ckpt
+    shift = np.linspace(-2, 0, 7)
+    torch.save(la.fold_shift(read_checkpoint(path), la.classifier_bias_name(model, 7), shift, 0.5),
+               tmp_path / "adjusted.ckpt")
+    assert main(["export", "--model", str(tmp_path / "adjusted.ckpt"), "--out", str(tmp_path / "export")]) == 0
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    onnx = OnnxPredictor(tmp_path / "export" / "model_fp32.onnx")
+    with torch.no_grad():
+        raw = model(onnx.spec.normalise(images)).numpy()
+    assert np.allclose(onnx.logits(images), raw + shift, atol=1e-4) and onnx.spec.prior_tau == 0.5
+    assert "0.5 * log(training class prior)" in (tmp_path / "export" / "MODEL_CARD.md").read_text()

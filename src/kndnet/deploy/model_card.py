@@ -40,7 +40,7 @@ def _markdown(card: dict[str, Any]) -> str:
              f"- multiply-accumulates per image: {card['macs'] / 1e6:.1f} M",
              f"- files: fp32 ONNX {kb(card.get('fp32_bytes'))}, int8 ONNX {kb(card.get('int8_bytes'))}",
              f"- peak activation memory at int8 (graph liveness, batch 1): {kb(card['peak_activation_bytes_int8'])}",
-             *_litert_lines(card, kb),
+             *_litert_lines(card, kb), *_decision_rule_lines(card),
              "", "## Classes", "", ", ".join(f"{c.index} {c.code} ({c.name})" for c in CLASSES), ""]
     metrics = {k: v for k, v in card.items() if k.startswith(MEASURED_PREFIXES) and k.endswith(
         ("accuracy", "macro_f1", "agreement", "diff", "images", "steps"))}
@@ -52,6 +52,16 @@ def _markdown(card: dict[str, Any]) -> str:
     lines += ["## Limitations", ""] + [f"- {x}" for x in LIMITATIONS]
     lines += ["", "## Data", "", HAM10000_ATTRIBUTION, ""]
     return "\n".join(lines)
+
+
+def _decision_rule_lines(card: dict[str, Any]) -> list[str]:
+    """A logit adjustment changes what the model calls; the card must say so (evaluation/logit_adjustment.py)."""
+    if not card.get("prior_tau"):
+        return []
+    return ["", "## Decision rule", "",
+            f"- logit adjustment: {card['prior_tau']:g} * log(training class prior) is folded into the classifier "
+            "bias (`kndnet calibrate --logit-adjust`): the model calls common classes more often than the "
+            "balanced-trained network, with lower rare-class recall, melanoma sensitivity included"]
 
 
 def _litert_lines(card: dict[str, Any], kb) -> list[str]:

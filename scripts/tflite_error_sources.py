@@ -1,0 +1,102 @@
+"""Where does the int8 LiteRT model lose agreement with fp32? One run, three quantised variants, one table.
+
+Why: the shipped student's full-integer .tflite agrees with fp32 PyTorch on ~97% of images while its ONNX int8
+model agrees on ~99%. This separates the causes on a held-out split (validation by default, so no choice is
+made on test):
+
+- weight-only int8 (ai-edge-quantizer, float activations): the cost of int8 weights alone;
+- the PT2E quantiser's own simulation (the quantise/dequantise graph in PyTorch, before conversion): the cost
+  of int8 activations as calibrated;
+- the converted full-integer .tflite run in LiteRT: what ships.
+
+Each row: top-1 agreement with fp32, the median over images of the largest absolute logit difference, and
+macro-F1. Needs the litert extra (pip install kndnet[litert]).
+
+    python scripts/tflite_error_sources.py kndnet-student --data runs/v3/manifest.csv --split val
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kndnet.checkpoint import load_model
+from kndnet.deploy import tflite_export as te
+from kndnet.deploy.export import load_images
+from kndnet.evaluation.metrics import CI_METRICS
+from kndnet.inference_tflite import TflitePredictor
+from kndnet.shipped import resolve_model
+
+
+def run_float_tflite(path: Path, pixels: torch.Tensor) -> np.ndarray:
+    """Logits of a float-in/float-out .tflite, one image per invoke (its batch is static 1)."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for image in pixels.numpy():
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(out["index"])[0].copy())
+    return np.stack(rows)
+
+
+def weight_only_logits(model, spec, pixels: torch.Tensor, folder: Path) -> np.ndarray:
+    from ai_edge_quantizer import quantizer, recipe
+    te.convert_tflite(model, spec, folder / "float.tflite")
+    q = quantizer.Quantizer(str(folder / "float.tflite"), recipe.weight_only_wi8_afp32())
+    q.quantize().export_model(str(folder / "weight_only.tflite"), overwrite=True)
+    return run_float_tflite(folder / "weight_only.tflite", pixels)
+
+
+def simulated_logits(model, spec, calib: torch.Tensor, pixels: torch.Tensor) -> np.ndarray:
+    """The PT2E quantise/dequantise graph that litert-torch converts, run in PyTorch."""
+    edge = te.EdgeStudent(model, spec).eval()
+    sample = (torch.zeros(1, spec.image_size, spec.image_size, 3),)
+    with torch.no_grad():
+        qdq, _ = te._quantise(edge, sample, calib)
+        return torch.cat([qdq(pixels[i:i + 1]) for i in range(len(pixels))]).numpy()
+
+
+def row(name: str, logits: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> str:
+    agree = float((logits.argmax(1) == ref.argmax(1)).mean())
+    err = float(np.median(np.abs(logits - ref).max(1)))
+    return f"| {name} | {agree:.4f} | {err:.3f} | {CI_METRICS['macro_f1'](labels, logits):.3f} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="checkpoint or kndnet-student")
+    parser.add_argument("--data", required=True, help="manifest the model was trained on")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--count", type=int, default=0, help="images of the split (0: all)")
+    parser.add_argument("--calib-count", type=int, default=200, help="training images to calibrate on")
+    args = parser.parse_args()
+    model, spec = load_model(resolve_model(args.model))
+    calib, _ = load_images(args.data, "train", spec, args.calib_count)
+    images, labels = load_images(args.data, args.split, spec, args.count)
+    pixels = te.nhwc_pixels(images)
+    with torch.no_grad():
+        ref = model(spec.normalise(images)).numpy()
+    lines = [f"{len(images)} {args.split} images, calibrated on {len(calib)} training images",
+             "| variant | top-1 agreement with fp32 | median max abs logit diff | macro-F1 |",
+             "| --- | --- | --- | --- |", row("fp32 PyTorch", ref, ref, labels)]
+    with tempfile.TemporaryDirectory() as tmp:
+        lines.append(row("int8 weights only (LiteRT, float activations)",
+                         weight_only_logits(model, spec, pixels, Path(tmp)), ref, labels))
+        lines.append(row("PT2E int8 simulation (PyTorch, before conversion)",
+                         simulated_logits(model, spec, calib, pixels), ref, labels))
+        te.convert_tflite(model, spec, Path(tmp) / "int8.tflite", calib)
+        predictor = TflitePredictor(Path(tmp) / "int8.tflite")
+        lines.append(row("full-integer .tflite (LiteRT)",
+                         predictor.logits(images) * predictor.spec.calibration_temperature, ref, labels))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
