@@ -7,6 +7,7 @@ the calibration temperature. Test-time augmentation averages softmax over flippe
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -90,6 +91,39 @@ def open_predictor(path: str | Path) -> Predictor:
         from kndnet.inference_tflite import TflitePredictor  # optional extra: imported only when asked
         return TflitePredictor(path)
     return TorchPredictor(path)
+
+
+class EnsemblePredictor:
+    """Several models scored as one: the mean of their logits (each divided by its own calibration T).
+
+    Why the mean logit: it is the averaged-logit teacher ensemble of the KD literature (Hinton et al. 2015),
+    e.g. EfficientNet-Lite0/1/2 teachers trained on the same split. The images are decoded once, so members
+    must preprocess alike (input size, load size, normalisation, classes); otherwise it refuses, naming both.
+    """
+
+    def __init__(self, members: list[Predictor]) -> None:
+        first = members[0]
+        for other in members[1:]:
+            if _preprocessing(other.spec) != _preprocessing(first.spec):
+                raise CheckpointError(f"{other.source} preprocesses as {_preprocessing(other.spec)} but "
+                                      f"{first.source} as {_preprocessing(first.spec)} (input size, load size, "
+                                      "mean, std, classes); ensemble only models that see the same pixels")
+        self.members = members
+        self.spec = replace(first.spec, calibration_temperature=1.0)  # members apply their own
+        self.source = " + ".join(m.source for m in members)
+
+    def logits(self, images: torch.Tensor) -> np.ndarray:
+        return np.mean([m.logits(images) for m in self.members], axis=0)
+
+
+def _preprocessing(spec: ModelSpec) -> tuple:
+    return spec.image_size, spec.eval_load_size, tuple(spec.mean), tuple(spec.std), tuple(spec.class_codes)
+
+
+def open_predictors(paths: list[str | Path]) -> Predictor:
+    """One predictor, or the logit-averaging ensemble of several."""
+    members = [open_predictor(p) for p in paths]
+    return members[0] if len(members) == 1 else EnsemblePredictor(members)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -14,7 +14,8 @@ ADJUST_METRICS = ("macro_f1", "balanced_accuracy", "accuracy")  # evaluation.log
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     data_args(p)
-    p.add_argument("--model", help="checkpoint, .onnx or .tflite (default: the shipped student)")
+    p.add_argument("--model", nargs="+", help="checkpoint, .onnx or .tflite (default: the shipped student); "
+                   "several: score their logit-averaging ensemble (same input size and normalisation)")
     p.add_argument("--split", default="test", choices=SPLITS, help="manifest split (default test)")
     p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"])
     p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv, figures, report.md")
@@ -27,9 +28,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from kndnet.evaluation.metrics import with_ci
     from kndnet.evaluation.report import write_evaluation
     from kndnet.evaluation.run import evaluation_rows, score
-    from kndnet.inference import open_predictor
+    from kndnet.inference import open_predictors
     from kndnet.shipped import resolve_model
-    predictor = open_predictor(resolve_model(args.model))
+    predictor = open_predictors([resolve_model(m) for m in args.model or [None]])
     rows = evaluation_rows(args.data, args.split, args.format or "auto")
     plain, tta = score(predictor, rows, args.tta, args.batch_size)
     m = write_evaluation(predictor, plain, Path(args.out), args.data, args.split, tta, args.tta, args.resamples)
