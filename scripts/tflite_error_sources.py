@@ -7,7 +7,8 @@ made on test):
 - weight-only int8 (ai-edge-quantizer, float activations): the cost of int8 weights alone;
 - the PT2E quantiser's own simulation (the quantise/dequantise graph in PyTorch, before conversion): the cost
   of int8 activations as calibrated;
-- the converted full-integer .tflite run in LiteRT: what ships.
+- the converted full-integer .tflite run in LiteRT: what ships;
+- for reference, the ONNX Runtime int8 model `kndnet export --int8` writes (QDQ, uint8 activations).
 
 Each row: top-1 agreement with fp32, the median over images of the largest absolute logit difference, and
 macro-F1. Needs the litert extra (pip install kndnet[litert]).
@@ -63,6 +64,15 @@ def simulated_logits(model, spec, calib: torch.Tensor, pixels: torch.Tensor) -> 
         return torch.cat([qdq(pixels[i:i + 1]) for i in range(len(pixels))]).numpy()
 
 
+def onnx_int8_logits(model, spec, calib: torch.Tensor, images: torch.Tensor, folder: Path) -> np.ndarray:
+    from kndnet.deploy.onnx_export import export_onnx
+    from kndnet.deploy.quantize import quantize_int8
+    from kndnet.inference import OnnxPredictor
+    fp32 = export_onnx(model, spec, folder / "fp32.onnx")
+    predictor = OnnxPredictor(quantize_int8(fp32, folder / "int8.onnx", calib, spec))
+    return predictor.logits(images) * predictor.spec.calibration_temperature
+
+
 def row(name: str, logits: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> str:
     agree = float((logits.argmax(1) == ref.argmax(1)).mean())
     err = float(np.median(np.abs(logits - ref).max(1)))
@@ -95,6 +105,8 @@ def main() -> None:
         predictor = TflitePredictor(Path(tmp) / "int8.tflite")
         lines.append(row("full-integer .tflite (LiteRT)",
                          predictor.logits(images) * predictor.spec.calibration_temperature, ref, labels))
+        lines.append(row("ONNX Runtime int8 (QDQ, for reference)", onnx_int8_logits(model, spec, calib, images,
+                                                                                  Path(tmp)), ref, labels))
     print("\n".join(lines))
 
 
