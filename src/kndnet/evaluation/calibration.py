@@ -60,17 +60,17 @@ def calibrate_checkpoint(model: str | Path, data: str, split: str = "val", fmt: 
     """
     from torch.utils.data import DataLoader
 
-    from kndnet.checkpoint import load_config_from_checkpoint
+    from kndnet.config import config_from_dict
     from kndnet.evaluation.run import evaluation_rows
     from kndnet.inference import TorchPredictor, eval_dataset
     predictor = TorchPredictor(model)
     predictor.spec.calibration_temperature = 1.0  # fit on raw logits, even when re-calibrating
-    data_cfg = load_config_from_checkpoint(model).data
+    ckpt, summary = read_checkpoint(model), {}
+    data_cfg = config_from_dict(ckpt[SPEC_KEY]["config"]).data
     rows = evaluation_rows(data, split, fmt, data_cfg)
     dataset = eval_dataset(rows, predictor.spec)
     logits = np.concatenate([predictor.logits(b["image"]) for b in DataLoader(dataset, batch_size=64)])
     labels = dataset.labels.numpy()
-    ckpt, summary = read_checkpoint(model), {}
     if logit_adjust:
         logits, summary = _adjust(ckpt, predictor, logits, labels, evaluation_rows(data, "train", fmt, data_cfg),
                                   logit_adjust)
@@ -84,11 +84,11 @@ def _adjust(ckpt: dict, predictor, logits: np.ndarray, labels: np.ndarray, train
             metric: str) -> tuple[np.ndarray, dict[str, float]]:
     """Choose tau on these logits, fold tau * log(training prior) into `ckpt`; the adjusted logits."""
     from kndnet.classes import CLASS_CODES
+    from kndnet.data.selection import class_counts
     from kndnet.evaluation import logit_adjustment as la
     spec = predictor.spec
     raw = la.unshifted(logits, spec.logit_shift)
-    counts = train_rows["label"].value_counts().reindex(list(spec.class_codes), fill_value=0).tolist()
-    prior_log = la.log_prior(counts)
+    prior_log = la.log_prior(class_counts(train_rows))
     tau, _ = la.choose_tau(raw, labels, prior_log, metric)
     la.fold_shift(ckpt, la.classifier_bias_name(predictor.model, spec.num_classes), tau * prior_log, tau)
     return raw + tau * prior_log, la.adjustment_summary(raw, labels, prior_log, tau, metric,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kndnet.checkpoint import SPEC_KEY, model_weights
+from kndnet.checkpoint import EMA_PREFIX, SPEC_KEY
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.evaluation.metrics import CI_METRICS
 
@@ -66,8 +66,8 @@ def fold_shift(ckpt: dict, bias_name: str, shift: np.ndarray, tau: float) -> dic
     previous = np.asarray(spec.get("logit_shift") or np.zeros_like(shift), dtype=np.float64)
     delta = torch.as_tensor(shift - previous, dtype=torch.float32)
     state = ckpt.get("state_dict") or {}
-    keys = [k for k in state if k.endswith(f".{bias_name}") and k[: -len(bias_name) - 1] in ("model", "ema.module")]
-    if not keys or bias_name not in model_weights(state):
+    keys = [prefix + bias_name for prefix in ("model.", EMA_PREFIX) if prefix + bias_name in state]
+    if not keys:
         raise CheckpointError(f"the checkpoint has no weights named {bias_name!r} to fold the adjustment into")
     for key in keys:
         state[key] = state[key] + delta.to(state[key].dtype)
