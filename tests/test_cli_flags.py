@@ -62,3 +62,10 @@ def test_unset_flags_leave_the_config_alone_and_set_pairs_are_kept():
     overrides = config_overrides(args)
     assert load_config(None, overrides).train.weight_decay == 0.01
     assert overrides["train.epochs"] is None  # not given: load_config ignores it
+
+
+def test_distill_takes_several_teachers_as_one_ensemble():
+    from kndnet.config import teacher_checkpoints
+    args = _subparser("distill").parse_args(["--out", "x", "--teacher", "a.ckpt", "b.ckpt"])
+    cfg = load_config(None, config_overrides(args), role="distill")
+    assert cfg.distill.teacher == "a.ckpt,b.ckpt" and teacher_checkpoints(cfg.distill) == ["a.ckpt", "b.ckpt"]

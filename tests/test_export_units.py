@@ -252,3 +252,14 @@ def test_compact_names_by_hand():
     assert [n.name for n in g.node] == ["", ""] and [v.name for v in g.value_info] == ["t1"]
     out = ort.InferenceSession(model.SerializeToString()).run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0]
     assert out.tolist() == [0.0, 0.5]
+
+
+def test_shipped_config_keeps_only_file_names_of_every_ensemble_teacher():
+    from kndnet.config import Config
+    from kndnet.deploy.export import without_machine_paths
+    cfg = Config(role="distill")
+    cfg.distill.teacher = "/home/me/runs/lite2/best.ckpt,/home/me/runs/lite0/lite0.ckpt"
+    cfg.data.path = "/home/me/data"
+    shipped = without_machine_paths(cfg)
+    assert shipped.distill.teacher == "best.ckpt,lite0.ckpt" and shipped.data.path == "data"
+    assert cfg.distill.teacher.startswith("/home/me")  # the run's own config is untouched

@@ -82,7 +82,7 @@ def _distill_module(synth_manifest, **overrides):
     cfg = tiny_config("distill", synth_manifest, **{"train.mixup_alpha": 0.4, "data.view_size": 48, **overrides})
     module = LesionClassifier(cfg.to_dict(), class_counts(split_rows(load_manifest(synth_manifest), "train", 0)))
     teacher, student = _Recorder(), _Recorder()
-    module._teacher, module._teacher_size = [teacher], 48
+    module._teacher, module._teacher_sizes = [teacher], [48]
     module._compiled = [student]
     return module, teacher, student
 
@@ -163,3 +163,65 @@ def test_teacher_prior_shift_moves_a_sqrt_sampled_teacher_to_the_balanced_studen
     assert torch.allclose(cached, 1 + expected.expand(2, 7))
     cfg.distill.teacher_prior_shift = False
     assert not LesionClassifier(cfg.to_dict(), counts).teacher_shift.any()
+
+
+def _saved_model(role, synth_manifest, path, **overrides):
+    """A checkpoint of an untrained model of `role` (its weights do not matter, its spec and config do)."""
+    from kndnet.checkpoint import ModelSpec, save_model_checkpoint
+    from kndnet.models import create_model
+    cfg = tiny_config(role, synth_manifest, **overrides)
+    return save_model_checkpoint(create_model(cfg.model), ModelSpec.from_config(cfg), cfg, path)
+
+
+def test_an_ensemble_teacher_feeds_each_member_its_own_size_and_averages_their_logits(synth_manifest):
+    module, big, _ = _distill_module(synth_manifest, **{"distill.teacher_bf16": False})
+    small = _Recorder()
+    module._teacher, module._teacher_sizes = [big, small], [48, 24]
+    x = torch.randn(4, 3, 48, 48)
+    logits = module._teacher_logits({}, x)
+    assert big.inputs[0].shape[-1] == 48 and small.inputs[0].shape[-1] == 24
+    shrunk = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", antialias=True)
+    assert torch.allclose(small.inputs[0], shrunk, atol=1e-6)
+    expected = (big.head(x.mean(dim=(2, 3))) + small.head(shrunk.mean(dim=(2, 3)))) / 2
+    assert torch.allclose(logits, expected, atol=1e-6)
+
+
+def test_attaching_an_ensemble_loads_every_member_and_refuses_one_with_other_classes(synth_manifest, tmp_path):
+    a = _saved_model("teacher", synth_manifest, tmp_path / "a.ckpt")
+    b = _saved_model("teacher", synth_manifest, tmp_path / "b.ckpt", **{"data.image_size": 40})
+    module, _, _ = _distill_module(synth_manifest)
+    module.attach_online_teachers([str(a), str(b)])
+    assert len(module._teacher) == 2 and module._teacher_sizes == [32, 40]
+    from kndnet.checkpoint import ModelSpec, save_model_checkpoint
+    from kndnet.errors import CheckpointError
+    from kndnet.models import create_model
+    cfg = tiny_config("teacher", synth_manifest)
+    spec = ModelSpec.from_config(cfg)
+    odd = save_model_checkpoint(create_model(cfg.model), type(spec)(**{**spec.__dict__, "mean": (0.5, 0.5, 0.5)}),
+                                cfg, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match="odd.ckpt reads pixels and classes as"):
+        module.attach_online_teachers([str(a), str(odd)])
+
+
+def test_prior_shift_refuses_an_ensemble_of_teachers_trained_with_different_samplers(synth_manifest, tmp_path):
+    sqrt = _saved_model("teacher", synth_manifest, tmp_path / "sqrt.ckpt", **{"train.sampler": "sqrt"})
+    flat = _saved_model("teacher", synth_manifest, tmp_path / "flat.ckpt", **{"train.sampler": "random"})
+    counts = [10, 20, 40, 5, 80, 160, 3]
+    alike = tiny_config("distill", synth_manifest, **{"distill.teacher": f"{sqrt}, {sqrt}",
+                                                      "distill.teacher_prior_shift": True, "train.sampler": "balanced"})
+    expected = -0.5 * torch.tensor(counts, dtype=torch.float).log()
+    assert torch.allclose(LesionClassifier(alike.to_dict(), counts).teacher_shift, expected)
+    mixed = tiny_config("distill", synth_manifest, **{"distill.teacher": f"{sqrt},{flat}",
+                                                      "distill.teacher_prior_shift": True})
+    with pytest.raises(ConfigError, match=r"different samplers \(.*sqrt.ckpt: sqrt, .*flat.ckpt: random\)"):
+        LesionClassifier(mixed.to_dict(), counts)
+
+
+def test_distillation_from_an_ensemble_teacher_trains_end_to_end(synth_manifest, tmp_path):
+    a = _saved_model("teacher", synth_manifest, tmp_path / "a.ckpt")
+    b = _saved_model("teacher", synth_manifest, tmp_path / "b.ckpt", **{"data.image_size": 40})
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": f"{a},{b}", "distill.views": 0,
+                                                    "distill.loss": "hinton", "train.epochs": 1})
+    summary = fit(cfg, tmp_path / "run")
+    assert summary["epochs_run"] == 1
+    assert load_config(tmp_path / "run" / "config.yaml", role="distill").distill.teacher == f"{a},{b}"

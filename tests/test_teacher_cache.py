@@ -133,3 +133,10 @@ def test_online_teacher_trained_at_another_size_gets_resized_views(teacher_and_c
     cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": teacher_ckpt, "train.epochs": 1,
                                                     "data.image_size": 40})
     assert fit(cfg, tmp_path)["epochs_run"] == 1
+
+
+def test_a_teacher_cache_of_an_ensemble_is_refused_with_the_online_alternative(synth_manifest, tmp_path):
+    from kndnet.distill.build import cache_teacher_for_config
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": "a.ckpt,b.ckpt", "distill.views": 2})
+    with pytest.raises(ConfigError, match="names 2 checkpoints; a teacher cache scores one teacher.*--teacher-cache"):
+        cache_teacher_for_config(cfg, tmp_path)

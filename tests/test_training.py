@@ -195,7 +195,7 @@ def test_training_step_asks_the_online_teacher_about_the_same_images(synth_manif
     # DKD distils every sample, whatever the teacher's confidence
     module = _kd_module(synth_manifest, **{"distill.loss": "dkd", "distill.teacher_bf16": False,
                                            "distill.teacher_hflip": False})
-    module.attach_online_teacher(student_run[1]["best_checkpoint"])
+    module.attach_online_teachers([student_run[1]["best_checkpoint"]])
     batch = _kd_batch()
     with torch.no_grad():
         teacher_logits = teacher(module.preprocess(batch["image"]))

@@ -89,7 +89,7 @@ class DistillConfig:
     alpha: float = 0.9             # weight of the cross-entropy term
     threshold: float = 0.65        # teacher confidence needed for a sample to be distilled
     dkd_beta: float = 8.0          # decoupled KD: weight of the non-target term
-    teacher: str = ""              # teacher checkpoint
+    teacher: str = ""              # teacher checkpoint; several, comma-separated: one teacher, their mean logit
     views: int = 4                 # K cached augmented views per image; 0 in a `run` recipe: no cache,
                                    # the teacher runs online on every (mixed) batch (function matching)
     teacher_cache: str = ""        # folder of cached teacher logits; empty: online teacher
@@ -275,6 +275,15 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def teacher_checkpoints(distill: DistillConfig) -> list[str]:
+    """`distill.teacher` as a list: one checkpoint, or the members of an averaged-logit ensemble teacher.
+
+    Why a comma-separated string and not a list: the key stays one string in every config and checkpoint
+    written before ensembles existed, and `--set distill.teacher=A,B` works like any other key.
+    """
+    return [path.strip() for path in distill.teacher.split(",") if path.strip()]
+
+
 def config_from_dict(mapping: dict[str, Any]) -> Config:
     """Rebuild a Config from `Config.to_dict()` output (e.g. read back from a checkpoint)."""
     cfg = Config(role=mapping.get("role", "student"))
@@ -321,5 +330,5 @@ def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "DistillConfig", "ROLES",
     "IMAGENET_MEAN", "IMAGENET_STD", "load_config", "recipe_path", "config_from_dict", "save_config",
-    "parse_set_options",
+    "parse_set_options", "teacher_checkpoints",
 ]

@@ -33,9 +33,17 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--pretrained", "model.pretrained", help="teacher weights: timm | lite-pypi | none | PATH")
 
 
+class _CommaJoined(argparse.Action):
+    """`--teacher A.ckpt B.ckpt` -> "A.ckpt,B.ckpt", the form distill.teacher gives an ensemble teacher."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, ",".join(values))
+
+
 def _distill_args(p: argparse.ArgumentParser) -> None:
     _training_args(p)
-    config_flag(p, "--teacher", "distill.teacher", required=True, help="teacher checkpoint (.ckpt)")
+    config_flag(p, "--teacher", "distill.teacher", required=True, nargs="+", action=_CommaJoined,
+                help="teacher checkpoint (.ckpt); several: one ensemble teacher, the mean of their logits")
     config_flag(p, "--teacher-cache", "distill.teacher_cache",
                 help="folder from `kndnet cache-teacher` (else online teacher)")
     config_flag(p, "--init-from", "train.init_from", help="warm start from this student checkpoint (the method does)")

@@ -127,11 +127,12 @@ PATH_KEYS = ("data.path", "data.cache_dir", "distill.teacher", "distill.teacher_
 
 
 def without_machine_paths(cfg: Config) -> Config:
-    """A copy of `cfg` whose path keys keep only the file or folder name (shipped files travel)."""
+    """A copy of `cfg` whose path keys keep only the file or folder name (shipped files travel); each
+    member of a comma-separated ensemble teacher keeps its own name."""
     shipped = copy.deepcopy(cfg)
     for dotted in PATH_KEYS:
         section, name = dotted.split(".")
         value = getattr(getattr(shipped, section), name)
         if value and value != "none":
-            setattr(getattr(shipped, section), name, Path(value).name)
+            setattr(getattr(shipped, section), name, ",".join(Path(part).name for part in value.split(",")))
     return shipped

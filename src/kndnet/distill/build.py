@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kndnet.config import Config
+from kndnet.config import Config, teacher_checkpoints
 from kndnet.data.cache import build_cache
 from kndnet.data.selection import resolve_manifest, split_rows
 from kndnet.data.transforms import resize_for_training
@@ -17,6 +17,10 @@ def cache_teacher_for_config(cfg: Config, out_dir: str | Path, batch_size: int =
     if cfg.distill.views < 1:
         raise ConfigError(f"distill.views is {cfg.distill.views}: a teacher cache needs at least one view "
                           "(0 means no cache: the teacher runs online during `distill`)")
+    if len(teacher_checkpoints(cfg.distill)) > 1:
+        raise ConfigError(f"distill.teacher names {len(teacher_checkpoints(cfg.distill))} checkpoints; a teacher "
+                          "cache scores one teacher. An ensemble teacher runs online: distil without "
+                          "--teacher-cache (distill.views 0 in a `run` recipe)")
     out_dir = Path(out_dir)
     manifest = resolve_manifest(cfg, out_dir)
     rows = split_rows(manifest, "train", cfg.data.val_fold)

@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from kndnet.checkpoint import torch_load_weights
 from kndnet.classes import CLASS_CODES
-from kndnet.config import Config, recipe_differences, save_config
+from kndnet.config import Config, recipe_differences, save_config, teacher_checkpoints
 from kndnet.data.manifest import MANIFEST_NAME
 from kndnet.data.selection import class_counts, resolve_manifest, split_rows
 from kndnet.distill.teacher_cache import TeacherCache
@@ -112,7 +112,7 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
     data = LesionDataModule(cfg, manifest, Path(cfg.data.cache_dir or run_dir / "cache"), teacher_cache)
     module = LesionClassifier(cfg.to_dict(), train_counts)
     if cfg.role == "distill" and teacher_cache is None:
-        module.attach_online_teacher(cfg.distill.teacher)
+        module.attach_online_teachers(teacher_checkpoints(cfg.distill))
     trainer = build_trainer(cfg, run_dir, extra_callbacks)
     last = _resumable(run_dir / "checkpoints" / "last.ckpt")
     start = time.perf_counter()
@@ -180,7 +180,7 @@ def _teacher_cache(cfg: Config) -> TeacherCache | None:
         return None
     if cfg.distill.teacher_cache:
         return TeacherCache.load(cfg.distill.teacher_cache)
-    if not cfg.distill.teacher:
+    if not teacher_checkpoints(cfg.distill):
         raise DataError("distillation needs --teacher CKPT (online) or a teacher cache "
                         "(distill.teacher_cache, built by `kndnet cache-teacher`)")
     return None

@@ -30,9 +30,9 @@ from kndnet.checkpoint import (
     read_checkpoint,
     spec_payload,
 )
-from kndnet.config import Config, config_from_dict
+from kndnet.config import Config, config_from_dict, teacher_checkpoints
 from kndnet.distill.losses import distillation_loss
-from kndnet.errors import ConfigError
+from kndnet.errors import CheckpointError, ConfigError
 from kndnet.models import create_model
 from kndnet.training.datamodule import prior_exponent
 from kndnet.training.mixing import build_mixer, mix_batch
@@ -78,6 +78,7 @@ class LesionClassifier(L.LightningModule):
             self.ema.requires_grad_(False)
             self.live_val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val_live/")
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and optimiser
+        self._teacher_sizes: list[int] = []          # each teacher's input size
         # compiled wrapper kept outside the module tree, so checkpoint keys stay `model.*`
         self._compiled = [torch.compile(self.model)] if self.cfg.train.compile else [self.model]
         self.samples_seen = 0
@@ -93,20 +94,43 @@ class LesionClassifier(L.LightningModule):
         classes by sqrt(n_c); a student on the balanced sampler should be taught a balanced posterior."""
         shift = torch.zeros(len(class_counts))
         if self.cfg.role == "distill" and self.cfg.distill.teacher_prior_shift:
-            if not self.cfg.distill.teacher:
-                raise ConfigError("distill.teacher_prior_shift needs the teacher checkpoint (distill.teacher) "
-                                  "to read which sampler trained it")
-            teacher_sampler = load_config_from_checkpoint(self.cfg.distill.teacher).train.sampler
-            delta = prior_exponent(self.cfg.train.sampler) - prior_exponent(teacher_sampler)
+            delta = prior_exponent(self.cfg.train.sampler) - prior_exponent(self._teacher_sampler())
             shift = delta * torch.tensor(class_counts, dtype=torch.float).clamp(min=1).log()
         return shift
 
-    def attach_online_teacher(self, teacher_ckpt: str) -> None:
-        teacher, spec = load_model(teacher_ckpt)
-        if self.cfg.train.channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
-        self._teacher = [teacher.requires_grad_(False)]
-        self._teacher_size = spec.image_size
+    def _teacher_sampler(self) -> str:
+        """The sampler that trained the teacher; an ensemble's members must share one (one prior to undo)."""
+        paths = teacher_checkpoints(self.cfg.distill)
+        if not paths:
+            raise ConfigError("distill.teacher_prior_shift needs the teacher checkpoint (distill.teacher) "
+                              "to read which sampler trained it")
+        samplers = {path: load_config_from_checkpoint(path).train.sampler for path in paths}
+        if len(set(samplers.values())) > 1:
+            named = ", ".join(f"{path}: {sampler}" for path, sampler in samplers.items())
+            raise ConfigError(f"distill.teacher_prior_shift: the ensemble's teachers were trained with different "
+                              f"samplers ({named}); the shift undoes one training prior, so turn it off or "
+                              "use teachers trained alike")
+        return next(iter(samplers.values()))
+
+    def attach_online_teachers(self, paths: list[str]) -> None:
+        """Load the teacher (or the members of an ensemble teacher) that scores every training batch.
+
+        Members must read pixels as the student does (mean, std) and name the same classes in the same
+        order, or their averaged logits would mean nothing; each is fed the view at its own input size.
+        """
+        student = ModelSpec.from_config(self.cfg)
+        self._teacher, self._teacher_sizes = [], []
+        for path in paths:
+            teacher, spec = load_model(path)
+            theirs, ours = _pixels_and_classes(spec), _pixels_and_classes(student)
+            if theirs != ours:
+                raise CheckpointError(f"teacher {path} reads pixels and classes as {theirs} but the student "
+                                      f"as {ours} (mean, std, classes); distil from teachers trained on the "
+                                      "same classes and normalisation")
+            if self.cfg.train.channels_last:
+                teacher = teacher.to(memory_format=torch.channels_last)
+            self._teacher.append(teacher.requires_grad_(False))
+            self._teacher_sizes.append(spec.image_size)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x H x W -> normalised float, channels_last when configured."""
@@ -117,19 +141,24 @@ class LesionClassifier(L.LightningModule):
         return self._compiled[0](self.preprocess(images))
 
     def _teacher_logits(self, batch: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Cached logits of this view, or the online teacher's on exactly the (mixed) images `x`."""
+        """Cached logits of this view, or the online teacher's on exactly the (mixed) images `x`; for an
+        ensemble teacher the mean of its members' raw logits (Hinton et al. 2015)."""
         if "teacher_logits" in batch:
             return batch["teacher_logits"].float() + self.teacher_shift
         if not self._teacher:
             raise RuntimeError("distillation needs cached teacher logits or an online teacher")
-        teacher = self._teacher[0].to(x.device).eval()
-        x = _resized(x, self._teacher_size)  # same view, at the size the teacher was trained on
         bf16 = self.cfg.distill.teacher_bf16 and x.device.type in ("cpu", "cuda")
         with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = teacher(x).float()
-            if self.cfg.distill.teacher_hflip:
-                logits = (logits + teacher(x.flip(-1)).float()) / 2
-        return logits + self.teacher_shift
+            member_logits = [self._member_logits(teacher.to(x.device).eval(), _resized(x, size))
+                             for teacher, size in zip(self._teacher, self._teacher_sizes)]
+        return torch.stack(member_logits).mean(dim=0) + self.teacher_shift
+
+    def _member_logits(self, teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One teacher on the view (at the size it was trained on), and on its mirror when asked."""
+        logits = teacher(x).float()
+        if self.cfg.distill.teacher_hflip:
+            logits = (logits + teacher(x.flip(-1)).float()) / 2
+        return logits
 
     def train_size(self) -> int:
         """The student's input size this epoch: data.image_size, or smaller under progressive resizing."""
@@ -203,3 +232,8 @@ def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+
+
+def _pixels_and_classes(spec: ModelSpec) -> tuple:
+    """What a teacher and its student must share for the student's normalised view to mean the same to both."""
+    return tuple(spec.mean), tuple(spec.std), tuple(spec.class_codes)
