@@ -225,3 +225,22 @@ def test_distillation_from_an_ensemble_teacher_trains_end_to_end(synth_manifest,
     summary = fit(cfg, tmp_path / "run")
     assert summary["epochs_run"] == 1
     assert load_config(tmp_path / "run" / "config.yaml", role="distill").distill.teacher == f"{a},{b}"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_teacher_bf16_is_used_only_where_the_cpu_has_native_bf16(synth_manifest, monkeypatch, native):
+    """Emulated bf16 is slower than fp32: without AVX512-BF16/AMX the teacher runs in fp32, with a warning."""
+    from kndnet.training import module as module_code
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    module_code._cpu_has_native_bf16.cache_clear()
+    module, teacher, _ = _distill_module(synth_manifest, **{"distill.teacher_bf16": True})
+    seen = []
+    teacher.forward = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or torch.zeros(len(x), 7)
+    if native:
+        module._teacher_logits({}, torch.randn(2, 3, 48, 48))
+    else:
+        with pytest.warns(UserWarning, match="neither AVX512-BF16 nor AMX.*runs in fp32"):
+            module._teacher_logits({}, torch.randn(2, 3, 48, 48))
+    module_code._cpu_has_native_bf16.cache_clear()
+    assert seen == [native]

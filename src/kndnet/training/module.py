@@ -12,6 +12,8 @@ and, being what validation selected, the weights every loader of the checkpoint 
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Any
 
 import lightning as L
@@ -147,7 +149,7 @@ class LesionClassifier(L.LightningModule):
             return batch["teacher_logits"].float() + self.teacher_shift
         if not self._teacher:
             raise RuntimeError("distillation needs cached teacher logits or an online teacher")
-        bf16 = self.cfg.distill.teacher_bf16 and x.device.type in ("cpu", "cuda")
+        bf16 = self.cfg.distill.teacher_bf16 and _native_bf16(x.device.type)
         with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             member_logits = [self._member_logits(teacher.to(x.device).eval(), _resized(x, size))
                              for teacher, size in zip(self._teacher, self._teacher_sizes)]
@@ -232,6 +234,24 @@ def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+
+
+def _native_bf16(device_type: str) -> bool:
+    """Whether bf16 autocast pays on this device: CUDA, or a CPU with AVX512-BF16 or AMX instructions."""
+    return device_type == "cuda" or (device_type == "cpu" and _cpu_has_native_bf16())
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """Why ask: on a CPU without those instructions oneDNN emulates bf16, and the online teacher ran several
+    times slower than in fp32 (2 cores with AVX-512 VNNI only: BENCH.md), so `distill.teacher_bf16` falls
+    back to fp32 there, warned once."""
+    native = any(getattr(torch.cpu, probe, lambda: False)()
+                 for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    if not native:
+        warnings.warn("distill.teacher_bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 would be "
+                      "emulated and slower than fp32; the online teacher runs in fp32")
+    return native
 
 
 def _pixels_and_classes(spec: ModelSpec) -> tuple:
