@@ -243,9 +243,9 @@ def _native_bf16(device_type: str) -> bool:
 
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
-    """Why ask: on a CPU without those instructions oneDNN emulates bf16, and the online teacher ran several
-    times slower than in fp32 (2 cores with AVX-512 VNNI only: BENCH.md), so `distill.teacher_bf16` falls
-    back to fp32 there, warned once."""
+    """Why ask: on a CPU without those instructions oneDNN emulates bf16, and the online teacher ran slower
+    than in fp32 (Lite2: 0.43x of fp32 channels_last on 2 cores with AVX-512 VNNI only, docs/BENCH.md), so
+    `distill.teacher_bf16` falls back to fp32 there, warned once."""
     native = any(getattr(torch.cpu, probe, lambda: False)()
                  for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     if not native:

@@ -1,0 +1,51 @@
+"""Images per second of an online teacher's forward pass: fp32 NCHW vs channels_last vs channels_last + bf16.
+
+Why: function-matching KD runs the teacher on every training batch, so its inference speed sets the cost
+of a KD epoch. bf16 autocast pays only where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere
+oneDNN emulates it, which is why `distill.teacher_bf16` falls back to fp32 on such CPUs. This prints the
+three rates on this machine, as ratios to fp32 NCHW, with the CPU's bf16 support. Random weights: only the
+arithmetic matters. Usage:
+    python benchmarks/bench_teacher_inference.py [--teacher tf_efficientnet_lite2] [--image-size 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import timm
+import torch
+
+
+def images_per_second(model: torch.nn.Module, x: torch.Tensor, bf16: bool, repeats: int) -> float:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        model(x)  # warm-up: oneDNN picks its kernels on the first call
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+    return repeats * len(x) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default="tf_efficientnet_lite2")
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    model = timm.create_model(args.teacher, num_classes=7).eval()
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    native = {probe: bool(getattr(torch.cpu, probe, lambda: False)())
+              for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")}
+    rates = {"fp32, NCHW": images_per_second(model, x, False, args.repeats)}
+    model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    rates["fp32, channels_last"] = images_per_second(model, x, False, args.repeats)
+    rates["bf16 autocast, channels_last"] = images_per_second(model, x, True, args.repeats)
+    print(f"{args.teacher} at {args.image_size} px, batch {args.batch_size}, {torch.get_num_threads()} threads; "
+          f"AVX512-BF16 {native['_is_avx512_bf16_supported']}, AMX {native['_is_amx_tile_supported']}")
+    for name, rate in rates.items():
+        print(f"  {name:30s} {rate:7.1f} img/s  ({rate / rates['fp32, NCHW']:.2f}x fp32 NCHW)")
+
+
+if __name__ == "__main__":
+    main()
