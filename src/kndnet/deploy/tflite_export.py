@@ -2,7 +2,7 @@
 
 The full-integer model is quantised in PyTorch with litert-torch's PT2E quantiser (int8 per-channel
 symmetric weights, int8 per-tensor activations, histogram-calibrated on training images) and converted
-by litert-torch, no TensorFlow involved. Two changes to the network make every op integer:
+by litert-torch, no TensorFlow involved. Two changes to the network make every op integer, and one keeps precision:
 
 - the graph takes N x H x W x 3 RGB pixels and normalises them itself (one MUL and one ADD); the input's
   quantisation is fixed, not calibrated (scale 1, zero point -128: int8 = pixel - 128), so it is
@@ -10,6 +10,10 @@ by litert-torch, no TensorFlow involved. Two changes to the network make every o
   pixels of generated images: scale 0.98); NHWC is the layout TFLite kernels use;
 - SiLU is written as x * sigmoid(x): the quantiser annotates sigmoid and mul but not silu, and left as
   silu it stays float between DEQUANTIZE/QUANTIZE pairs (measured: ten float LOGISTIC ops).
+- the global average pool gets its own observed output range instead of sharing its input's: the pooled
+  features span about a third of the last block's range, and at the shared scale (0.034 vs 0.010 for the
+  shipped student) LiteRT quantised them 3.4x more coarsely than the simulation did (validation agreement
+  with fp32 0.974 -> 0.987, median max logit difference 0.195 -> 0.104).
 
 The spec travels in the file as a metadata entry (inference_tflite.TFLITE_SPEC_KEY); tensor names are
 shortened (they are a twentieth of the file otherwise). `ai-edge-litert`/`litert-torch` are an extra.
@@ -110,6 +114,8 @@ def _pixel_input_quantizer():
                 for edge in list(annotation.input_qspec_map) if annotation else []:
                     if _reads_graph_input(edge):
                         annotation.input_qspec_map[edge] = pixels
+                if annotation and node.target == torch.ops.aten.adaptive_avg_pool2d.default:
+                    annotation.output_qspec = self.global_config.output_activation  # its own observed range
             return model
 
     return PixelInputQuantizer().set_global(pt2e.get_symmetric_quantization_config(is_per_channel=True))
