@@ -17,8 +17,9 @@ def cache_teacher_for_config(cfg: Config, out_dir: str | Path, batch_size: int =
     if cfg.distill.views < 1:
         raise ConfigError(f"distill.views is {cfg.distill.views}: a teacher cache needs at least one view "
                           "(0 means no cache: the teacher runs online during `distill`)")
-    if len(teacher_checkpoints(cfg.distill)) > 1:
-        raise ConfigError(f"distill.teacher names {len(teacher_checkpoints(cfg.distill))} checkpoints; a teacher "
+    members = len(teacher_checkpoints(cfg.distill))
+    if members > 1:
+        raise ConfigError(f"distill.teacher names {members} checkpoints; a teacher "
                           "cache scores one teacher. An ensemble teacher runs online: distil without "
                           "--teacher-cache (distill.views 0 in a `run` recipe)")
     out_dir = Path(out_dir)

@@ -120,11 +120,11 @@ class LesionClassifier(L.LightningModule):
         Members must read pixels as the student does (mean, std) and name the same classes in the same
         order, or their averaged logits would mean nothing; each is fed the view at its own input size.
         """
-        student = ModelSpec.from_config(self.cfg)
+        ours = _pixels_and_classes(ModelSpec.from_config(self.cfg))
         self._teacher, self._teacher_sizes = [], []
         for path in paths:
             teacher, spec = load_model(path)
-            theirs, ours = _pixels_and_classes(spec), _pixels_and_classes(student)
+            theirs = _pixels_and_classes(spec)
             if theirs != ours:
                 raise CheckpointError(f"teacher {path} reads pixels and classes as {theirs} but the student "
                                       f"as {ours} (mean, std, classes); distil from teachers trained on the "
