@@ -1,10 +1,11 @@
-"""Images per second of an online teacher's forward pass: fp32 NCHW vs channels_last vs channels_last + bf16.
+"""Images per second of an online teacher's forward pass: PyTorch fp32 NCHW, channels_last, channels_last +
+bf16, and ONNX Runtime fp32 (`distill.teacher_runtime: onnxruntime`).
 
 Why: function-matching KD runs the teacher on every training batch, so its inference speed sets the cost
 of a KD epoch. bf16 autocast pays only where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere
 oneDNN emulates it, which is why `distill.teacher_bf16` falls back to fp32 on such CPUs. This prints the
-three rates on this machine, as ratios to fp32 NCHW, with the CPU's bf16 support. Random weights: only the
-arithmetic matters. Usage:
+rates on this machine, as ratios to fp32 NCHW, with the CPU's bf16 support; the ONNX Runtime row is the
+teacher exactly as distillation attaches it. Random weights: only the arithmetic matters. Usage:
     python benchmarks/bench_teacher_inference.py [--teacher tf_efficientnet_lite2] [--image-size 160]
 """
 
@@ -13,8 +14,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import timm
 import torch
+
+from kndnet.checkpoint import ModelSpec
+from kndnet.config import load_config
+from kndnet.distill.onnx_teacher import onnxruntime_teacher
+from kndnet.models import create_model
 
 
 def images_per_second(model: torch.nn.Module, x: torch.Tensor, bf16: bool, repeats: int) -> float:
@@ -33,7 +38,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    model = timm.create_model(args.teacher, num_classes=7).eval()
+    cfg = load_config(role="teacher", overrides={"model.arch": args.teacher, "model.pretrained": "none-quiet",
+                                                 "data.image_size": args.image_size})
+    model, spec = create_model(cfg.model).eval(), ModelSpec.from_config(cfg)
+    onnx_teacher = onnxruntime_teacher(model, spec, args.teacher)  # exported from the same weights
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     native = {probe: bool(getattr(torch.cpu, probe, lambda: False)())
               for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")}
@@ -41,6 +49,7 @@ def main() -> None:
     model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     rates["fp32, channels_last"] = images_per_second(model, x, False, args.repeats)
     rates["bf16 autocast, channels_last"] = images_per_second(model, x, True, args.repeats)
+    rates["ONNX Runtime fp32"] = images_per_second(onnx_teacher, x, False, args.repeats)
     print(f"{args.teacher} at {args.image_size} px, batch {args.batch_size}, {torch.get_num_threads()} threads; "
           f"AVX512-BF16 {native['_is_avx512_bf16_supported']}, AMX {native['_is_amx_tile_supported']}")
     for name, rate in rates.items():

@@ -97,6 +97,7 @@ class DistillConfig:
                                    # to the one the student's sampler shows (logit adjustment, Menon et al. 2021)
     teacher_hflip: bool = False    # online teacher: average its logits over the view and its mirror
     teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
+    teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU, fp32, ~2x PyTorch eager here)
 
 
 @dataclass
@@ -233,6 +234,7 @@ CHOICES = {
     "train.sampler": ("balanced", "sqrt", "random"),
     "model.color_constancy": ("none", "shades_of_gray"),
     "distill.loss": ("cmkd", "hinton", "dkd", "lskd"),
+    "distill.teacher_runtime": ("torch", "onnxruntime"),
 }
 
 

@@ -34,6 +34,7 @@ from kndnet.checkpoint import (
 )
 from kndnet.config import Config, config_from_dict, teacher_checkpoints
 from kndnet.distill.losses import distillation_loss
+from kndnet.distill.onnx_teacher import onnxruntime_teacher
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.models import create_model
 from kndnet.training.datamodule import prior_exponent
@@ -119,6 +120,7 @@ class LesionClassifier(L.LightningModule):
 
         Members must read pixels as the student does (mean, std) and name the same classes in the same
         order, or their averaged logits would mean nothing; each is fed the view at its own input size.
+        With `distill.teacher_runtime: onnxruntime` each member runs in ONNX Runtime (see onnx_teacher).
         """
         ours = _pixels_and_classes(ModelSpec.from_config(self.cfg))
         self._teacher, self._teacher_sizes = [], []
@@ -129,7 +131,9 @@ class LesionClassifier(L.LightningModule):
                 raise CheckpointError(f"teacher {path} reads pixels and classes as {theirs} but the student "
                                       f"as {ours} (mean, std, classes); distil from teachers trained on the "
                                       "same classes and normalisation")
-            if self.cfg.train.channels_last:
+            if self.cfg.distill.teacher_runtime == "onnxruntime":
+                teacher = onnxruntime_teacher(teacher, spec, path)
+            elif self.cfg.train.channels_last:
                 teacher = teacher.to(memory_format=torch.channels_last)
             self._teacher.append(teacher.requires_grad_(False))
             self._teacher_sizes.append(spec.image_size)
@@ -149,7 +153,8 @@ class LesionClassifier(L.LightningModule):
             return batch["teacher_logits"].float() + self.teacher_shift
         if not self._teacher:
             raise RuntimeError("distillation needs cached teacher logits or an online teacher")
-        bf16 = self.cfg.distill.teacher_bf16 and _native_bf16(x.device.type)
+        torch_teacher = self.cfg.distill.teacher_runtime == "torch"  # ONNX Runtime runs it in fp32
+        bf16 = self.cfg.distill.teacher_bf16 and torch_teacher and _native_bf16(x.device.type)
         with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             member_logits = [self._member_logits(teacher.to(x.device).eval(), _resized(x, size))
                              for teacher, size in zip(self._teacher, self._teacher_sizes)]
