@@ -97,7 +97,7 @@ class DistillConfig:
                                    # to the one the student's sampler shows (logit adjustment, Menon et al. 2021)
     teacher_hflip: bool = False    # online teacher: average its logits over the view and its mirror
     teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
-    teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU, fp32, ~2x PyTorch eager here)
+    teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU only, fp32; 1.5-1.8x PyTorch here)
 
 
 @dataclass
