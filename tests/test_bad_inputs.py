@@ -76,7 +76,10 @@ CRAFTED: dict[str, Callable[[dict], None]] = {
     "unknown_arch": lambda c: c["kndnet"]["spec"].update(arch="resnet_9000"),
     "five_classes": lambda c: c["kndnet"]["spec"].update(num_classes=5),
     "image_size_0": lambda c: c["kndnet"]["spec"].update(image_size=0),
-    "temperature_0": lambda c: c["kndnet"]["spec"].update(temperature=0.0),
+    "temperature_0": lambda c: c["kndnet"]["spec"].update(calibration_temperature=0.0),
+    # a file written before the key was renamed: the old name is still read, and still checked
+    "legacy_temperature_0": lambda c: c["kndnet"]["spec"].update(temperature=0.0) or
+    c["kndnet"]["spec"].pop("calibration_temperature"),
     "wrong_width": lambda c: c["kndnet"]["spec"].update(width=1.0),
     "no_spec": lambda c: c.pop("kndnet"),
 }
@@ -140,6 +143,7 @@ CASES = [
            fragment=fragment) for name, fragment in [
         ("no_spec_keys", "lacks width"), ("unknown_arch", "unknown model architecture 'resnet_9000'"),
         ("five_classes", "5 classes"), ("image_size_0", "image_size 0"), ("temperature_0", "temperature 0.0"),
+        ("legacy_temperature_0", "temperature 0.0"),
         ("wrong_width", "weights do not fit"), ("no_spec", "no 'kndnet' model spec")]],
     # splits and manifests
     Case("evaluate_split_typo", lambda w: _evaluate(w, "--data", str(w.manifest), "--split", "tset"),
