@@ -4,9 +4,9 @@ Why: function matching (Beyer et al., CVPR 2022) runs the teacher on every train
 that is most of a distillation epoch. The same fp32 weights ran 1.5x to 1.8x faster in ONNX Runtime than in
 PyTorch channels_last (EfficientNet-Lite2 at 160 px, batch 32, two threads without native bf16: 174 vs 117
 img/s, `benchmarks/bench_teacher_inference.py`, docs/BENCH.md), with the same logits to ~1e-5; a whole
-function-matching epoch got 1.2x faster. The teacher is exported once when
-it is attached, checked against PyTorch on a probe batch, and the file is dropped once the session holds
-it. CPU only: on a GPU the PyTorch teacher (in bf16) is the fast path.
+function-matching epoch got 1.2x faster. The teacher is exported once when it is attached, checked
+against PyTorch on a probe batch, and kept as bytes in memory (no file is left in the run folder).
+CPU only: on a GPU the PyTorch teacher (in bf16) is the fast path.
 """
 
 from __future__ import annotations
