@@ -19,3 +19,9 @@ def subset(manifest: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     frac = min(1.0, n / len(manifest))
     return (manifest.groupby("label", group_keys=False).sample(frac=frac, random_state=seed)
             .head(n).reset_index(drop=True))
+
+
+def print_rates(rates: dict[str, float], baseline: str, width: int, label: str = "") -> None:
+    """One line per path: images per second and the ratio to `baseline`'s (named `label`, or the baseline)."""
+    for name, rate in rates.items():
+        print(f"  {name:{width}s} {rate:7.1f} img/s  ({rate / rates[baseline]:.2f}x {label or baseline})")

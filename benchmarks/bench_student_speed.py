@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _common import print_rates
 
 from kndnet.config import load_config
 from kndnet.training.module import LesionClassifier
@@ -70,8 +71,7 @@ def main() -> None:
     rate = {n: args.batch_size * args.steps / statistics.median(s) for n, s in seconds.items()}
     print(f"student training, {args.image_size} px, batch {args.batch_size}, {args.threads} threads, "
           f"median of {args.rounds} alternating rounds")
-    for name, value in rate.items():
-        print(f"  {name:50s} {value:7.1f} img/s  ({value / rate['plain eager NCHW']:.2f}x plain eager)")
+    print_rates(rate, "plain eager NCHW", 50, "plain eager")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ import argparse
 import time
 
 import torch
+from _common import print_rates
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.config import load_config
 from kndnet.distill.onnx_teacher import onnxruntime_teacher
 from kndnet.models import create_model
+from kndnet.training.module import cpu_bf16_instructions
 
 
 def images_per_second(model: torch.nn.Module, x: torch.Tensor, bf16: bool, repeats: int) -> float:
@@ -43,17 +45,14 @@ def main() -> None:
     model, spec = create_model(cfg.model).eval(), ModelSpec.from_config(cfg)
     onnx_teacher = onnxruntime_teacher(model, spec, args.teacher)  # exported from the same weights
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    native = {probe: bool(getattr(torch.cpu, probe, lambda: False)())
-              for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")}
     rates = {"fp32, NCHW": images_per_second(model, x, False, args.repeats)}
     model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     rates["fp32, channels_last"] = images_per_second(model, x, False, args.repeats)
     rates["bf16 autocast, channels_last"] = images_per_second(model, x, True, args.repeats)
     rates["ONNX Runtime fp32"] = images_per_second(onnx_teacher, x, False, args.repeats)
-    print(f"{args.teacher} at {args.image_size} px, batch {args.batch_size}, {torch.get_num_threads()} threads; "
-          f"AVX512-BF16 {native['_is_avx512_bf16_supported']}, AMX {native['_is_amx_tile_supported']}")
-    for name, rate in rates.items():
-        print(f"  {name:30s} {rate:7.1f} img/s  ({rate / rates['fp32, NCHW']:.2f}x fp32 NCHW)")
+    native = ", ".join(f"{name} {has}" for name, has in cpu_bf16_instructions().items())
+    print(f"{args.teacher} at {args.image_size} px, batch {args.batch_size}, {torch.get_num_threads()} threads; {native}")
+    print_rates(rates, "fp32, NCHW", 30, "fp32 NCHW")
 
 
 if __name__ == "__main__":

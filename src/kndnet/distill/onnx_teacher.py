@@ -30,26 +30,27 @@ class OnnxRuntimeTeacher(nn.Module):
     def __init__(self, model_bytes: bytes, threads: int, source: str) -> None:
         super().__init__()
         self.model_bytes, self.threads, self.source = model_bytes, threads, source
-        self._session = None
+        self._session, self._input_name = None, ""
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_session": None}  # an ONNX Runtime session does not pickle
 
-    def _opened(self):
+    def _opened(self) -> tuple:
         if self._session is None:
             import onnxruntime as ort
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             self._session = ort.InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
-        return self._session
+            self._input_name = self._session.get_inputs()[0].name
+        return self._session, self._input_name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise ConfigError(f"distill.teacher_runtime 'onnxruntime' runs the teacher {self.source} on the "
                               f"CPU, but the batch is on {x.device}; use teacher_runtime 'torch' on an accelerator")
-        session = self._opened()
+        session, input_name = self._opened()
         pixels = x.detach().float().contiguous().numpy()
-        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: pixels})[0])
+        return torch.from_numpy(session.run(None, {input_name: pixels})[0])
 
 
 def onnxruntime_teacher(model: nn.Module, spec: ModelSpec, source: str) -> OnnxRuntimeTeacher:

@@ -246,13 +246,18 @@ def _native_bf16(device_type: str) -> bool:
     return device_type == "cuda" or (device_type == "cpu" and _cpu_has_native_bf16())
 
 
+def cpu_bf16_instructions() -> dict[str, bool]:
+    """Which native bf16 instructions this CPU has, as PyTorch reports them (absent probes count as no)."""
+    probes = {"AVX512-BF16": "_is_avx512_bf16_supported", "AMX": "_is_amx_tile_supported"}
+    return {name: bool(getattr(torch.cpu, probe, lambda: False)()) for name, probe in probes.items()}
+
+
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
     """Why ask: on a CPU without those instructions oneDNN emulates bf16, and the online teacher ran slower
     than in fp32 (Lite2: 0.43x of fp32 channels_last on 2 cores with AVX-512 VNNI only, docs/BENCH.md), so
     `distill.teacher_bf16` falls back to fp32 there, warned once."""
-    native = any(getattr(torch.cpu, probe, lambda: False)()
-                 for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    native = any(cpu_bf16_instructions().values())
     if not native:
         warnings.warn("distill.teacher_bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 would be "
                       "emulated and slower than fp32; the online teacher runs in fp32")
