@@ -11,7 +11,7 @@ import torch
 from kndnet.checkpoint import ModelSpec, load_model, save_model_checkpoint
 from kndnet.data.manifest import load_manifest
 from kndnet.data.selection import class_counts, split_rows
-from kndnet.distill.onnx_teacher import OnnxRuntimeTeacher, onnxruntime_teacher
+from kndnet.distill.onnx_teacher import OnnxRuntimeTeacher, onnxruntime_teacher, resolve_teacher_runtime
 from kndnet.errors import ConfigError
 from kndnet.models import create_model
 from kndnet.training.fit import fit
@@ -57,6 +57,25 @@ def test_attached_onnxruntime_ensemble_matches_the_pytorch_ensemble(synth_manife
     assert torch.allclose(logits["onnxruntime"], logits["torch"], atol=1e-4)
 
 
+@pytest.mark.parametrize("accelerator, cuda, expected", [
+    ("cpu", True, "onnxruntime"), ("auto", False, "onnxruntime"), ("auto", True, "torch"), ("gpu", True, "torch"),
+])
+def test_auto_runtime_picks_onnxruntime_on_the_cpu_and_torch_on_an_accelerator(monkeypatch, accelerator, cuda,
+                                                                                expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_teacher_runtime("auto", accelerator) == expected
+    assert resolve_teacher_runtime("torch", accelerator) == "torch"  # an explicit runtime is kept
+    assert resolve_teacher_runtime("onnxruntime", accelerator) == "onnxruntime"
+
+
+def test_auto_runtime_attaches_onnxruntime_members_when_training_on_the_cpu(synth_manifest, tmp_path):
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    module = _module(synth_manifest, **{"distill.teacher_runtime": "auto", "train.accelerator": "cpu"})
+    module.attach_online_teachers([str(path)])
+    assert isinstance(module._teacher[0], OnnxRuntimeTeacher)
+
+
 def test_an_onnxruntime_teacher_pickles_and_reopens_its_session(synth_manifest, tmp_path):
     """Spawned DDP workers receive the module pickled: the session is left behind and reopened there."""
     path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
@@ -75,7 +94,7 @@ def test_an_onnxruntime_teacher_refuses_a_batch_off_the_cpu(synth_manifest, tmp_
 
 
 def test_an_unknown_teacher_runtime_is_refused_by_name(synth_manifest):
-    with pytest.raises(ConfigError, match="'distill.teacher_runtime' is 'tensorrt'; choose one of torch, onnxruntime"):
+    with pytest.raises(ConfigError, match="'distill.teacher_runtime' is 'tensorrt'; choose one of torch, onnxruntime, auto"):
         tiny_config("distill", synth_manifest, **{"distill.teacher_runtime": "tensorrt"})
 
 

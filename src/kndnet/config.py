@@ -98,6 +98,7 @@ class DistillConfig:
     teacher_hflip: bool = False    # online teacher: average its logits over the view and its mirror
     teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
     teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU only, fp32; 1.5-1.8x PyTorch here)
+                                   # | auto (onnxruntime when training on the CPU, torch on an accelerator)
 
 
 @dataclass
@@ -234,7 +235,7 @@ CHOICES = {
     "train.sampler": ("balanced", "sqrt", "random"),
     "model.color_constancy": ("none", "shades_of_gray"),
     "distill.loss": ("cmkd", "hinton", "dkd", "lskd"),
-    "distill.teacher_runtime": ("torch", "onnxruntime"),
+    "distill.teacher_runtime": ("torch", "onnxruntime", "auto"),
 }
 
 

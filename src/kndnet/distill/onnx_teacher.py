@@ -6,7 +6,8 @@ PyTorch channels_last (EfficientNet-Lite2 at 160 px, batch 32, two threads witho
 img/s, `benchmarks/bench_teacher_inference.py`, docs/BENCH.md), with the same logits to ~1e-5; a whole
 function-matching epoch got 1.2x faster. The teacher is exported once when it is attached, checked
 against PyTorch on a probe batch, and kept as bytes in memory (no file is left in the run folder).
-CPU only: on a GPU the PyTorch teacher (in bf16) is the fast path.
+CPU only: on a GPU the PyTorch teacher (in bf16) is the fast path, which is what `teacher_runtime: auto`
+picks (ONNX Runtime when training runs on the CPU, PyTorch on an accelerator).
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ from torch import nn
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.errors import ConfigError
+
+
+def resolve_teacher_runtime(runtime: str, accelerator: str) -> str:
+    """`distill.teacher_runtime` as it will run: `auto` becomes onnxruntime when training runs on the CPU
+    (`train.accelerator` cpu, or auto on a machine without CUDA or MPS) and torch otherwise."""
+    if runtime != "auto":
+        return runtime
+    accelerators = torch.cuda.is_available() or torch.backends.mps.is_available()
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not accelerators)
+    return "onnxruntime" if on_cpu else "torch"
 
 
 class OnnxRuntimeTeacher(nn.Module):

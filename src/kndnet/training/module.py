@@ -34,7 +34,7 @@ from kndnet.checkpoint import (
 )
 from kndnet.config import Config, config_from_dict, teacher_checkpoints
 from kndnet.distill.losses import distillation_loss
-from kndnet.distill.onnx_teacher import onnxruntime_teacher
+from kndnet.distill.onnx_teacher import onnxruntime_teacher, resolve_teacher_runtime
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.models import create_model
 from kndnet.training.datamodule import prior_exponent
@@ -81,6 +81,7 @@ class LesionClassifier(L.LightningModule):
             self.ema.requires_grad_(False)
             self.live_val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val_live/")
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and optimiser
+        self._teacher_runtime = "torch"  # distill.teacher_runtime resolved when the teachers are attached
         self._teacher_sizes: list[int] = []          # each teacher's input size
         # compiled wrapper kept outside the module tree, so checkpoint keys stay `model.*`
         self._compiled = [torch.compile(self.model)] if self.cfg.train.compile else [self.model]
@@ -120,8 +121,10 @@ class LesionClassifier(L.LightningModule):
 
         Members must read pixels as the student does (mean, std) and name the same classes in the same
         order, or their averaged logits would mean nothing; each is fed the view at its own input size.
-        With `distill.teacher_runtime: onnxruntime` each member runs in ONNX Runtime (see onnx_teacher).
+        With `distill.teacher_runtime: onnxruntime` (or `auto` on a CPU) each member runs in ONNX Runtime
+        (see onnx_teacher).
         """
+        self._teacher_runtime = resolve_teacher_runtime(self.cfg.distill.teacher_runtime, self.cfg.train.accelerator)
         ours = _pixels_and_classes(ModelSpec.from_config(self.cfg))
         self._teacher, self._teacher_sizes = [], []
         for path in paths:
@@ -131,7 +134,7 @@ class LesionClassifier(L.LightningModule):
                 raise CheckpointError(f"teacher {path} reads pixels and classes as {theirs} but the student "
                                       f"as {ours} (mean, std, classes); distil from teachers trained on the "
                                       "same classes and normalisation")
-            if self.cfg.distill.teacher_runtime == "onnxruntime":
+            if self._teacher_runtime == "onnxruntime":
                 teacher = onnxruntime_teacher(teacher, spec, path)
             elif self.cfg.train.channels_last:
                 teacher = teacher.to(memory_format=torch.channels_last)
@@ -153,7 +156,7 @@ class LesionClassifier(L.LightningModule):
             return batch["teacher_logits"].float() + self.teacher_shift
         if not self._teacher:
             raise RuntimeError("distillation needs cached teacher logits or an online teacher")
-        torch_teacher = self.cfg.distill.teacher_runtime == "torch"  # ONNX Runtime runs it in fp32
+        torch_teacher = self._teacher_runtime == "torch"  # ONNX Runtime runs it in fp32
         bf16 = self.cfg.distill.teacher_bf16 and torch_teacher and _native_bf16(x.device.type)
         with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             member_logits = [self._member_logits(teacher.to(x.device).eval(), _resized(x, size))
