@@ -89,7 +89,8 @@ def function_matching_runs(base: dict, arch: str, tmp: Path) -> dict:
     teacher = make_teacher(arch, teacher_size, tmp / "teacher_fm.ckpt")
     kd = {**base, "distill.teacher": str(teacher)}
     return {"student alone, cpu recipe": student,
-            "KD, function matching": load_config("cpu", role="distill", overrides=kd),
+            "KD, function matching": load_config("cpu", role="distill",
+                                                 overrides={**kd, "distill.teacher_runtime": "torch"}),
             "KD, f.m., ORT teacher": load_config("cpu", role="distill",
                                                  overrides={**kd, "distill.teacher_runtime": "onnxruntime"})}
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from kndnet.cli import main
+from kndnet.config import load_config
 from kndnet.errors import KNDNetError
 from kndnet.pipeline import recipe_path, stage_configs
+from kndnet.training.fit import fit
+from tests.helpers import tiny_config
 
 
 def test_packaged_recipes_resolve_for_every_role():
@@ -61,3 +65,57 @@ def test_a_stage_config_points_at_the_run_and_leaves_the_recipe_alone(tmp_path):
     assert (cfg.data.path, cfg.distill.teacher) == (str(tmp_path / "manifest.csv"), "t.ckpt")
     assert cfg.data.cache_dir == str(tmp_path / "cache")
     assert configs["distill"].data.path == "data-folder" and configs["distill"].distill.teacher != "t.ckpt"
+
+
+def _ensemble_recipe(tmp_path, views=0, **teacher_model):
+    """The demo recipe, one epoch a stage, with a second teacher architecture."""
+    recipe = yaml.safe_load(recipe_path("demo").read_text())
+    recipe["teacher"]["model"].update({"ensemble": "test_efficientnet_gn", **teacher_model})
+    recipe["distill"]["distill"].update({"views": views, "loss": "hinton"})
+    for role in ("teacher", "student", "distill"):
+        recipe[role]["train"]["epochs"] = 1
+    path = tmp_path / "ensemble.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_an_ensemble_teacher_needs_the_online_teacher_and_distinct_members(tmp_path):
+    with pytest.raises(KNDNetError, match="model.ensemble needs distill.views 0"):
+        stage_configs(_ensemble_recipe(tmp_path, views=3), "/data")
+    with pytest.raises(KNDNetError, match="repeats test_efficientnet_gn"):
+        stage_configs(_ensemble_recipe(tmp_path, arch="test_efficientnet_gn"), "/data")
+    with pytest.raises(KNDNetError, match="this is the student config; put it in a recipe's teacher section"):
+        load_config(role="student", overrides={"model.ensemble": "test_efficientnet"})
+
+
+def test_one_training_run_refuses_an_ensemble_and_says_how_to_train_one(synth_manifest, tmp_path):
+    cfg = tiny_config("teacher", synth_manifest, **{"model.ensemble": "test_efficientnet_gn"})
+    with pytest.raises(KNDNetError, match="`kndnet run` trains each ensemble member"):
+        fit(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_distillation_stage_reads_every_ensemble_member(tmp_path):
+    from kndnet.pipeline_stages import Run, _stage_config
+    configs = stage_configs(_ensemble_recipe(tmp_path), "data-folder")
+    run = Run(configs, tmp_path, log=lambda _: None, manifest=tmp_path / "manifest.csv",
+              teacher={"best_checkpoint": "t.ckpt"}, ensemble=[{"best_checkpoint": "gn.ckpt"}])
+    assert _stage_config(run, "distill").distill.teacher == "t.ckpt,gn.ckpt"
+    assert _stage_config(run, "teacher").model.ensemble == ""  # each stage trains one model
+    assert configs["teacher"].model.ensemble == "test_efficientnet_gn"
+
+
+@pytest.mark.slow
+def test_run_trains_each_ensemble_member_and_distils_from_their_mean(synth_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(_ensemble_recipe(tmp_path)), "--data", str(synth_dir),
+                 "--out", str(out)]) == 0
+    member = out / "teacher_test_efficientnet_gn"
+    assert yaml.safe_load((member / "config.yaml").read_text())["model"]["arch"] == "test_efficientnet_gn"
+    teachers = yaml.safe_load((out / "distill" / "config.yaml").read_text())["distill"]["teacher"].split(",")
+    assert [Path(p).parent.parent.name for p in teachers] == ["teacher", member.name]
+    assert (out / "eval" / "teacher" / "metrics.json").is_file()
+    assert "teacher (mean of 2)" in (out / "report.md").read_text()
+    assert main(["run", "--config", str(_ensemble_recipe(tmp_path)), "--data", str(synth_dir),
+                 "--out", str(out)]) == 0
+    assert f"skipped: {member / 'summary.json'} exists" in capsys.readouterr().out

@@ -50,6 +50,8 @@ class ModelConfig:
     dropout: float = 0.15          # student head dropout
     color_constancy: str = "none"  # none | shades_of_gray: per-image white balance (Finlayson & Trezzi 2004)
                                    # as the student's first layer, so every runtime applies it
+    ensemble: str = ""             # teacher in `kndnet run`: more timm models, comma-separated, each trained with
+                                   # the same recipe; distillation and the teacher's test row use the mean logit
 
 
 @dataclass
@@ -272,10 +274,28 @@ def validate(cfg: Config) -> Config:
     if 0 < cfg.data.view_size < cfg.data.image_size:
         raise ConfigError(f"data.view_size {cfg.data.view_size} is below data.image_size {cfg.data.image_size}; "
                           "views are made at view_size and then shrunk to image_size (0 turns this off)")
+    _validate_ensemble(cfg)
     if cfg.train.progressive_start > cfg.data.image_size:
         raise ConfigError(f"train.progressive_start {cfg.train.progressive_start} is above data.image_size "
                           f"{cfg.data.image_size}; progressive resizing grows the input up to image_size")
     return cfg
+
+
+def ensemble_archs(model: ModelConfig) -> list[str]:
+    """`model.ensemble` as a list of timm model names (comma-separated, like `distill.teacher`)."""
+    return [name.strip() for name in model.ensemble.split(",") if name.strip()]
+
+
+def _validate_ensemble(cfg: Config) -> None:
+    archs = ensemble_archs(cfg.model)
+    if archs and cfg.role != "teacher":
+        raise ConfigError(f"model.ensemble ({cfg.model.ensemble!r}) names more teachers, but this is the "
+                          f"{cfg.role} config; put it in a recipe's teacher section")
+    members = [cfg.model.arch, *archs]
+    repeated = sorted({name for name in members if members.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"model.ensemble repeats {', '.join(repeated)} (model.arch is {cfg.model.arch!r}); "
+                          "an ensemble of one architecture trained alike would repeat one teacher")
 
 
 def teacher_checkpoints(distill: DistillConfig) -> list[str]:
@@ -333,5 +353,5 @@ def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "DistillConfig", "ROLES",
     "IMAGENET_MEAN", "IMAGENET_STD", "load_config", "recipe_path", "config_from_dict", "save_config",
-    "parse_set_options", "teacher_checkpoints",
+    "parse_set_options", "teacher_checkpoints", "ensemble_archs",
 ]

@@ -1,8 +1,8 @@
 """`kndnet run` / `kndnet demo`: the whole method, stage by stage, resumable.
 
-Stages: prepare -> teacher -> teacher views cache -> student alone -> distillation (warm start from
-the student, cached teacher views) -> evaluation of all three on the held-out test split (+ TTA)
--> int8 export -> bench -> report.md. A finished stage leaves its marker file (written last) and is skipped on a
+Stages: prepare -> teacher -> the teacher's other ensemble members, if any (`model.ensemble`) -> teacher
+views cache -> student alone -> distillation (warm start from the student, cached teacher views) ->
+evaluation of all three on the held-out test split (+ TTA) -> int8 export -> bench -> report.md. A finished stage leaves its marker file (written last) and is skipped on a
 re-run, saying so; an interrupted training stage resumes from its last checkpoint.
 
 A pipeline recipe is a YAML with a `common` section (keys of the Config object, shared by every
@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kndnet.config import ROLES, Config, load_config, recipe_path
+from kndnet.config import ROLES, Config, ensemble_archs, load_config, recipe_path
+from kndnet.errors import ConfigError
 from kndnet.io import atomic_write_text, clean_stale_temporaries, run_lock
 
 __all__ = ["ROLES", "recipe_path", "run_pipeline", "stage_configs"]
@@ -25,8 +26,12 @@ __all__ = ["ROLES", "recipe_path", "run_pipeline", "stage_configs"]
 
 def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | None = None) -> dict[str, Config]:
     """One resolved Config per role from a pipeline recipe (the same reading `train --config` does)."""
-    return {role: load_config(recipe, overrides={**(overrides or {}), "data.path": data}, role=role)
-            for role in ROLES}
+    configs = {role: load_config(recipe, overrides={**(overrides or {}), "data.path": data}, role=role)
+               for role in ROLES}
+    if ensemble_archs(configs["teacher"].model) and configs["distill"].distill.views > 0:
+        raise ConfigError(f"{recipe}: the teacher section's model.ensemble needs distill.views 0 (an ensemble "
+                          "teacher runs online; a teacher cache scores one model)")
+    return configs
 
 
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any]:

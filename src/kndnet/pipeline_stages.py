@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kndnet.config import Config
+from kndnet.config import Config, ensemble_archs
 from kndnet.data.manifest import MANIFEST_NAME, describe, load_manifest, prepare
 from kndnet.io import COMPLETE_MARKER, atomic_write_json, atomic_write_text
 
@@ -29,6 +29,7 @@ class Run:
     log: Callable[[str], None]
     manifest: Path | None = None
     teacher: Summary | None = None          # fit summaries: best_checkpoint, best_val_macro_f1, ...
+    ensemble: list[Summary] = field(default_factory=list)  # the teacher's other members (model.ensemble)
     teacher_cache: Path | None = None       # None: the teacher runs online
     student: Summary | None = None
     distill: Summary | None = None
@@ -51,8 +52,9 @@ def _stage_config(run: Run, role: str) -> Config:
     cfg = copy.deepcopy(run.configs[role])
     cfg.data.path = str(run.manifest)
     cfg.data.cache_dir = cfg.data.cache_dir or str(run.out / "cache")
+    cfg.model.ensemble = ""  # each training stage trains one model; the ensemble stage trains the others
     if role == "distill":
-        cfg.distill.teacher = run.teacher["best_checkpoint"]
+        cfg.distill.teacher = ",".join(_teacher_checkpoints(run))
         cfg.distill.teacher_cache = str(run.teacher_cache or "")
         if run.student is not None:
             cfg.train.init_from = cfg.train.init_from or run.student["best_checkpoint"]
@@ -67,17 +69,36 @@ def _prepare(run: Run) -> None:
     run.manifest = path
 
 
+def _teacher_checkpoints(run: Run) -> list[str]:
+    """The teacher's best checkpoint, then each ensemble member's: distillation averages their logits."""
+    return [summary["best_checkpoint"] for summary in [run.teacher, *run.ensemble]]
+
+
+def _fit_stage(run: Run, cfg: Config, folder: Path, name: str) -> Summary:
+    from kndnet.training.fit import fit
+    if not _finished(run, folder / "summary.json", "a finished run") and \
+            (folder / "checkpoints" / "last.ckpt").is_file():
+        run.log(f"resuming the interrupted run from {folder / 'checkpoints' / 'last.ckpt'}")
+    summary = fit(cfg, folder)
+    run.log(f"{name}: best val macro-F1 {summary['best_val_macro_f1']} ({summary['epochs_run']} epochs)")
+    return summary
+
+
 def _train(role: str) -> Callable[[Run], None]:
     def stage(run: Run) -> None:
-        from kndnet.training.fit import fit
-        folder = run.out / role
-        if not _finished(run, folder / "summary.json", "a finished run") and \
-                (folder / "checkpoints" / "last.ckpt").is_file():
-            run.log(f"resuming the interrupted run from {folder / 'checkpoints' / 'last.ckpt'}")
-        summary = fit(_stage_config(run, role), folder)
-        run.log(f"{role}: best val macro-F1 {summary['best_val_macro_f1']} ({summary['epochs_run']} epochs)")
-        setattr(run, role, summary)
+        setattr(run, role, _fit_stage(run, _stage_config(run, role), run.out / role, role))
     return stage
+
+
+def _train_ensemble(run: Run) -> None:
+    """The teacher's other members (`model.ensemble` of the teacher section): the teacher's recipe, each
+    with its own architecture, into teacher_<arch>/. An ensemble of differently built teachers averaged
+    by logit is a better teacher than any member (Hinton et al. 2015; runs/v8 and v9: docs/RESULTS.md)."""
+    run.ensemble = []
+    for arch in ensemble_archs(run.configs["teacher"].model):
+        cfg = _stage_config(run, "teacher")
+        cfg.model.arch = arch
+        run.ensemble.append(_fit_stage(run, cfg, run.out / f"teacher_{arch}", f"teacher {arch}"))
 
 
 def _cache_teacher(run: Run) -> None:
@@ -96,13 +117,14 @@ def _cache_teacher(run: Run) -> None:
 def _evaluate(run: Run) -> None:
     from kndnet.evaluation.report import write_evaluation
     from kndnet.evaluation.run import evaluation_rows, score
-    from kndnet.inference import open_predictor
+    from kndnet.inference import open_predictors
     rows = evaluation_rows(str(run.manifest), "test")
     results = {}
     for role in ("teacher", "student", "distill"):
         target = run.out / "eval" / role
         if not _finished(run, target / COMPLETE_MARKER, f"{role} evaluated"):
-            predictor = open_predictor(getattr(run, role)["best_checkpoint"])
+            paths = _teacher_checkpoints(run) if role == "teacher" else [getattr(run, role)["best_checkpoint"]]
+            predictor = open_predictors(paths)  # the teacher's row scores the ensemble, if there is one
             tta_mode = "hflip" if role == "distill" else "none"
             plain, tta = score(predictor, rows, tta_mode)
             write_evaluation(predictor, plain, target, str(run.manifest), "test", tta, tta_mode)
@@ -139,8 +161,9 @@ def _bench(run: Run) -> None:
 def _report(run: Run) -> None:
     from kndnet.evaluation.compare import compare
     out = run.out
+    teacher = f"teacher (mean of {1 + len(run.ensemble)})" if run.ensemble else "teacher"
     table = compare([out / "eval" / r for r in ("teacher", "student", "distill")], out,
-                    ["teacher", "student alone", "student + KD"], baseline=1)
+                    [teacher, "student alone", "student + KD"], baseline=1)
     ev, card, bench = run.evaluate, run.export, run.bench
     kd = ev["distill"]
     summary = {"teacher_test": {k: ev["teacher"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
@@ -171,7 +194,8 @@ def _report_text(table: str, kd: dict, card: dict, bench: dict) -> str:
 
 
 STAGES: list[tuple[str, Callable[[Run], None]]] = [
-    ("prepare", _prepare), ("teacher", _train("teacher")), ("teacher_cache", _cache_teacher),
+    ("prepare", _prepare), ("teacher", _train("teacher")), ("ensemble", _train_ensemble),
+    ("teacher_cache", _cache_teacher),
     ("student", _train("student")), ("distill", _train("distill")), ("evaluate", _evaluate),
     ("export", _export), ("bench", _bench), ("report", _report),
 ]

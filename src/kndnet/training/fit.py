@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from kndnet.checkpoint import torch_load_weights
 from kndnet.classes import CLASS_CODES
-from kndnet.config import Config, recipe_differences, save_config, teacher_checkpoints
+from kndnet.config import Config, ensemble_archs, recipe_differences, save_config, teacher_checkpoints
 from kndnet.data.manifest import MANIFEST_NAME
 from kndnet.data.selection import class_counts, resolve_manifest, split_rows
 from kndnet.distill.teacher_cache import TeacherCache
@@ -88,6 +88,10 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
     The run directory is locked for the whole call (a second process is refused, naming our PID),
     and temporaries a killed run left behind are removed first.
     """
+    if ensemble_archs(cfg.model):
+        raise ConfigError(f"model.ensemble is {cfg.model.ensemble!r}: one training run trains one model. "
+                          "`kndnet run` trains each ensemble member; by hand, train each with `kndnet train "
+                          "--role teacher --teacher ARCH` and pass all of them to `kndnet distill --teacher`")
     run_dir = Path(run_dir)
     with run_lock(run_dir) as owned:
         if owned:
