@@ -300,3 +300,11 @@ def test_macro_averages_run_over_the_classes_present_in_the_truth():
     from kndnet.evaluation.metrics import CI_METRICS
     assert CI_METRICS["macro_f1"](y, p) == pytest.approx(m["macro_f1"])
     assert CI_METRICS["balanced_accuracy"](y, p) == pytest.approx(m["balanced_accuracy"])
+
+
+def test_figure_titles_name_the_run_or_every_ensemble_member():
+    from kndnet.evaluation.report import model_title
+    assert model_title("runs/a/teacher/checkpoints/best.ckpt", "teacher") == "teacher (teacher, best)"
+    assert model_title("runs/a/teacher/checkpoints/best.ckpt + runs/a/teacher_lite0/checkpoints/best.ckpt",
+                       "teacher") == "ensemble of teacher + teacher_lite0 (teacher)"
+    assert model_title("export/model_int8.onnx", "student") == "model_int8.onnx (student)"

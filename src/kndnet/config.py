@@ -281,9 +281,13 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def ensemble_archs(model: ModelConfig) -> list[str]:
     """`model.ensemble` as a list of timm model names (comma-separated, like `distill.teacher`)."""
-    return [name.strip() for name in model.ensemble.split(",") if name.strip()]
+    return _comma_list(model.ensemble)
 
 
 def _validate_ensemble(cfg: Config) -> None:
@@ -295,7 +299,8 @@ def _validate_ensemble(cfg: Config) -> None:
     repeated = sorted({name for name in members if members.count(name) > 1})
     if repeated:
         raise ConfigError(f"model.ensemble repeats {', '.join(repeated)} (model.arch is {cfg.model.arch!r}); "
-                          "an ensemble of one architecture trained alike would repeat one teacher")
+                          "an ensemble of one architecture trained alike would repeat one teacher: remove "
+                          "the repeat from model.ensemble")
 
 
 def teacher_checkpoints(distill: DistillConfig) -> list[str]:
@@ -304,7 +309,7 @@ def teacher_checkpoints(distill: DistillConfig) -> list[str]:
     Why a comma-separated string and not a list: the key stays one string in every config and checkpoint
     written before ensembles existed, and `--set distill.teacher=A,B` works like any other key.
     """
-    return [path.strip() for path in distill.teacher.split(",") if path.strip()]
+    return _comma_list(distill.teacher)
 
 
 def config_from_dict(mapping: dict[str, Any]) -> Config:
@@ -324,7 +329,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
 OPERATIONAL_KEYS = frozenset({
     "data.path", "data.format", "data.cache", "data.cache_dir", "data.num_workers", "train.accelerator",
     "train.devices", "train.num_nodes", "train.strategy", "train.progress_bar", "train.log_every_n_steps",
-    "train.compile", "distill.teacher", "distill.teacher_cache", "distill.teacher_bf16",
+    "train.compile", "distill.teacher", "distill.teacher_cache", "distill.teacher_bf16", "distill.teacher_runtime",
 })
 
 

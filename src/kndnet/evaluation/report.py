@@ -71,11 +71,19 @@ def write_evaluation(predictor: Predictor, scored: Scored, out_dir: Path, data: 
 
 
 def model_title(source: str, role: str) -> str:
-    """A figure title naming the model: `<run> (<role>)` for a run's checkpoints/best.ckpt, not `best.ckpt`."""
+    """A figure title naming the model: `<run> (<role>)` for a run's checkpoints/best.ckpt, not `best.ckpt`;
+    an ensemble (sources joined by ' + ') is named member by member."""
+    if " + " in source:
+        return "ensemble of " + " + ".join(_member_name(member) for member in source.split(" + ")) + f" ({role})"
     path = Path(source)
     if path.parent.name == "checkpoints" and path.parent.parent.name:
         return f"{path.parent.parent.name} ({role}, {path.stem})"
     return f"{path.name} ({role})"
+
+
+def _member_name(source: str) -> str:
+    path = Path(source)
+    return path.parent.parent.name if path.parent.name == "checkpoints" and path.parent.parent.name else path.name
 
 
 __all__ = ["write_evaluation", "report_markdown", "uncalibrated_ece"]

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import yaml
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -24,6 +25,7 @@ from kndnet.classes import CLASS_CODES
 from kndnet.config import Config, ensemble_archs, recipe_differences, save_config, teacher_checkpoints
 from kndnet.data.manifest import MANIFEST_NAME
 from kndnet.data.selection import class_counts, resolve_manifest, split_rows
+from kndnet.distill.onnx_teacher import resolve_teacher_runtime
 from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import CheckpointError, ConfigError, DataError
 from kndnet.io import atomic_write_json, clean_stale_temporaries, run_lock
@@ -91,7 +93,8 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
     if ensemble_archs(cfg.model):
         raise ConfigError(f"model.ensemble is {cfg.model.ensemble!r}: one training run trains one model. "
                           "`kndnet run` trains each ensemble member; by hand, train each with `kndnet train "
-                          "--role teacher --teacher ARCH` and pass all of them to `kndnet distill --teacher`")
+                          "--role teacher --teacher ARCH --set model.ensemble=` and pass all of them to "
+                          "`kndnet distill --teacher`")
     run_dir = Path(run_dir)
     with run_lock(run_dir) as owned:
         if owned:
@@ -115,9 +118,11 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
     teacher_cache = _teacher_cache(cfg)
     data = LesionDataModule(cfg, manifest, Path(cfg.data.cache_dir or run_dir / "cache"), teacher_cache)
     module = LesionClassifier(cfg.to_dict(), train_counts)
-    if cfg.role == "distill" and teacher_cache is None:
-        module.attach_online_teachers(teacher_checkpoints(cfg.distill))
     trainer = build_trainer(cfg, run_dir, extra_callbacks)
+    if cfg.role == "distill" and teacher_cache is None:
+        on_cpu = isinstance(trainer.accelerator, CPUAccelerator)  # what Lightning chose, `auto` included
+        module.attach_online_teachers(teacher_checkpoints(cfg.distill),
+                                      resolve_teacher_runtime(cfg.distill.teacher_runtime, on_cpu))
     last = _resumable(run_dir / "checkpoints" / "last.ckpt")
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None, weights_only=True)

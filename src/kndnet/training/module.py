@@ -34,7 +34,7 @@ from kndnet.checkpoint import (
 )
 from kndnet.config import Config, config_from_dict, teacher_checkpoints
 from kndnet.distill.losses import distillation_loss
-from kndnet.distill.onnx_teacher import onnxruntime_teacher, resolve_teacher_runtime
+from kndnet.distill.onnx_teacher import onnxruntime_teacher
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.models import create_model
 from kndnet.training.datamodule import prior_exponent
@@ -116,15 +116,17 @@ class LesionClassifier(L.LightningModule):
                               "use teachers trained alike")
         return next(iter(samplers.values()))
 
-    def attach_online_teachers(self, paths: list[str]) -> None:
+    def attach_online_teachers(self, paths: list[str], runtime: str = "torch") -> None:
         """Load the teacher (or the members of an ensemble teacher) that scores every training batch.
 
         Members must read pixels as the student does (mean, std) and name the same classes in the same
         order, or their averaged logits would mean nothing; each is fed the view at its own input size.
-        With `distill.teacher_runtime: onnxruntime` (or `auto` on a CPU) each member runs in ONNX Runtime
-        (see onnx_teacher).
+        `runtime` is `distill.teacher_runtime` resolved for the trainer's accelerator (`auto` is never passed):
+        with onnxruntime each member runs in ONNX Runtime (see onnx_teacher).
         """
-        self._teacher_runtime = resolve_teacher_runtime(self.cfg.distill.teacher_runtime, self.cfg.train.accelerator)
+        if runtime not in ("torch", "onnxruntime"):
+            raise ValueError(f"attach_online_teachers takes a resolved runtime (torch or onnxruntime), not {runtime!r}")
+        self._teacher_runtime = runtime
         ours = _pixels_and_classes(ModelSpec.from_config(self.cfg))
         self._teacher, self._teacher_sizes = [], []
         for path in paths:
