@@ -84,6 +84,12 @@ def test_attaching_needs_a_resolved_runtime(synth_manifest, tmp_path):
         _module(synth_manifest).attach_online_teachers([str(path)], "auto")
 
 
+def test_the_onnxruntime_teacher_does_not_spin_between_calls(synth_manifest, tmp_path):
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    session, _ = onnxruntime_teacher(*load_model(path), str(path))._opened()
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_an_onnxruntime_teacher_pickles_and_reopens_its_session(synth_manifest, tmp_path):
     """Spawned DDP workers receive the module pickled: the session is left behind and reopened there."""
     path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
