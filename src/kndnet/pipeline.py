@@ -2,8 +2,9 @@
 
 Stages: prepare -> teacher -> the teacher's other ensemble members, if any (`model.ensemble`) -> teacher
 views cache -> student alone -> distillation (warm start from the student, cached teacher views) ->
-evaluation of all three on the held-out test split (+ TTA) -> int8 export -> bench -> report.md. A finished stage leaves its marker file (written last) and is skipped on a
-re-run, saying so; an interrupted training stage resumes from its last checkpoint.
+evaluation of all three on the held-out test split (+ TTA) -> int8 export -> bench -> report.md. A
+finished stage leaves its marker file (written last) and is skipped on a re-run, saying so; an
+interrupted training stage resumes from its last checkpoint.
 
 A pipeline recipe is a YAML with a `common` section (keys of the Config object, shared by every
 stage, e.g. the data split) and one section per role (`teacher`, `student`, `distill`) whose keys
