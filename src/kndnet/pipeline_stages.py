@@ -89,11 +89,14 @@ def _fit_stage(run: Run, cfg: Config, folder: Path, name: str) -> Summary:
 
 def _train(role: str) -> Callable[[Run], None]:
     def stage(run: Run) -> None:
-        cfg = _stage_config(run, role)
-        if role == "distill":
-            _refuse_other_teachers(cfg, run.out / role)
-        setattr(run, role, _fit_stage(run, cfg, run.out / role, role))
+        setattr(run, role, _fit_stage(run, _stage_config(run, role), run.out / role, role))
     return stage
+
+
+def _distill(run: Run) -> None:
+    cfg = _stage_config(run, "distill")
+    _refuse_other_teachers(cfg, run.out / "distill")
+    run.distill = _fit_stage(run, cfg, run.out / "distill", "distill")
 
 
 def _member_folders(teachers: str) -> list[str]:
@@ -223,6 +226,6 @@ def _report_text(table: str, kd: dict, card: dict, bench: dict) -> str:
 STAGES: list[tuple[str, Callable[[Run], None]]] = [
     ("prepare", _prepare), ("teacher", _train("teacher")), ("ensemble", _train_ensemble),
     ("teacher_cache", _cache_teacher),
-    ("student", _train("student")), ("distill", _train("distill")), ("evaluate", _evaluate),
+    ("student", _train("student")), ("distill", _distill), ("evaluate", _evaluate),
     ("export", _export), ("bench", _bench), ("report", _report),
 ]

