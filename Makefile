@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test test-all demo bench mutation setup-app test-app
+.PHONY: setup test lint test-all demo bench mutation setup-app test-app
 
 setup:  ## create .venv and install kndnet with its test and offline-weights extras
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -12,6 +12,9 @@ setup:  ## create .venv and install kndnet with its test and offline-weights ext
 
 test:  ## fast offline suite on generated data (minutes on 2 cores)
 	$(BIN)/pytest -q
+
+lint:  ## ruff (pyflakes, pycodestyle, import order; settings in pyproject.toml)
+	$(BIN)/ruff check .
 
 test-all:  ## also the slow (DDP, resume, pipeline) and real-data tests (browser and LiteRT ones: make test-app, test-litert)
 	$(BIN)/pytest -q -m "(slow or realdata) and not browser and not litert"

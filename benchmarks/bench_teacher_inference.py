@@ -51,7 +51,8 @@ def main() -> None:
     rates["bf16 autocast, channels_last"] = images_per_second(model, x, True, args.repeats)
     rates["ONNX Runtime fp32"] = images_per_second(onnx_teacher, x, False, args.repeats)
     native = ", ".join(f"{name} {has}" for name, has in cpu_bf16_instructions().items())
-    print(f"{args.teacher} at {args.image_size} px, batch {args.batch_size}, {torch.get_num_threads()} threads; {native}")
+    threads = torch.get_num_threads()
+    print(f"{args.teacher} at {args.image_size} px, batch {args.batch_size}, {threads} threads; {native}")
     print_rates(rates, "fp32, NCHW", 30, "fp32 NCHW")
 
 

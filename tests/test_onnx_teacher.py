@@ -108,7 +108,8 @@ def test_an_onnxruntime_teacher_refuses_a_batch_off_the_cpu(synth_manifest, tmp_
 
 
 def test_an_unknown_teacher_runtime_is_refused_by_name(synth_manifest):
-    with pytest.raises(ConfigError, match="'distill.teacher_runtime' is 'tensorrt'; choose one of torch, onnxruntime, auto"):
+    refusal = "'distill.teacher_runtime' is 'tensorrt'; choose one of torch, onnxruntime, auto"
+    with pytest.raises(ConfigError, match=refusal):
         tiny_config("distill", synth_manifest, **{"distill.teacher_runtime": "tensorrt"})
 
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from kndnet.checkpoint import load_model
-from kndnet.config import DistillConfig
 from kndnet.cli import main
+from kndnet.config import DistillConfig
 from kndnet.data.datasets import class_balanced_weights
 from kndnet.distill.losses import distillation_loss
 from kndnet.errors import ConfigError

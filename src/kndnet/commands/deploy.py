@@ -118,8 +118,9 @@ def _bench(args: argparse.Namespace) -> int:
         from kndnet.inference_tflite import check_litert_installed
         check_litert_installed()
     models = [resolve_model(args.model)] + ([Path(args.teacher)] if args.teacher else [])
+    # LiteRT and the export folder for the student only: the teacher is not a deployment target
     results = [bench_checkpoint(m, out, _calibration(args.calib, m), args.repeats, args.tflite and i == 0,
-                                args.export if i == 0 else None) for i, m in enumerate(models)]  # LiteRT for the student: the teacher is not a deployment target
+                                args.export if i == 0 else None) for i, m in enumerate(models)]
     table = bench_table(results)
     atomic_write_json(out / "bench.json", results)
     atomic_write_text(out / "bench.md", table + "\n")

@@ -19,6 +19,7 @@ from kndnet.data.cache import DecodedCache
 from kndnet.data.images import load_rgb_array
 from kndnet.data.transforms import apply_view, eval_view, fixed_view, sample_view
 
+
 class EvalView:
     """Resize only: what evaluation, calibration and export see."""
 

@@ -37,8 +37,8 @@ def report_markdown(m: dict, tta: dict | None, title: str) -> str:
               f"{m['melanoma_specificity']:.3f} |",
               f"| ROC-AUC (macro, one-vs-rest) | {m['roc_auc_macro']:.3f} |",
               f"| ECE (15 bins) / NLL / Brier | {m['ece']:.3f} / {m['nll']:.3f} / {m['brier']:.3f} |",
-              *([f"| ECE before temperature scaling (T={m['calibration_temperature']:.2f}) | {m['ece_uncalibrated']:.3f} |"]
-                if "ece_uncalibrated" in m else []),
+              *([f"| ECE before temperature scaling (T={m['calibration_temperature']:.2f}) | "
+                 f"{m['ece_uncalibrated']:.3f} |"] if "ece_uncalibrated" in m else []),
               "", "## Per class", "", "| class | precision | recall | F1 | ROC-AUC | support |",
               "| --- | --- | --- | --- | --- | --- |"]
     for c in CLASSES:
@@ -53,7 +53,8 @@ def write_evaluation(predictor: Predictor, scored: Scored, out_dir: Path, data: 
                      tta_scored: Scored | None = None, tta: str = "none", resamples: int = 1000) -> dict:
     out_dir = Path(out_dir)
     metrics = {"model": getattr(predictor, "source", "?"), "data": str(data), "split": split,
-               "images": len(scored.y_true), "calibration_temperature": predictor.spec.calibration_temperature, "tta": tta,
+               "images": len(scored.y_true), "calibration_temperature": predictor.spec.calibration_temperature,
+               "tta": tta,
                **flat_metrics(scored, resamples)}
     if predictor.spec.calibration_temperature != 1.0:
         before = uncalibrated_ece(scored.probs, scored.y_true, predictor.spec.calibration_temperature)
