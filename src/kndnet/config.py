@@ -101,6 +101,7 @@ class DistillConfig:
     teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
     teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU only, fp32; 1.5-1.8x PyTorch here)
                                    # | auto (onnxruntime when training on the CPU, torch on an accelerator)
+    transfer_images: str = ""      # online teacher: a folder of unlabelled images it also scores (KD term only)
 
 
 @dataclass
@@ -275,10 +276,23 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.view_size {cfg.data.view_size} is below data.image_size {cfg.data.image_size}; "
                           "views are made at view_size and then shrunk to image_size (0 turns this off)")
     _validate_ensemble(cfg)
+    _validate_transfer(cfg.role, cfg.distill)
     if cfg.train.progressive_start > cfg.data.image_size:
         raise ConfigError(f"train.progressive_start {cfg.train.progressive_start} is above data.image_size "
                           f"{cfg.data.image_size}; progressive resizing grows the input up to image_size")
     return cfg
+
+
+def _validate_transfer(role: str, distill: DistillConfig) -> None:
+    if not distill.transfer_images:
+        return
+    if role != "distill":
+        raise ConfigError(f"distill.transfer_images ({distill.transfer_images!r}) is for distillation: only a "
+                          f"teacher scores those images, and this is the {role} config; remove the key")
+    if distill.teacher_cache:
+        raise ConfigError("distill.transfer_images needs the online teacher, but distill.teacher_cache is set "
+                          "and holds logits for the manifest's images only; drop the cache (the teacher then "
+                          "scores every batch) or the transfer images")
 
 
 def _comma_list(value: str) -> list[str]:

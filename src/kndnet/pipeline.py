@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kndnet.config import ROLES, Config, ensemble_archs, load_config, recipe_path
+from kndnet.config import ROLES, Config, DistillConfig, ensemble_archs, load_config, recipe_path
 from kndnet.errors import ConfigError
 from kndnet.io import atomic_write_text, clean_stale_temporaries, run_lock
 
@@ -30,7 +30,20 @@ def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | Non
     configs = {role: load_config(recipe, overrides={**(overrides or {}), "data.path": data}, role=role)
                for role in ROLES}
     _check_ensemble(recipe, configs)
+    _check_transfer(recipe, configs["distill"].distill)
     return configs
+
+
+def _check_transfer(recipe: str | Path, distill: DistillConfig) -> None:
+    """Refuse transfer images the distill stage could not use, before the teacher trains."""
+    if not distill.transfer_images:
+        return
+    if distill.views > 0:
+        raise ConfigError(f"{recipe}: distill.transfer_images needs an online teacher, but distill.views is "
+                          f"{distill.views} (a teacher cache of the manifest's images); set distill.views to 0")
+    if not Path(distill.transfer_images).is_dir():
+        raise ConfigError(f"{recipe}: distill.transfer_images {distill.transfer_images!r} is not a folder; give "
+                          "a folder of unlabelled images")
 
 
 def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:

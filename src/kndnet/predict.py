@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.classes import CLASSES, normalise_label
-from kndnet.data.formats import IMAGE_SUFFIXES
+from kndnet.data.formats import IMAGE_SUFFIXES, image_files_under
 from kndnet.errors import ConfigError, DataError, ImageError
 from kndnet.inference import load_image, open_predictor, predict_probs
 from kndnet.shipped import resolve_model
@@ -44,7 +44,7 @@ def collect_files(inputs: list[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = image_files_under(path)
             if not found:
                 raise DataError(f"{path}: no image files in this folder (looked for "
                                 f"{', '.join(sorted(IMAGE_SUFFIXES))}, in sub-folders too)")

@@ -51,6 +51,8 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--temperature", "distill.temperature", type=float)
     config_flag(p, "--alpha", "distill.alpha", type=float)
     config_flag(p, "--threshold", "distill.threshold", type=float)
+    config_flag(p, "--transfer-images", "distill.transfer_images", metavar="DIR",
+                help="folder of unlabelled images the online teacher also scores (KD term only)")
 
 
 def _run_fit(role: str, args: argparse.Namespace) -> int:

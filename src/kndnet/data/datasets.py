@@ -19,6 +19,8 @@ from kndnet.data.cache import DecodedCache
 from kndnet.data.images import load_rgb_array
 from kndnet.data.transforms import apply_view, eval_view, fixed_view, sample_view
 
+UNLABELLED = -1  # the label of a transfer image (distill.transfer_images): only the teacher scores it
+
 
 class EvalView:
     """Resize only: what evaluation, calibration and export see."""
@@ -84,7 +86,8 @@ class LesionDataset(Dataset):
                  load_size: int | None = None) -> None:
         self.image_ids = rows["image_id"].astype(str).tolist()
         self.paths = rows["path"].tolist()
-        self.labels = torch.tensor([CLASS_CODES.index(c) for c in rows["label"]], dtype=torch.long)
+        self.labels = (torch.tensor([CLASS_CODES.index(c) for c in rows["label"]], dtype=torch.long)
+                       if "label" in rows else torch.full((len(rows),), UNLABELLED, dtype=torch.long))
         self.view = view
         self.cache = cache
         self.load_size = load_size

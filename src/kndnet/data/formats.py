@@ -23,6 +23,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 HAM_METADATA = "HAM10000_metadata.csv"
 
 
+def image_files_under(folder: Path) -> list[Path]:
+    """Every image file under `folder`, sub-folders included, sorted (what a folder of images means here)."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 @dataclass
 class RowProblem:
     """One row that cannot be used: where it came from and why."""

@@ -1,7 +1,8 @@
 """LightningDataModule over a manifest: train / val (the validation fold) / test (held out).
 
 Lightning wraps the samplers for DDP. The decoded cache is built once, in `prepare_data` (rank 0),
-then memory-mapped by every rank and loader worker.
+then memory-mapped by every rank and loader worker. With `distill.transfer_images` each training batch comes
+with a batch of unlabelled transfer images ({"labelled": ..., "transfer": ...}; see kndnet.data.transfer).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from kndnet.config import Config
 from kndnet.data.cache import DecodedCache, build_cache
 from kndnet.data.datasets import DrawnView, EvalView, LesionDataset, RandomView, View, class_balanced_weights
 from kndnet.data.selection import class_counts, split_rows
+from kndnet.data.transfer import transfer_rows
 from kndnet.data.transforms import resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import ConfigError
@@ -39,6 +43,8 @@ class LesionDataModule(L.LightningDataModule):
         self.manifest = manifest
         self.cache_dir = cache_dir
         self.teacher_cache = teacher_cache
+        self.transfer = (transfer_rows(cfg.distill.transfer_images, manifest, cfg.data.val_fold)
+                         if cfg.role == "distill" and cfg.distill.transfer_images else None)
         # train views are made at view_size (then shrunk to image_size on the device), eval at image_size
         self.view_size = cfg.data.view_size or cfg.data.image_size
         self.load_size = resize_for_training(self.view_size, cfg.data.resize_ratio)
@@ -52,6 +58,8 @@ class LesionDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.cfg.data.cache:
             build_cache(self.manifest["path"].tolist(), self.load_size, self.cache_dir)
+            if self.transfer is not None:
+                build_cache(self.transfer["path"].tolist(), self.load_size, self.cache_dir)
 
     def _subset_cache(self, rows: pd.DataFrame) -> DecodedCache | None:
         if not self.cfg.data.cache:
@@ -91,6 +99,22 @@ class LesionDataModule(L.LightningDataModule):
         if power is not None:
             weights = class_balanced_weights(dataset.labels, self.cfg.model.num_classes, power)
             sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True)
+        loader = self._loader(dataset, shuffle=True, sampler=sampler)
+        if self.transfer is None:
+            return loader
+        return CombinedLoader({"labelled": loader, "transfer": self._transfer_loader(len(dataset))}, mode="min_size")
+
+    def _transfer_loader(self, draws: int) -> DataLoader:
+        """As many transfer images per epoch as labelled ones, drawn uniformly with replacement, fresh views.
+
+        Why a weighted sampler with equal weights and not RandomSampler: under DDP Lightning swaps a
+        RandomSampler for a DistributedSampler over the whole dataset (dropping `num_samples`), while it wraps
+        any other sampler and keeps its length, so both loaders stay the same length on every rank.
+        """
+        cache = (build_cache(self.transfer["path"].tolist(), self.load_size, self.cache_dir)
+                 if self.cfg.data.cache else None)
+        dataset = LesionDataset(self.transfer, RandomView(self.view_size), cache, self.load_size)
+        sampler = WeightedRandomSampler(torch.ones(len(dataset)), num_samples=draws, replacement=True)
         return self._loader(dataset, shuffle=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

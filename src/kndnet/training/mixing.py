@@ -26,6 +26,12 @@ def build_mixer(train: TrainConfig, num_classes: int) -> Mixup | None:
                  mode="batch", label_smoothing=train.label_smoothing, num_classes=num_classes)
 
 
+def mix_images(mixer: Mixup | None, images: torch.Tensor) -> torch.Tensor:
+    """Mix a batch of unlabelled images among themselves (transfer images: the teacher supplies targets)."""
+    unused_labels = torch.zeros(len(images), dtype=torch.long, device=images.device)
+    return mix_batch(mixer, images, unused_labels)[0]
+
+
 def mix_batch(mixer: Mixup | None, images: torch.Tensor, labels: torch.Tensor,
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mix a normalised N x 3 x H x W batch; returns (images, N x C soft targets), or the inputs unchanged.

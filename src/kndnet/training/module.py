@@ -5,7 +5,8 @@ of each batch the confidence mask let through (KNDNet reports about 42% at thres
 Images arrive as uint8 and are normalised here, on the device, in channels_last when asked.
 
 Optional levers, each off by default: mixup/CutMix (the online teacher scores the same mixed images:
-function matching, Beyer et al., CVPR 2022), views made at `data.view_size` and shrunk for the student,
+function matching, Beyer et al., CVPR 2022), unlabelled transfer images that only the teacher scores (the KD
+term covers them, the label loss does not), views made at `data.view_size` and shrunk for the student,
 and an exponential moving average of the weights (timm's ModelEmaV3) that is validated, checkpointed
 and, being what validation selected, the weights every loader of the checkpoint uses.
 """
@@ -38,7 +39,7 @@ from kndnet.distill.onnx_teacher import onnxruntime_teacher
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.models import create_model
 from kndnet.training.datamodule import prior_exponent
-from kndnet.training.mixing import build_mixer, mix_batch
+from kndnet.training.mixing import build_mixer, mix_batch, mix_images
 from kndnet.training.resizing import progressive_size
 
 
@@ -178,15 +179,22 @@ class LesionClassifier(L.LightningModule):
         return progressive_size(self.current_epoch, t.epochs, self.cfg.data.image_size, t.progressive_start,
                                 t.progressive_until)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        transfer = batch.get("transfer")  # unlabelled images (distill.transfer_images) beside the labelled batch
+        batch = batch.get("labelled", batch)
         x, targets = mix_batch(self.mixer, self.preprocess(batch["image"]), batch["label"])
+        labelled = len(x)
+        if transfer is not None:  # mixed among themselves, then one forward pass for both
+            x = torch.cat([x, mix_images(self.mixer, self.preprocess(transfer["image"]))])
         size = self.train_size()
         logits = self._compiled[0](_resized(x, size))
         # soft (mixed) targets already carry the label smoothing
         smoothing = self.cfg.train.label_smoothing if targets.dim() == 1 else 0.0
-        ce = F.cross_entropy(logits, targets, weight=self.ce_weight, label_smoothing=smoothing)
+        ce = F.cross_entropy(logits[:labelled], targets, weight=self.ce_weight, label_smoothing=smoothing)
         if self.cfg.role == "distill":
-            loss, parts = distillation_loss(self.cfg.distill, logits, self._teacher_logits(batch, x), targets, ce)
+            teacher_logits = self._teacher_logits(batch, x)
+            targets = _with_teacher_targets(targets, teacher_logits[labelled:])
+            loss, parts = distillation_loss(self.cfg.distill, logits, teacher_logits, targets, ce)
         else:
             loss, parts = ce, {"ce": ce.detach()}
         y = batch["label"]
@@ -237,6 +245,17 @@ class LesionClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[SPEC_KEY] = spec_payload(ModelSpec.from_config(self.cfg), self.cfg)
+
+
+def _with_teacher_targets(targets: torch.Tensor, transfer_teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The labelled batch's targets followed by the teacher's top class for each transfer image, in the same
+    form (indices, or one-hot rows beside soft targets): only DKD reads a target, to split target from rest."""
+    if not len(transfer_teacher_logits):
+        return targets
+    top = transfer_teacher_logits.argmax(dim=1)
+    if targets.dim() == 2:
+        top = F.one_hot(top, targets.shape[1]).to(targets.dtype)
+    return torch.cat([targets, top])
 
 
 def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
