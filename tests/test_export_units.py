@@ -260,6 +260,25 @@ def test_shipped_config_keeps_only_file_names_of_every_ensemble_teacher():
     cfg = Config(role="distill")
     cfg.distill.teacher = "/home/me/runs/lite2/best.ckpt,/home/me/runs/lite0/lite0.ckpt"
     cfg.data.path = "/home/me/data"
+    cfg.distill.transfer_images = "/home/me/unlabelled"
+    cfg.model.pretrained = "/home/me/weights/imagenet.pth"
     shipped = without_machine_paths(cfg)
     assert shipped.distill.teacher == "best.ckpt,lite0.ckpt" and shipped.data.path == "data"
+    assert shipped.distill.transfer_images == "unlabelled" and shipped.model.pretrained == "imagenet.pth"
     assert cfg.distill.teacher.startswith("/home/me")  # the run's own config is untouched
+    cfg.model.pretrained = "lite-pypi"
+    assert without_machine_paths(cfg).model.pretrained == "lite-pypi"  # named weights are not paths
+
+
+def test_every_string_config_key_is_declared_a_path_key_or_not():
+    """A new string key must be classified: if it holds a path, shipped model configs must drop its folders."""
+    import dataclasses
+
+    from kndnet.config import PATH_KEYS, Config
+    cfg = Config()
+    strings = {f"{section.name}.{f.name}" for section in dataclasses.fields(cfg) if section.name != "role"
+               for f in dataclasses.fields(getattr(cfg, section.name)) if f.type == "str"}
+    not_paths = {"data.format", "model.arch", "model.color_constancy", "model.ensemble", "train.sampler",
+                 "train.accelerator", "train.devices", "train.strategy", "train.precision", "distill.loss",
+                 "distill.teacher_runtime"}
+    assert strings - not_paths == PATH_KEYS

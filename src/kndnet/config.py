@@ -339,6 +339,12 @@ def save_config(cfg: Config, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+# Keys that may hold paths of the machine that trained a model: a shipped config keeps only their file or folder
+# names (deploy/export.py). A test fails when a string key is added without saying whether it is one.
+PATH_KEYS = frozenset({"data.path", "data.cache_dir", "model.pretrained", "train.init_from", "distill.teacher",
+                       "distill.teacher_cache", "distill.transfer_images"})
+
+
 # Where a run reads its inputs and how it is executed, not what it trains: free to differ on a resume.
 OPERATIONAL_KEYS = frozenset({
     "data.path", "data.format", "data.cache", "data.cache_dir", "data.num_workers", "train.accelerator",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from kndnet.checkpoint import ModelSpec, load_config_from_checkpoint, load_model, save_model_checkpoint
-from kndnet.config import Config, DataConfig
+from kndnet.config import PATH_KEYS, Config, DataConfig
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.model_card import write_model_card
 from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx, logits_parity
@@ -22,6 +22,7 @@ from kndnet.evaluation.run import evaluation_rows
 from kndnet.inference import OnnxPredictor, eval_dataset
 from kndnet.io import atomic_write_json, staged_folder
 from kndnet.models import count_parameters
+from kndnet.models.teachers import NAMED_WEIGHTS
 
 
 def load_images(data: str, split: str, spec: ModelSpec, count: int, seed: int = 0,
@@ -122,10 +123,6 @@ def _export_into(out_dir: Path, model: torch.nn.Module, spec, cfg, images) -> di
     return card
 
 
-# Config keys that hold paths of the machine that trained the model.
-PATH_KEYS = ("data.path", "data.cache_dir", "distill.teacher", "distill.teacher_cache", "train.init_from")
-
-
 def without_machine_paths(cfg: Config) -> Config:
     """A copy of `cfg` whose path keys keep only the file or folder name (shipped files travel); each
     member of a comma-separated ensemble teacher keeps its own name."""
@@ -133,6 +130,6 @@ def without_machine_paths(cfg: Config) -> Config:
     for dotted in PATH_KEYS:
         section, name = dotted.split(".")
         value = getattr(getattr(shipped, section), name)
-        if value and value != "none":
+        if value and value not in NAMED_WEIGHTS:
             setattr(getattr(shipped, section), name, ",".join(Path(part).name for part in value.split(",")))
     return shipped
