@@ -4,6 +4,7 @@ beside each labelled batch, scored by the teacher and distilled, never part of t
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +62,16 @@ def test_held_out_images_among_the_transfer_images_are_refused(synth_manifest, t
         transfer_rows(folder, manifest, 0)
 
 
+def test_a_held_out_image_under_another_name_is_caught_by_its_file(synth_manifest, tmp_path):
+    manifest = load_manifest(synth_manifest)
+    test_rows = split_rows(manifest, "test", 0)
+    folder = _images(tmp_path / "t", 1)
+    for i, path in enumerate(test_rows["path"][:7]):
+        (folder / f"renamed_{i}.png").symlink_to(path)
+    with pytest.raises(DataError, match=r"7 image\(s\) .*renamed_0.png \(test\).* and 2 more\. Those images"):
+        transfer_rows(folder, manifest, 0)
+
+
 def test_training_images_may_be_transfer_images(synth_manifest, tmp_path):
     manifest = load_manifest(synth_manifest)
     train = split_rows(manifest, "train", 0).iloc[0]
@@ -70,7 +81,7 @@ def test_training_images_may_be_transfer_images(synth_manifest, tmp_path):
 
 
 def test_transfer_images_outside_distillation_or_with_a_teacher_cache_are_refused(synth_manifest, tmp_path):
-    with pytest.raises(ConfigError, match="is for distillation.*this is the student config"):
+    with pytest.raises(ConfigError, match="this is the student config; put the key in a recipe's distill section"):
         tiny_config("student", synth_manifest, **{"distill.transfer_images": str(tmp_path)})
     with pytest.raises(ConfigError, match="needs the online teacher, but distill.teacher_cache is set"):
         tiny_config("distill", synth_manifest, **{"distill.transfer_images": str(tmp_path),
@@ -80,9 +91,56 @@ def test_transfer_images_outside_distillation_or_with_a_teacher_cache_are_refuse
 def test_a_recipe_with_transfer_images_and_a_teacher_cache_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="distill.views is 4.*set distill.views to 0"):
         _check_transfer("r.yaml", DistillConfig(transfer_images=str(tmp_path), views=4))
-    with pytest.raises(ConfigError, match="'gone' is not a folder"):
-        _check_transfer("r.yaml", DistillConfig(transfer_images="gone", views=0))
     _check_transfer("r.yaml", DistillConfig(transfer_images=str(tmp_path), views=0))
+
+
+def test_the_pipelines_prepare_stage_refuses_held_out_transfer_images(synth_dir, tmp_path):
+    """In `kndnet run` the folder is checked against the manifest at once, not after the teacher has trained."""
+    import yaml
+
+    from kndnet.config import recipe_path
+    from kndnet.pipeline import stage_configs
+    from kndnet.pipeline_stages import Run, _prepare
+    folder = _images(tmp_path / "t", 2)
+    recipe = yaml.safe_load(recipe_path("cpu").read_text())
+    recipe["distill"]["distill"]["transfer_images"] = str(folder)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    configs = stage_configs(tmp_path / "recipe.yaml", str(synth_dir))
+    run = Run(configs, tmp_path / "run", log=lambda line: None)
+    _prepare(run)  # no held-out image in the folder: accepted
+    held_out = split_rows(load_manifest(run.manifest), "test", 0).iloc[0]
+    shutil.copy(held_out["path"], folder / Path(held_out["path"]).name)
+    with pytest.raises(DataError, match=rf"{held_out['image_id']}\S* \(test\)"):
+        _prepare(run)
+
+
+def test_a_transfer_folder_larger_than_a_small_labelled_split_still_gives_full_batches(synth_manifest, tmp_path):
+    """The transfer loader drops its last batch exactly when the labelled loader does, whatever the folder size."""
+    manifest = load_manifest(synth_manifest)
+    batch_size = len(split_rows(manifest, "train", 0)) + 1  # the labelled split is one short of a batch
+    folder = _images(tmp_path / "t", batch_size + 3, size=8)  # the folder is more than a batch
+    cfg = tiny_config("distill", synth_manifest, **{"distill.transfer_images": str(folder), "data.cache": False,
+                                                    "data.batch_size": batch_size})
+    batches = [batch for batch, _, _ in LesionDataModule(cfg, manifest, tmp_path).train_dataloader()]
+    assert len(batches) == 1 and len(batches[0]["transfer"]["image"]) == len(batches[0]["labelled"]["image"])
+
+
+def test_transfer_images_are_mixed_among_themselves_not_with_labelled_ones(synth_manifest):
+    module, teacher, _ = _distill_module(synth_manifest, **{"train.mixup_alpha": 0.4, "train.cutmix_alpha": 1.0,
+                                                            "distill.loss": "hinton", "distill.teacher_bf16": False})
+    black = torch.zeros(6, 3, 48, 48, dtype=torch.uint8)
+    white = torch.full((6, 3, 48, 48), 255, dtype=torch.uint8)
+    grey = torch.full((6, 3, 48, 48), 128, dtype=torch.uint8)
+    for _ in range(4):  # mixup and CutMix alternate at random
+        transfer = torch.cat([white[:3], grey[:3]])
+        module.training_step({"labelled": {"image": black, "label": torch.arange(6)},
+                              "transfer": {"image": transfer, "label": torch.full((6,), -1)}}, 0)
+    for seen in teacher.inputs:
+        labelled, mixed_transfer = seen[:6], seen[6:]
+        assert torch.allclose(labelled, module.preprocess(black), atol=1e-5)  # no transfer pixel reached them
+        low, high = module.preprocess(grey[:1]), module.preprocess(white[:1])
+        assert ((mixed_transfer >= low - 1e-5) & (mixed_transfer <= high + 1e-5)).all()
+        assert not torch.equal(mixed_transfer, module.preprocess(transfer))  # but they were mixed
 
 
 def test_each_labelled_batch_comes_with_as_many_transfer_images(synth_manifest, tmp_path):
@@ -158,5 +216,8 @@ def test_distillation_with_transfer_images_runs_under_ddp_on_two_cpu_processes(s
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["world_size"] == 2 and min(summary["samples_per_rank"]) > 0
-    assert summary["samples_per_rank"][0] == summary["samples_per_rank"][1]
+    # each rank trains on its half of the labelled split in full batches; a transfer loader shrunk to its share
+    # of the 6 images (a RandomSampler swapped for a DistributedSampler) would cut the epoch to one step
+    manifest = load_manifest(synth_manifest)
+    per_rank = -(-len(split_rows(manifest, "train", 0)) // 2) // 8 * 8
+    assert summary["world_size"] == 2 and summary["samples_per_rank"] == [per_rank, per_rank] and per_rank > 8

@@ -101,7 +101,8 @@ class DistillConfig:
     teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
     teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU only, fp32; 1.5-1.8x PyTorch here)
                                    # | auto (onnxruntime when training on the CPU, torch on an accelerator)
-    transfer_images: str = ""      # online teacher: a folder of unlabelled images it also scores (KD term only)
+    transfer_images: str = ""      # online teacher: a folder of unlabelled images it also scores (KD term only);
+                                   # a recipe key, not an operational one: other images make another run
 
 
 @dataclass
@@ -284,11 +285,13 @@ def validate(cfg: Config) -> Config:
 
 
 def _validate_transfer(role: str, distill: DistillConfig) -> None:
+    """Transfer images only mean something to an online teacher: refuse them anywhere else, saying where they go."""
     if not distill.transfer_images:
         return
     if role != "distill":
         raise ConfigError(f"distill.transfer_images ({distill.transfer_images!r}) is for distillation: only a "
-                          f"teacher scores those images, and this is the {role} config; remove the key")
+                          f"teacher scores those images, and this is the {role} config; put the key in a recipe's "
+                          "distill section (not common), or pass --transfer-images to `kndnet distill`")
     if distill.teacher_cache:
         raise ConfigError("distill.transfer_images needs the online teacher, but distill.teacher_cache is set "
                           "and holds logits for the manifest's images only; drop the cache (the teacher then "

@@ -35,15 +35,11 @@ def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | Non
 
 
 def _check_transfer(recipe: str | Path, distill: DistillConfig) -> None:
-    """Refuse transfer images the distill stage could not use, before the teacher trains."""
-    if not distill.transfer_images:
-        return
-    if distill.views > 0:
+    """Refuse transfer images with a teacher cache before anything trains (the prepare stage then checks the
+    folder against the manifest's held-out images)."""
+    if distill.transfer_images and distill.views > 0:
         raise ConfigError(f"{recipe}: distill.transfer_images needs an online teacher, but distill.views is "
                           f"{distill.views} (a teacher cache of the manifest's images); set distill.views to 0")
-    if not Path(distill.transfer_images).is_dir():
-        raise ConfigError(f"{recipe}: distill.transfer_images {distill.transfer_images!r} is not a folder; give "
-                          "a folder of unlabelled images")
 
 
 def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:

@@ -68,7 +68,13 @@ def _prepare(run: Run) -> None:
     path = run.out / MANIFEST_NAME
     if not _finished(run, path, "a finished prepare; delete it to re-read the data"):
         prepare(run.configs["student"].data, run.out)
-    run.log(describe(load_manifest(path)))
+    manifest = load_manifest(path)
+    run.log(describe(manifest))
+    distill = run.configs["distill"]
+    if distill.distill.transfer_images:  # checked here, not hours later at the distill stage
+        from kndnet.data.transfer import transfer_rows
+        rows = transfer_rows(distill.distill.transfer_images, manifest, distill.data.val_fold)
+        run.log(f"{len(rows)} transfer images in {distill.distill.transfer_images}, none of them held out")
     run.manifest = path
 
 

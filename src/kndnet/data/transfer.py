@@ -58,4 +58,5 @@ def _refuse_held_out(rows: pd.DataFrame, manifest: pd.DataFrame, val_fold: int, 
 
 
 def _resolved(path: str) -> str:
+    """One spelling per file (symlinks and relative paths resolved), so a linked copy is still caught."""
     return str(Path(path).resolve())

@@ -84,10 +84,11 @@ class LesionDataModule(L.LightningDataModule):
             return DrawnView(self.view_size, seed, self.cfg.data.train_views)
         return RandomView(self.view_size)
 
-    def _loader(self, dataset: LesionDataset, shuffle: bool, sampler=None) -> DataLoader:
+    def _loader(self, dataset: LesionDataset, shuffle: bool, sampler=None, draws: int | None = None) -> DataLoader:
+        """`draws`: samples per epoch when the sampler draws other than len(dataset) (the transfer loader)."""
         workers = self.cfg.data.num_workers
         # full training batches: one compiled shape, and BatchNorm never sees a batch of one
-        drop_last = shuffle and len(dataset) > self.cfg.data.batch_size
+        drop_last = shuffle and (draws or len(dataset)) > self.cfg.data.batch_size
         return DataLoader(dataset, batch_size=self.cfg.data.batch_size, shuffle=shuffle and sampler is None,
                           sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=False, drop_last=drop_last)
@@ -115,7 +116,7 @@ class LesionDataModule(L.LightningDataModule):
                  if self.cfg.data.cache else None)
         dataset = LesionDataset(self.transfer, RandomView(self.view_size), cache, self.load_size)
         sampler = WeightedRandomSampler(torch.ones(len(dataset)), num_samples=draws, replacement=True)
-        return self._loader(dataset, shuffle=True, sampler=sampler)
+        return self._loader(dataset, shuffle=True, sampler=sampler, draws=draws)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val", "eval"), shuffle=False)

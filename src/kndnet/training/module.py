@@ -191,14 +191,14 @@ class LesionClassifier(L.LightningModule):
         # soft (mixed) targets already carry the label smoothing
         smoothing = self.cfg.train.label_smoothing if targets.dim() == 1 else 0.0
         ce = F.cross_entropy(logits[:labelled], targets, weight=self.ce_weight, label_smoothing=smoothing)
-        if self.cfg.role == "distill":
+        if self.cfg.role == "distill":  # the teacher's prior shift, if any, applies to transfer rows too
             teacher_logits = self._teacher_logits(batch, x)
             targets = _with_teacher_targets(targets, teacher_logits[labelled:])
             loss, parts = distillation_loss(self.cfg.distill, logits, teacher_logits, targets, ce)
         else:
             loss, parts = ce, {"ce": ce.detach()}
         y = batch["label"]
-        self.samples_seen += len(y)
+        self.samples_seen += len(y)  # labelled images only
         # sync_dist: under DDP the logged epoch values are over every rank's samples, not rank 0's alone
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         for name, value in parts.items():
