@@ -217,7 +217,8 @@ def test_compare_refuses_different_splits(trained, tmp_path):
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--names", "x,y",
                  "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "comparison.png").is_file()
-    same = "| y | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | 1.000 |"
+    same = ("| y | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | "
+            "+0.000 [+0.000, +0.000] | 1.000 |")
     assert same in (tmp_path / "c" / "comparison.md").read_text()
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--baseline", "2",
                  "--out", str(tmp_path / "c")]) == 2

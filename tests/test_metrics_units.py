@@ -284,7 +284,7 @@ def test_paired_difference_defaults_and_percentiles(monkeypatch):
     def first_column_mean(y, p):  # records the labels of each call (B's, then A's, per resample)
         seen.append(y.copy())
         return float(np.mean(p[:, 0]))
-    monkeypatch.setattr(metrics, "CI_METRICS", {"m": first_column_mean})
+    monkeypatch.setattr(metrics, "PAIRED_METRICS", {"m": first_column_mean})
     y, a, b = np.arange(5), np.zeros((5, 7)), np.zeros((5, 7))
     b[:, 0] = [0.0, 0.1, 0.2, 0.3, 0.4]  # B - A on a resample: the mean of its rows' values, seed-dependent
     out = paired_bootstrap_difference(y, a, b)
@@ -302,6 +302,41 @@ def test_paired_difference_defaults_and_percentiles(monkeypatch):
     seen.clear()
     paired_bootstrap_difference(y, a, b, seed=1)
     assert [d.tolist() for d in seen] != default_draws
+
+
+def test_binary_auc_is_the_mann_whitney_share_with_ties_counting_half():
+    rng = np.random.default_rng(3)
+    positives = rng.uniform(size=200) < 0.3
+    scores = np.round(rng.normal(positives * 0.8, 1.0), 1)  # rounded: many ties
+    assert metrics.binary_auc(positives, scores) == pytest.approx(_mann_whitney_auc(positives, scores))
+    assert metrics.binary_auc(positives, scores) == pytest.approx(skm.roc_auc_score(positives, scores))
+    assert np.isnan(metrics.binary_auc(np.zeros(5, bool), scores[:5]))
+    assert np.isnan(metrics.binary_auc(np.ones(5, bool), scores[:5]))
+
+
+def test_macro_roc_auc_equals_the_reported_one_and_skips_classes_without_both_outcomes():
+    y, p = _random_probs(seed=5, n=150)
+    assert metrics.macro_roc_auc(y, p) == pytest.approx(classification_metrics(y, p)["roc_auc"]["macro"])
+    present = np.array([0, 0, 1, 1, 1])  # classes 2-6 absent: only 0 and 1 have both outcomes
+    scores = np.zeros((5, 7))
+    scores[:, 0] = [0.9, 0.2, 0.1, 0.3, 0.4]  # class 0: 0.9 beats all 3 negatives, 0.2 beats 0.1: 4 of 6 pairs
+    scores[:, 1] = [0.1, 0.2, 0.3, 0.4, 0.5]  # class 1: all 6 pairs right
+    assert metrics.macro_roc_auc(present, scores) == pytest.approx((4 / 6 + 1.0) / 2)
+    assert np.isnan(metrics.macro_roc_auc(np.zeros(4, int), np.full((4, 7), 1 / 7)))
+
+
+def test_paired_difference_ranks_too_a_model_that_orders_images_better_at_the_same_calls():
+    """Same argmax everywhere, better ordering: accuracy and F1 do not move, macro ROC-AUC does."""
+    y, p = _random_probs(seed=6, n=300, signal=0.5)
+    sharper = p.copy()
+    rows = np.arange(len(y))
+    sharper[rows, y] = np.where(p.argmax(1) == y, p[rows, y], p[rows, y] + 0.5 * (p.max(1) - p[rows, y]))
+    assert np.array_equal(sharper.argmax(1), p.argmax(1))
+    out = paired_bootstrap_difference(y, p, sharper, resamples=200)
+    assert out["accuracy"]["difference"] == 0.0 and out["macro_f1"]["difference"] == 0.0
+    expected = metrics.macro_roc_auc(y, sharper) - metrics.macro_roc_auc(y, p)
+    assert expected > 0 and out["roc_auc_macro"]["difference"] == pytest.approx(expected)
+    assert out["roc_auc_macro"]["ci_low"] > 0 and out["roc_auc_macro"]["p_not_better"] == 0.0
 
 
 def test_paired_difference_refuses_models_scored_on_other_images():

@@ -43,13 +43,14 @@ def paired_difference(baseline: Path, other: Path, resamples: int = 1000) -> dic
 
 
 def _difference_table(folders: list[Path], names: list[str], baseline: int) -> str:
-    lines = [f"| model minus {names[baseline]} | accuracy | balanced accuracy | macro-F1 | "
-             "P(not better), macro-F1 |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"| model minus {names[baseline]} | accuracy | balanced accuracy | macro-F1 | macro ROC-AUC | "
+             "P(not better), macro-F1 |", "| --- | --- | --- | --- | --- | --- |"]
     for i, (name, folder) in enumerate(zip(names, folders)):
         if i == baseline:
             continue
         d = paired_difference(folders[baseline], folder)
-        cells = [f"{d[k]['difference']:+.3f} [{d[k]['ci_low']:+.3f}, {d[k]['ci_high']:+.3f}]" for k in HEADLINE]
+        cells = [f"{d[k]['difference']:+.3f} [{d[k]['ci_low']:+.3f}, {d[k]['ci_high']:+.3f}]"
+                 for k in (*HEADLINE, "roc_auc_macro")]
         lines.append(f"| {name} | {' | '.join(cells)} | {d['macro_f1']['p_not_better']:.3f} |")
     return "\n".join(lines)
 
@@ -68,11 +69,12 @@ def compare(folders: list[Path], out_dir: Path, names: list[str] | None = None, 
     # (built before anything is written) refuses other images by id
     if len({(r["split"], r["images"]) for r in runs}) > 1:
         raise DataError("evaluations are on different splits or image counts; compare models on the same split")
-    lines = ["| model | accuracy | balanced accuracy | macro-F1 | mel. sensitivity | ECE |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | accuracy | balanced accuracy | macro-F1 | macro ROC-AUC | mel. sensitivity | ECE |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in zip(names, runs):
         lines.append(f"| {name} | {with_ci(m, 'accuracy')} | {with_ci(m, 'balanced_accuracy')} | "
-                     f"{with_ci(m, 'macro_f1')} | {m['melanoma_sensitivity']:.3f} | {m['ece']:.3f} |")
+                     f"{with_ci(m, 'macro_f1')} | {m['roc_auc_macro']:.3f} | {m['melanoma_sensitivity']:.3f} | "
+                     f"{m['ece']:.3f} |")
     table = "\n".join(lines) + "\n\n" + _difference_table(folders, names, baseline)
     atomic_write_text(out_dir / "comparison.md",
                       f"# Comparison on `{runs[0]['data']}` ({runs[0]['split']}, {runs[0]['images']} images)\n\n"
