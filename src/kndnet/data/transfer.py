@@ -46,9 +46,9 @@ def _refuse_held_out(rows: pd.DataFrame, manifest: pd.DataFrame, val_fold: int, 
                           split_rows(manifest, "test", val_fold).assign(held="test")])
     by_id = dict(zip(held_out["image_id"].astype(str), held_out["held"]))
     by_file = {_resolved(p): held for p, held in zip(held_out["path"], held_out["held"])}
-    leaks = [(path, by_file.get(_resolved(path)) or by_id[image_id])
-             for image_id, path in zip(rows["image_id"], rows["path"])
-             if image_id in by_id or _resolved(path) in by_file]
+    leaks = [(path, by_file.get(resolved) or by_id[image_id])
+             for image_id, path, resolved in zip(rows["image_id"], rows["path"], map(_resolved, rows["path"]))
+             if image_id in by_id or resolved in by_file]
     if leaks:
         shown = ", ".join(f"{Path(path).name} ({held})" for path, held in leaks[:5])
         more = f" and {len(leaks) - 5} more" if len(leaks) > 5 else ""

@@ -56,14 +56,9 @@ def brier_score(y_true: np.ndarray, probs: np.ndarray) -> float:
 
 
 def _roc_auc(y_true: np.ndarray, probs: np.ndarray, classes: list[int]) -> dict[str, float]:
-    out = {}
-    for c in classes:
-        positives = y_true == c
-        out[CLASS_CODES[c]] = (float(skm.roc_auc_score(positives, probs[:, c]))
-                               if 0 < positives.sum() < len(y_true) else float("nan"))
-    valid = [v for v in out.values() if not np.isnan(v)]
-    out["macro"] = float(np.mean(valid)) if valid else float("nan")
-    return out
+    """One-vs-rest ROC-AUC per class (nan without both outcomes) and their macro mean."""
+    aucs = _rank_aucs(y_true[:, None] == np.array(classes), probs[:, classes])
+    return {**{CLASS_CODES[c]: float(a) for c, a in zip(classes, aucs)}, "macro": _mean_of_defined(aucs)}
 
 
 def _rank_aucs(positives: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -86,8 +81,12 @@ def binary_auc(positives: np.ndarray, scores: np.ndarray) -> float:
 
 def macro_roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     """Mean one-vs-rest ROC-AUC over the classes present with both outcomes (nan if none)."""
-    aucs = _rank_aucs(y_true[:, None] == np.arange(probs.shape[1]), probs)
-    return float(np.mean(aucs[~np.isnan(aucs)])) if not np.isnan(aucs).all() else float("nan")
+    return _mean_of_defined(_rank_aucs(y_true[:, None] == np.arange(probs.shape[1]), probs))
+
+
+def _mean_of_defined(values: np.ndarray) -> float:
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if len(defined) else float("nan")
 
 
 def _melanoma(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
