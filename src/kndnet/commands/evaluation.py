@@ -70,14 +70,21 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("evaluations", nargs="+", metavar="EVAL_DIR",
-                   help="folders written by `kndnet evaluate` (same split), e.g. teacher, student, KD")
+    p.add_argument("evaluations", nargs="+", metavar="EVAL_DIR[,EVAL_DIR...]",
+                   help="folders written by `kndnet evaluate` (same split), e.g. teacher, student, KD; join one "
+                        "model's training seeds with commas (alone_s0,alone_s1) to compare seed means, bootstrapped "
+                        "over seeds and images")
     p.add_argument("--names", help="comma-separated labels, one per folder")
     p.add_argument("--baseline", type=int, default=0,
                    help="index of the folder the others are differenced against (default 0, the first)")
     p.add_argument("--folds", action="store_true",
                    help="the folders are K folds of one model: write mean +- std per metric (cv.md)")
     p.add_argument("--out", required=True)
+
+
+def _seed_folders(arg: str) -> list[Path]:
+    """One model's evaluations: a folder, or its training seeds' folders joined by commas."""
+    return [Path(arg)] if Path(arg).is_dir() else [Path(part) for part in arg.split(",") if part]
 
 
 @command("compare", "one Markdown table and one chart of several evaluated models", _compare_args)
@@ -89,6 +96,6 @@ def _compare(args: argparse.Namespace) -> int:
     names = args.names.split(",") if args.names else None
     if not 0 <= args.baseline < len(args.evaluations):
         raise DataError(f"--baseline {args.baseline}: choose 0 to {len(args.evaluations) - 1}")
-    table = compare([Path(e) for e in args.evaluations], Path(args.out), names, args.baseline)
+    table = compare([_seed_folders(e) for e in args.evaluations], Path(args.out), names, args.baseline)
     print(table)
     return 0

@@ -1,4 +1,9 @@
-"""Compare evaluated models (teacher vs student alone vs KD ...) on the same split; aggregate folds."""
+"""Compare evaluated models (teacher vs student alone vs KD ...) on the same split; aggregate folds.
+
+A model may be given as several evaluations, one per training seed: its figures are then the mean over its
+seeds, and its difference to the baseline is bootstrapped over seeds as well as images
+(`metrics.seed_pooled_difference`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import pandas as pd
 from kndnet.classes import CLASS_CODES
 from kndnet.errors import DataError
 from kndnet.evaluation.figures import comparison_png
-from kndnet.evaluation.metrics import paired_bootstrap_difference, with_ci
+from kndnet.evaluation.metrics import seed_pooled_difference, with_ci
 from kndnet.io import atomic_write_text
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -33,54 +38,79 @@ def _scores(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return labels, probs, table["image_id"].astype(str).tolist()
 
 
-def paired_difference(baseline: Path, other: Path, resamples: int = 1000) -> dict[str, dict[str, float]]:
-    """`other` minus `baseline` per headline metric, paired bootstrap over the images both scored."""
-    y, base_probs, base_ids = _scores(baseline)
-    y_other, other_probs, other_ids = _scores(other)
-    if other_ids != base_ids or not np.array_equal(y, y_other):
-        raise DataError(f"{baseline} and {other} scored different images; evaluate both on the same split")
-    return paired_bootstrap_difference(y, base_probs, other_probs, resamples)
+Seeds = list[Path]  # the evaluations of one model, one per training seed (often just one)
 
 
-def _difference_table(folders: list[Path], names: list[str], baseline: int) -> str:
+def paired_difference(baseline: Path | Seeds, other: Path | Seeds,
+                      resamples: int = 1000) -> dict[str, dict[str, float]]:
+    """`other` minus `baseline` per headline metric, paired bootstrap over the images all runs scored.
+
+    Either side may be several evaluations of one model (its training seeds): the seed-averaged difference.
+    """
+    baseline, other = ([p] if isinstance(p, Path) else p for p in (baseline, other))
+    y, _, ids = _scores(baseline[0])
+    probs = {}
+    for folder in (*baseline, *other):
+        y_run, probs[folder], ids_run = _scores(folder)
+        if ids_run != ids or not np.array_equal(y, y_run):
+            raise DataError(f"{baseline[0]} and {folder} scored different images; evaluate both on the same split")
+    return seed_pooled_difference(y, [probs[f] for f in baseline], [probs[f] for f in other], resamples)
+
+
+def _difference_table(models: list[Seeds], names: list[str], baseline: int) -> str:
     lines = [f"| model minus {names[baseline]} | accuracy | balanced accuracy | macro-F1 | macro ROC-AUC | "
              "P(not better), macro-F1 |", "| --- | --- | --- | --- | --- | --- |"]
-    for i, (name, folder) in enumerate(zip(names, folders)):
+    for i, (name, seeds) in enumerate(zip(names, models)):
         if i == baseline:
             continue
-        d = paired_difference(folders[baseline], folder)
+        d = paired_difference(models[baseline], seeds)
         cells = [f"{d[k]['difference']:+.3f} [{d[k]['ci_low']:+.3f}, {d[k]['ci_high']:+.3f}]"
                  for k in (*HEADLINE, "roc_auc_macro")]
         lines.append(f"| {name} | {' | '.join(cells)} | {d['macro_f1']['p_not_better']:.3f} |")
     return "\n".join(lines)
 
 
-def compare(folders: list[Path], out_dir: Path, names: list[str] | None = None, baseline: int = 0) -> str:
+def _model_row(name: str, runs: list[dict]) -> str:
+    """One model's line: its metrics with their CIs, or, over several seeds, the mean and each seed's value."""
+    if len(runs) == 1:
+        m = runs[0]
+        cells = [with_ci(m, k) for k in HEADLINE] + [f"{m[k]:.3f}" for k in ("roc_auc_macro", "melanoma_sensitivity",
+                                                                             "ece")]
+    else:
+        cells = [f"{np.mean([m[k] for m in runs]):.3f} (seeds: {', '.join(f'{m[k]:.3f}' for m in runs)})"
+                 for k in (*HEADLINE, "roc_auc_macro", "melanoma_sensitivity", "ece")]
+    return f"| {name} | {' | '.join(cells)} |"
+
+
+def compare(models: list[Path | Seeds], out_dir: Path, names: list[str] | None = None, baseline: int = 0) -> str:
     """Write comparison.md and comparison.png; returns the Markdown tables.
 
     The second table gives each model's difference from the baseline model by a paired bootstrap on
-    the same test images: the direct answer to "is the gain real?".
+    the same test images: the direct answer to "is the gain real?". A model given as several seeds'
+    evaluations is shown as their mean, and its difference is bootstrapped over its seeds too.
     """
-    runs = [_load(f) for f in folders]
-    names = names or [f.name for f in folders]
+    models = [[m] if isinstance(m, Path) else list(m) for m in models]
+    runs = [[_load(f) for f in seeds] for seeds in models]
+    names = names or ["+".join(f.name for f in seeds) for seeds in models]
     if len(names) != len(runs):
-        raise DataError(f"--names gives {len(names)} labels for {len(runs)} folders")
+        raise DataError(f"--names gives {len(names)} labels for {len(runs)} models")
     # the same images matter, not the same data path: a copied manifest pairs, and the difference table
     # (built before anything is written) refuses other images by id
-    if len({(r["split"], r["images"]) for r in runs}) > 1:
+    if len({(r["split"], r["images"]) for seeds in runs for r in seeds}) > 1:
         raise DataError("evaluations are on different splits or image counts; compare models on the same split")
     lines = ["| model | accuracy | balanced accuracy | macro-F1 | macro ROC-AUC | mel. sensitivity | ECE |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, m in zip(names, runs):
-        lines.append(f"| {name} | {with_ci(m, 'accuracy')} | {with_ci(m, 'balanced_accuracy')} | "
-                     f"{with_ci(m, 'macro_f1')} | {m['roc_auc_macro']:.3f} | {m['melanoma_sensitivity']:.3f} | "
-                     f"{m['ece']:.3f} |")
-    table = "\n".join(lines) + "\n\n" + _difference_table(folders, names, baseline)
+    lines += [_model_row(name, seeds) for name, seeds in zip(names, runs)]
+    table = "\n".join(lines) + "\n\n" + _difference_table(models, names, baseline)
+    first = runs[0][0]
+    seeds_note = (" A model with several seeds shows their mean, then each seed's value; its differences "
+                  "are bootstrapped over its seeds as well as the images." if any(len(s) > 1 for s in runs) else "")
     atomic_write_text(out_dir / "comparison.md",
-                      f"# Comparison on `{runs[0]['data']}` ({runs[0]['split']}, {runs[0]['images']} images)\n\n"
+                      f"# Comparison on `{first['data']}` ({first['split']}, {first['images']} images)\n\n"
                       f"{table}\n\n95% bootstrap CIs in brackets; differences by a paired bootstrap over the same "
-                      "images (1,000 resamples).\n\n![comparison](comparison.png)\n")
-    comparison_png(names, {k: [m[k] for m in runs] for k in HEADLINE}, out_dir / "comparison.png")
+                      f"images (1,000 resamples).{seeds_note}\n\n![comparison](comparison.png)\n")
+    comparison_png(names, {k: [float(np.mean([m[k] for m in seeds])) for seeds in runs] for k in HEADLINE},
+                   out_dir / "comparison.png")
     return table
 
 
