@@ -74,9 +74,9 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                    help="folders written by `kndnet evaluate` (same split), e.g. teacher, student, KD; join one "
                         "model's training seeds with commas (alone_s0,alone_s1) to compare seed means, bootstrapped "
                         "over seeds and images")
-    p.add_argument("--names", help="comma-separated labels, one per folder")
+    p.add_argument("--names", help="comma-separated labels, one per model (per EVAL_DIR argument)")
     p.add_argument("--baseline", type=int, default=0,
-                   help="index of the folder the others are differenced against (default 0, the first)")
+                   help="index of the model the others are differenced against (default 0, the first)")
     p.add_argument("--folds", action="store_true",
                    help="the folders are K folds of one model: write mean +- std per metric (cv.md)")
     p.add_argument("--out", required=True)
