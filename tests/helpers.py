@@ -22,8 +22,10 @@ def tiny_config(role: str, data: Path, **overrides: object) -> Config:
     return load_config(role=role, overrides={**FAST, **extra, "data.path": str(data), **overrides})
 
 
-def hand_made_evaluation(folder: Path, data: str, ids: list[str], seed: int) -> Path:
-    """A hand-made evaluation folder: metrics.json and predictions.csv, as `kndnet evaluate` writes them."""
+def hand_made_evaluation(folder: Path, data: str, ids: list[str], seed: int, score: float = 0.5,
+                         split: str = "test") -> Path:
+    """A hand-made evaluation folder: metrics.json and predictions.csv, as `kndnet evaluate` writes them
+    (`score` for each headline metric in metrics.json; the predictions are random)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     probs = rng.dirichlet(np.ones(7), size=len(ids))
@@ -33,9 +35,9 @@ def hand_made_evaluation(folder: Path, data: str, ids: list[str], seed: int) -> 
     for k, code in enumerate(CLASS_CODES):
         table[f"prob_{code}"] = probs[:, k]
     table.to_csv(folder / "predictions.csv", index=False)
-    metrics = {"data": data, "split": "test", "images": len(ids), "melanoma_sensitivity": 0.5, "ece": 0.1,
+    metrics = {"data": data, "split": split, "images": len(ids), "melanoma_sensitivity": 0.5, "ece": 0.1,
                "roc_auc_macro": 0.8}
     for name in ("accuracy", "balanced_accuracy", "macro_f1"):
-        metrics.update({name: 0.5, f"{name}_ci_low": 0.4, f"{name}_ci_high": 0.6})
+        metrics.update({name: score, f"{name}_ci_low": score - 0.1, f"{name}_ci_high": score + 0.1})
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kndnet.cli import main
-from kndnet.evaluation.metrics import paired_bootstrap_difference, seed_pooled_difference
+from kndnet.evaluation.metrics import PAIRED_METRICS, paired_bootstrap_difference, seed_pooled_difference
 from tests.helpers import hand_made_evaluation as _evaluation
 
 IDS = [f"ISIC_{i:07d}" for i in range(40)]
@@ -30,10 +30,25 @@ def _arms(n: int = 350, seed: int = 0):
     return y, base, good, bad
 
 
+def _image_bootstrap(y, probs_a, probs_b, resamples: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The paired image bootstrap as it was before seeds (commit eefdea7), written out as the reference."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        rows.append({name: fn(y[idx], probs_b[idx]) - fn(y[idx], probs_a[idx]) for name, fn in PAIRED_METRICS.items()})
+    return {name: np.array([row[name] for row in rows]) for name in PAIRED_METRICS}
+
+
 def test_one_seed_each_is_the_paired_image_bootstrap_draw_for_draw():
     y, base, good, _ = _arms()
-    assert seed_pooled_difference(y, [base], [good], resamples=200) == \
-        paired_bootstrap_difference(y, base, good, resamples=200)
+    pooled = seed_pooled_difference(y, [base], [good], resamples=200)
+    reference = _image_bootstrap(y, base, good, resamples=200)
+    for name, draws in reference.items():
+        assert pooled[name]["ci_low"] == pytest.approx(np.percentile(draws, 2.5))
+        assert pooled[name]["ci_high"] == pytest.approx(np.percentile(draws, 97.5))
+        assert pooled[name]["p_not_better"] == pytest.approx(np.mean(draws <= 0))
+    assert paired_bootstrap_difference(y, base, good, resamples=200) == pooled
 
 
 def test_a_repeated_seed_changes_nothing():
@@ -59,17 +74,17 @@ def test_runs_on_other_images_are_refused():
     y, base, good, _ = _arms()
     with pytest.raises(ValueError, match="same images"):
         seed_pooled_difference(y, [base], [good, good[:-1]])
-    with pytest.raises(ValueError, match="same images"):
+    with pytest.raises(ValueError, match="at least one run"):
         seed_pooled_difference(y, [], [good])
 
 
 def test_compare_joins_seeds_with_commas(tmp_path, capsys):
-    a0 = _evaluation(tmp_path / "alone_s0", "m.csv", IDS, seed=0)
-    a1 = _evaluation(tmp_path / "alone_s1", "m.csv", IDS, seed=1)
+    a0 = _evaluation(tmp_path / "alone_s0", "m.csv", IDS, seed=0, score=0.4)
+    a1 = _evaluation(tmp_path / "alone_s1", "m.csv", IDS, seed=1, score=0.7)
     kd = _evaluation(tmp_path / "kd", "m.csv", IDS, seed=2)
-    assert main(["compare", f"{a0},{a1}", str(kd), "--out", str(tmp_path / "c")]) == 0
+    assert main(["compare", f"{a0}, {a1}", str(kd), "--out", str(tmp_path / "c")]) == 0
     text = (tmp_path / "c" / "comparison.md").read_text()
-    assert "| alone_s0+alone_s1 | 0.500 (seeds: 0.500, 0.500) |" in text
+    assert "| alone_s0+alone_s1 | 0.550 (seeds: 0.400, 0.700) |" in text
     assert "| model minus alone_s0+alone_s1 |" in text
     assert "bootstrapped over its seeds" in text
 
@@ -88,3 +103,20 @@ def test_a_missing_seed_folder_is_named(tmp_path, capsys):
     kd = _evaluation(tmp_path / "kd", "m.csv", IDS, seed=2)
     assert main(["compare", f"{a0},{tmp_path / 'a1'}", str(kd), "--out", str(tmp_path / "c")]) == 2
     assert "a1: no metrics.json or predictions.csv" in capsys.readouterr().err
+
+
+def test_a_seed_of_another_split_is_named(tmp_path, capsys):
+    a0 = _evaluation(tmp_path / "a0", "m.csv", IDS, seed=0)
+    a1 = _evaluation(tmp_path / "a1", "m.csv", IDS, seed=1, split="val")
+    kd = _evaluation(tmp_path / "kd", "m.csv", IDS, seed=2)
+    assert main(["compare", f"{a0},{a1}", str(kd), "--out", str(tmp_path / "c")]) == 2
+    assert f"{a1} is an evaluation of another split" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argument", "message"), [(",", "names no evaluation folder"),
+                                                   ("{a0},{a0}", "more than once")])
+def test_an_empty_or_repeated_seed_list_is_refused(tmp_path, capsys, argument, message):
+    a0 = _evaluation(tmp_path / "a0", "m.csv", IDS, seed=0)
+    kd = _evaluation(tmp_path / "kd", "m.csv", IDS, seed=2)
+    assert main(["compare", argument.format(a0=a0), str(kd), "--out", str(tmp_path / "c")]) == 2
+    assert message in capsys.readouterr().err

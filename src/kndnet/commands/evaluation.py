@@ -84,7 +84,15 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 def _seed_folders(arg: str) -> list[Path]:
     """One model's evaluations: a folder, or its training seeds' folders joined by commas."""
-    return [Path(arg)] if Path(arg).is_dir() else [Path(part) for part in arg.split(",") if part]
+    if Path(arg).is_dir():
+        return [Path(arg)]
+    folders = [Path(part.strip()) for part in arg.split(",") if part.strip()]
+    if not folders:
+        raise DataError(f"{arg!r} names no evaluation folder; give EVAL_DIR or EVAL_DIR,EVAL_DIR,... (one per seed)")
+    repeated = sorted({str(f) for f in folders if folders.count(f) > 1})
+    if repeated:
+        raise DataError(f"{arg!r} gives {', '.join(repeated)} more than once; list each seed's evaluation once")
+    return folders
 
 
 @command("compare", "one Markdown table and one chart of several evaluated models", _compare_args)

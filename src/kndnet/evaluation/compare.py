@@ -96,8 +96,12 @@ def compare(models: list[Path | Seeds], out_dir: Path, names: list[str] | None =
         raise DataError(f"--names gives {len(names)} labels for {len(runs)} models")
     # the same images matter, not the same data path: a copied manifest pairs, and the difference table
     # (built before anything is written) refuses other images by id
-    if len({(r["split"], r["images"]) for seeds in runs for r in seeds}) > 1:
-        raise DataError("evaluations are on different splits or image counts; compare models on the same split")
+    scored = [(folder, (r["split"], r["images"])) for seeds, loaded in zip(models, runs)
+              for folder, r in zip(seeds, loaded)]
+    other = next((folder for folder, key in scored if key != scored[0][1]), None)
+    if other is not None:
+        raise DataError(f"{other} is an evaluation of another split or image count than {scored[0][0]}; "
+                        "compare models on the same split")
     lines = ["| model | accuracy | balanced accuracy | macro-F1 | macro ROC-AUC | mel. sensitivity | ECE |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_model_row(name, seeds) for name, seeds in zip(names, runs)]

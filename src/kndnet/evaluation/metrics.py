@@ -184,10 +184,13 @@ def seed_pooled_difference(y_true: np.ndarray, seeds_a: Sequence[np.ndarray], se
     With one seed per model this is the paired image bootstrap, draw for draw. Few seeds make the seed level
     coarse (two seeds: each model's mean is one seed, the other, or both, in 1/4, 1/4, 1/2 of resamples).
     """
+    if not seeds_a or not seeds_b:
+        raise ValueError("each model needs at least one run's probabilities")
     runs = [*seeds_a, *seeds_b]
-    if not seeds_a or not seeds_b or any(len(p) != len(y_true) for p in runs):
+    if any(len(p) != len(y_true) for p in runs):
         raise ValueError("every run of both models must be scored on the same images, in the same order")
-    seed_rng = np.random.default_rng([seed, 1])  # apart from the image draws: one seed each keeps them unchanged
+    # a stream of its own, apart from the image draws (so one seed each leaves those unchanged)
+    seed_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
 
     def seed_draw(count: int, offset: int) -> np.ndarray:
         return offset + (seed_rng.integers(0, count, count) if count > 1 else np.zeros(1, dtype=int))
