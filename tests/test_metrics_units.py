@@ -341,7 +341,8 @@ def test_paired_difference_ranks_too_a_model_that_orders_images_better_at_the_sa
 
 def test_paired_difference_refuses_models_scored_on_other_images():
     y, p = _random_probs(n=20)
-    with pytest.raises(ValueError, match="^every run of both models must be scored on the same images, in the same order$"):
+    with pytest.raises(ValueError,
+                       match="^every run of both models must be scored on the same images, in the same order$"):
         paired_bootstrap_difference(y, p[:-1], p)
     with pytest.raises(ValueError, match="same images"):
         paired_bootstrap_difference(y, p, p[:-1])
