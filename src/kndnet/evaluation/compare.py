@@ -48,13 +48,12 @@ def paired_difference(baseline: Path | Seeds, other: Path | Seeds,
     Either side may be several evaluations of one model (its training seeds): the seed-averaged difference.
     """
     baseline, other = ([p] if isinstance(p, Path) else p for p in (baseline, other))
-    y, _, ids = _scores(baseline[0])
-    probs = {}
-    for folder in (*baseline, *other):
-        y_run, probs[folder], ids_run = _scores(folder)
+    scored = {folder: _scores(folder) for folder in (*baseline, *other)}  # each file read once
+    y, _, ids = scored[baseline[0]]
+    for folder, (y_run, _, ids_run) in scored.items():
         if ids_run != ids or not np.array_equal(y, y_run):
             raise DataError(f"{baseline[0]} and {folder} scored different images; evaluate both on the same split")
-    return seed_pooled_difference(y, [probs[f] for f in baseline], [probs[f] for f in other], resamples)
+    return seed_pooled_difference(y, [scored[f][1] for f in baseline], [scored[f][1] for f in other], resamples)
 
 
 def _difference_table(models: list[Seeds], names: list[str], baseline: int) -> str:
