@@ -52,6 +52,13 @@ def test_cpu_recipe_is_function_matching_with_one_training_recipe_for_both_stude
     assert student.train.mixup_alpha > 0 and student.train.ema_decay > 0
 
 
+def test_cpu_teachers_are_the_cpu_v1_teacher_recipe_with_a_lite0_member():
+    """The recipe's claim: the ensemble's members are trained exactly as the runs/v9 teachers were."""
+    teacher, first = load_config("cpu", role="teacher").to_dict(), load_config("cpu_v1", role="teacher").to_dict()
+    assert teacher["model"].pop("ensemble") == "tf_efficientnet_lite0" and first["model"].pop("ensemble") == ""
+    assert teacher == first
+
+
 def test_the_teacher_runtime_is_how_a_run_executes_not_what_it_trains():
     """A cpu-recipe run made with the PyTorch teacher resumes under `auto` (the same logits to ~1e-5)."""
     from kndnet.config import recipe_differences
