@@ -2,8 +2,10 @@
 and the `cpu` recipe's function matching (online teacher on mixed views; in PyTorch or in ONNX Runtime)
 vs its own student alone.
 
-Same data subset, image size, batch and recipe in one process; the teacher is an ImageNet
-EfficientNet-Lite2 (offline weights) with a new head: its accuracy does not matter for timing. Each
+Same data subset, image size, batch and recipe in one process; each teacher is an ImageNet
+EfficientNet-Lite (offline weights) with a new head: its accuracy does not matter for timing. The first
+three rows use `--teacher`; the `cpu` recipe's rows use the recipe's own teachers (`model.arch` and each
+`model.ensemble` member, at its teacher size), so their ratio is the recipe's real cost. Each
 mode trains 2 epochs; the second epoch's training time is reported (the first includes compilation).
 The teacher cache's one-off build time is printed separately. Usage:
     python benchmarks/bench_distill.py [--images 640] [--image-size 128] [--teacher tf_efficientnet_lite2]
@@ -20,7 +22,7 @@ import pandas as pd
 from _common import data_arg, subset
 
 from kndnet.checkpoint import ModelSpec, save_model_checkpoint
-from kndnet.config import DataConfig, load_config
+from kndnet.config import DataConfig, ensemble_archs, load_config
 from kndnet.data.manifest import build_manifest, write_csv_atomic
 from kndnet.distill.build import cache_teacher_for_config
 from kndnet.models import create_model
@@ -67,13 +69,13 @@ def main() -> None:
         }
         seconds = {name: train_epoch(load_config(role=role, overrides=overrides), tmp / name)
                    for name, (role, overrides) in runs.items()}
-        recipe = function_matching_runs(base, args.teacher, tmp)
+        recipe, recipe_teachers = function_matching_runs(base, tmp)
         recipe_seconds = {name: train_epoch(cfg, tmp / name) for name, cfg in recipe.items()}
     print(f"{n_train} training images at {args.image_size} px, teacher {args.teacher}, {args.views} views")
     report(seconds, "student alone")
     print(f"  teacher cache build (one-off): {cache_seconds:.1f} s")
-    print("cpu recipe (mixup/CutMix, EMA, views cut at the teacher's size; teacher online in PyTorch, bf16 where the "
-          "CPU has it natively, or in ONNX Runtime fp32):")
+    print(f"cpu recipe (mixup/CutMix, EMA, views cut at the teachers' size; teachers {' + '.join(recipe_teachers)} "
+          "online in PyTorch, bf16 where the CPU has it natively, or in ONNX Runtime fp32):")
     report(recipe_seconds, "student alone, cpu recipe")
 
 
@@ -82,17 +84,19 @@ def train_epoch(cfg, run_dir: Path) -> float:
     return epoch_seconds(run_dir)
 
 
-def function_matching_runs(base: dict, arch: str, tmp: Path) -> dict:
-    """The `cpu` recipe's student alone and function-matching KD, timed on the same subset."""
+def function_matching_runs(base: dict, tmp: Path) -> tuple[dict, list[str]]:
+    """The `cpu` recipe's student alone and function-matching KD from the recipe's teachers, on one subset."""
     student = load_config("cpu", role="student", overrides=base)
-    teacher_size = load_config("cpu", role="teacher").data.image_size
-    teacher = make_teacher(arch, teacher_size, tmp / "teacher_fm.ckpt")
-    kd = {**base, "distill.teacher": str(teacher)}
-    return {"student alone, cpu recipe": student,
+    teacher_cfg = load_config("cpu", role="teacher")
+    archs = [teacher_cfg.model.arch, *ensemble_archs(teacher_cfg.model)]
+    teachers = [make_teacher(arch, teacher_cfg.data.image_size, tmp / f"teacher_{arch}.ckpt") for arch in archs]
+    kd = {**base, "distill.teacher": ",".join(str(path) for path in teachers)}
+    runs = {"student alone, cpu recipe": student,
             "KD, function matching": load_config("cpu", role="distill",
                                                  overrides={**kd, "distill.teacher_runtime": "torch"}),
             "KD, f.m., ORT teacher": load_config("cpu", role="distill",
                                                  overrides={**kd, "distill.teacher_runtime": "onnxruntime"})}
+    return runs, archs
 
 
 def report(seconds: dict[str, float], baseline: str) -> None:

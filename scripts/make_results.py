@@ -1,8 +1,10 @@
 """Regenerate docs/RESULTS.md (and its figures) from a `kndnet run` directory on real HAM10000.
 
-Usage: python scripts/make_results.py RUN_DIR [--mcu-export DIR] [--out docs]
+Usage: python scripts/make_results.py RUN_DIR [--recipe cpu] [--mcu-export DIR] [--out docs]
 Reads only files the pipeline wrote (eval/*/metrics.json, export/export.json, bench/bench.json,
-student/distill metrics), so every number in the page traces back to a command that was run.
+student/distill metrics), so every number in the page traces back to a command that was run. The one
+exception is the hand-kept block of the page it replaces (between KEPT_START and KEPT_END): experiments
+run outside `kndnet run`, each with its own command, which a regenerated page carries over verbatim.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import pandas as pd
 import yaml
 
 from kndnet.evaluation.metrics import with_ci
+from kndnet.io import atomic_write_text
+
+KEPT_START = "<!-- hand-kept: make_results.py carries this block over verbatim -->"
+KEPT_END = "<!-- end of the hand-kept block -->"
 
 PUBLISHED = {  # Lishad et al. (2025), fold 0 of GroupKFold, selected and reported on the same fold
     "student alone": {"accuracy": 0.692, "macro_f1": 0.585},
@@ -39,6 +45,28 @@ def _row(name: str, m: dict, params: str, extra: str = "") -> str:
 
 def _config(run: Path, role: str) -> dict:
     return yaml.safe_load((run / role / "config.yaml").read_text())
+
+
+def _teacher_row(run: Path) -> str:
+    """The teacher the students learned from: one model, or the mean logit of an ensemble's members."""
+    scored = _load(run / "eval" / "teacher" / "metrics.json")
+    members = [run / Path(path).parent.parent.name for path in scored["model"].split(" + ")]
+    summaries = [_load(member / "summary.json") for member in members]
+    cfg = _config(run, "teacher")
+    archs = " + ".join(summary["arch"] for summary in summaries)
+    mean = f" (mean logit of {len(members)})" if len(members) > 1 else ""
+    return _row("teacher", scored, " + ".join(f"{summary['parameters']:,}" for summary in summaries),
+                f"{archs}{mean}, weights: {cfg['model']['pretrained']}, {cfg['data']['image_size']} px")
+
+
+def kept_block(previous_page: str) -> list[str]:
+    """The hand-kept block of the page being replaced, markers included ([] if it has none)."""
+    start, end = previous_page.find(KEPT_START), previous_page.find(KEPT_END)
+    if start < 0 and end < 0:
+        return []
+    if start < 0 or end < start:
+        raise SystemExit(f"the page's hand-kept block is broken: it needs {KEPT_START!r} before {KEPT_END!r}")
+    return [previous_page[start:end + len(KEPT_END)], ""]
 
 
 def _student_note(run: Path, image_size: int) -> str:
@@ -115,26 +143,23 @@ def lever_table(run: Path, levers: list[str]) -> list[str]:
 
 def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = None,
                  gradcam: bool = False, extra: list[str] = (), notes: list[str] = (),
-                 levers: list[str] = (), lever_notes: list[str] = (), shipped_val: Path | None = None) -> str:
-    ev = {r: _load(run / "eval" / r / "metrics.json") for r in ("teacher", "student", "distill")}
+                 levers: list[str] = (), lever_notes: list[str] = (), shipped_val: Path | None = None,
+                 recipe_name: str = "cpu", kept: list[str] = ()) -> str:
+    ev = {r: _load(run / "eval" / r / "metrics.json") for r in ("student", "distill")}
     card, bench = _load(run / "export" / "export.json"), _load(run / "bench" / "bench.json")
     recipe = (run / "recipe.yaml").read_text()
-    teacher = _load(run / "teacher" / "summary.json")
-    t_params = teacher["parameters"]
-    t_cfg = yaml.safe_load((run / "teacher" / "config.yaml").read_text())
-    t_note = f"{teacher['arch']}, weights: {t_cfg['model']['pretrained']}, {t_cfg['data']['image_size']} px"
     s_params = f"{card['parameters']:,}"
     kd = ev["distill"]
     tta = {k.removeprefix("tta_"): v for k, v in kd.items() if k.startswith("tta_")}
     lines = [
         "# Results on real HAM10000 images", "",
-        f"Run: `kndnet run --config cpu --data ../shared/data/ham10000` (5,984 images, one per lesion), then "
+        f"Run: `kndnet run --config {recipe_name} --data ../shared/data/ham10000` (5,984 images, one per lesion), then "
         "`python scripts/make_results.py`. Every model was selected on the validation fold and is scored here on "
         f"the lesion-grouped held-out test split ({kd['images']} images) that no selection saw. 95% bootstrap "
         "CIs (1,000 resamples) in brackets.", "",
         "| model | accuracy | balanced accuracy | macro-F1 | parameters | notes | published acc. / macro-F1 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-        _row("teacher", ev["teacher"], f"{t_params:,}", t_note),
+        _teacher_row(run),
         _row("student alone", ev["student"], s_params, _student_note(run, card["image_size"])),
         _row("student + KD", kd, s_params, _kd_note(run)),
         _row("student + KD + TTA (hflip)", tta, s_params, "average of image and its mirror"),
@@ -150,6 +175,7 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         "## Is the KD gain real?", "", _kd_verdict(run, ev["student"], kd), "",
         *(["## What each lever did", "", *lever_table(run, list(levers)),
            *(line for note in lever_notes for line in ("", note)), ""] if levers else []),
+        *kept,
         "## Cost", "",
         f"- student: {card['parameters']:,} parameters, {card['macs'] / 1e6:.1f} M MACs at {card['image_size']} px",
         f"- int8 ONNX {card['int8_bytes'] / 1024:.0f} KB; peak int8 activation memory "
@@ -225,6 +251,7 @@ def _val_f1(run: Path, role: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
+    parser.add_argument("--recipe", default="cpu", help="the recipe RUN was made with (`kndnet run --config`)")
     parser.add_argument("--mcu-export", type=Path)
     parser.add_argument("--shipped-export", type=Path, help="export folder of the shipped student")
     parser.add_argument("--shipped-val", type=Path, help="val evaluation of the shipped student, when it comes "
@@ -240,9 +267,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
+    page_path = args.out / "RESULTS.md"
+    kept = kept_block(page_path.read_text()) if page_path.is_file() else []
     page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam, args.extra,
-                        args.note, args.lever, args.lever_note, args.shipped_val)
-    (args.out / "RESULTS.md").write_text(page)
+                        args.note, args.lever, args.lever_note, args.shipped_val, args.recipe, kept)
+    atomic_write_text(page_path, page)
     print(f"wrote {args.out / 'RESULTS.md'}")
 
 

@@ -1,0 +1,41 @@
+"""scripts/make_results.py: the hand-kept block survives a regenerated page; the page renders an ensemble run."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_results.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("make_results", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_hand_kept_block_is_found_with_its_markers():
+    results = _script()
+    block = f"{results.KEPT_START}\n## Earlier runs\n\nrow | 0.5\n{results.KEPT_END}"
+    assert results.kept_block(f"# Results\n\ngenerated\n\n{block}\n\n## Cost\n") == [block, ""]
+    assert results.kept_block("# Results\n\nno block\n") == []
+
+
+@pytest.mark.parametrize("broken", ["end only", "end before start"])
+def test_a_broken_hand_kept_block_is_refused_not_dropped(broken):
+    results = _script()
+    page = results.KEPT_END if broken == "end only" else f"{results.KEPT_END}\nlost\n{results.KEPT_START}"
+    with pytest.raises(SystemExit, match="hand-kept block is broken"):
+        results.kept_block(page)
+
+
+def write_results_page(run: Path, docs: Path) -> str:
+    """Regenerate a results page from a finished `kndnet run` into DOCS, keeping DOCS/RESULTS.md's block."""
+    subprocess.run([sys.executable, str(SCRIPT), str(run), "--out", str(docs)], check=True,
+                   capture_output=True, text=True)
+    return (docs / "RESULTS.md").read_text()
