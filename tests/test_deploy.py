@@ -14,6 +14,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from kndnet.checkpoint import load_model
+from kndnet.classes import CLASS_CODES
 from kndnet.cli import main
 from kndnet.config import IMAGENET_MEAN, IMAGENET_STD
 from kndnet.deploy.graph_stats import graph_stats
@@ -47,6 +48,10 @@ def test_export_writes_onnx_int8_and_model_card(exported):
     assert card["int8_bytes"] < 200 * 1024
     text = (exported / "MODEL_CARD.md").read_text()
     assert "Not a medical device" in text and "Tschandl" in text and "Decision rule" not in text
+    mel = card["int8_sensitivity"]["mel"]
+    assert "## Sensitivity by class (test split)" in text
+    assert f"| mel | {card['eval_images_per_class']['mel']} | {card['fp32_sensitivity']['mel']:.3f} |" in text
+    assert f"Melanoma sensitivity of the int8 model on the test split is {mel:.2f}" in card["limitations"][-1]
     meta = {p.key: p.value for p in onnx.load(str(exported / "model_int8.onnx")).metadata_props}
     assert json.loads(meta["class_names"])[4] == "mel" and meta["input_size"] == "32"
 
@@ -96,6 +101,10 @@ def check_export_against_pytorch(checkpoint, out_dir, manifest, agreement_floor)
         assert card[f"{name}_accuracy"] == pytest.approx(np.mean(pred == labels), abs=1e-4)
         assert card[f"{name}_macro_f1"] == pytest.approx(
             skm.f1_score(labels, pred, labels=np.unique(labels), average="macro", zero_division=0), abs=1e-4)
+        recall = skm.recall_score(labels, pred, labels=range(len(CLASS_CODES)), average=None, zero_division=0)
+        assert card[f"{name}_sensitivity"] == {code: pytest.approx(recall[i], abs=1e-4) if (labels == i).any()
+                                               else None for i, code in enumerate(CLASS_CODES)}
+    assert card["eval_images_per_class"] == {code: int((labels == i).sum()) for i, code in enumerate(CLASS_CODES)}
     # accuracy can only differ on the images where the two disagree
     assert abs(card["fp32_accuracy"] - card["int8_accuracy"]) <= 1 - agreement + 1e-4
 

@@ -26,7 +26,7 @@ MEASURED_PREFIXES = ("fp32_", "int8_", "onnx_", "torch_", "tflite_", "tflm_")
 
 def write_model_card(out_dir: Path, card: dict[str, Any]) -> None:
     """Write model_card.json (for programs) and MODEL_CARD.md (for people)."""
-    card = {**card, "intended_use": INTENDED_USE, "limitations": LIMITATIONS,
+    card = {**card, "intended_use": INTENDED_USE, "limitations": [*LIMITATIONS, *_melanoma_limitation(card)],
             "data_attribution": HAM10000_ATTRIBUTION, "classes": [c.code for c in CLASSES]}
     atomic_write_json(out_dir / "model_card.json", card)
     atomic_write_text(out_dir / "MODEL_CARD.md", _markdown(card))
@@ -47,11 +47,34 @@ def _markdown(card: dict[str, Any]) -> str:
     if metrics:
         lines += ["## Measured", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in metrics.items()] + [""]
+    lines += _sensitivity_lines(card)
     if card.get("training"):
         lines += ["## Training", "", "```", str(card["training"]), "```", ""]
-    lines += ["## Limitations", ""] + [f"- {x}" for x in LIMITATIONS]
+    lines += ["## Limitations", ""] + [f"- {x}" for x in card["limitations"]]
     lines += ["", "## Data", "", HAM10000_ATTRIBUTION, ""]
     return "\n".join(lines)
+
+
+def _sensitivity_lines(card: dict[str, Any]) -> list[str]:
+    """Per-class sensitivity (recall) on the held-out split, fp32 and int8, with each class's image count."""
+    if "fp32_sensitivity" not in card:
+        return []
+    cell = lambda value: "-" if value is None else f"{value:.3f}"  # noqa: E731
+    lines = [f"## Sensitivity by class ({card.get('int8_eval_split', 'held-out')} split)", "",
+             "| class | images | fp32 | int8 |", "| --- | --- | --- | --- |"]
+    lines += [f"| {code} | {count} | {cell(card['fp32_sensitivity'][code])} | {cell(card['int8_sensitivity'][code])} |"
+              for code, count in card["eval_images_per_class"].items()]
+    return lines + [""]
+
+
+def _melanoma_limitation(card: dict[str, Any]) -> list[str]:
+    """The miss rate that matters most, in words, when the card measured it."""
+    sensitivity = card.get("int8_sensitivity", {}).get("mel")
+    if sensitivity is None:
+        return []
+    return [f"Melanoma sensitivity of the int8 model on the {card.get('int8_eval_split', 'held-out')} split is "
+            f"{sensitivity:.2f}: it missed {1 - sensitivity:.0%} of the melanomas there. Never use it to rule "
+            "melanoma out."]
 
 
 def _decision_rule_lines(card: dict[str, Any]) -> list[str]:
