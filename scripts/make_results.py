@@ -61,11 +61,12 @@ def _teacher_row(run: Path) -> str:
 
 def kept_block(previous_page: str) -> list[str]:
     """The hand-kept block of the page being replaced, markers included ([] if it has none)."""
-    start, end = previous_page.find(KEPT_START), previous_page.find(KEPT_END)
-    if start < 0 and end < 0:
+    starts, ends = previous_page.count(KEPT_START), previous_page.count(KEPT_END)
+    if starts == ends == 0:
         return []
-    if start < 0 or end < start:
-        raise SystemExit(f"the page's hand-kept block is broken: it needs {KEPT_START!r} before {KEPT_END!r}")
+    start, end = previous_page.find(KEPT_START), previous_page.find(KEPT_END)
+    if starts != 1 or ends != 1 or end < start:
+        raise SystemExit(f"the page's hand-kept block is broken: it needs one {KEPT_START!r}, then one {KEPT_END!r}")
     return [previous_page[start:end + len(KEPT_END)], ""]
 
 
@@ -248,6 +249,14 @@ def _val_f1(run: Path, role: str) -> str:
     return f"{_load(run / role / 'summary.json')['best_val_macro_f1']:.3f}"
 
 
+def _check_recipe(run: Path, name: str) -> None:
+    """The page prints `kndnet run --config NAME` as the run's command: NAME must be the recipe RUN used."""
+    from kndnet.config import recipe_path
+    if recipe_path(name).read_text() != (run / "recipe.yaml").read_text():
+        raise SystemExit(f"{run / 'recipe.yaml'} is not the recipe {name!r}: pass --recipe with the recipe it "
+                         "was run with")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -267,6 +276,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
+    _check_recipe(args.run, args.recipe)
     page_path = args.out / "RESULTS.md"
     kept = kept_block(page_path.read_text()) if page_path.is_file() else []
     page = results_page(args.run, args.out, args.mcu_export, args.shipped_export, args.gradcam, args.extra,

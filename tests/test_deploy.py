@@ -51,7 +51,7 @@ def test_export_writes_onnx_int8_and_model_card(exported):
     mel = card["int8_sensitivity"]["mel"]
     assert "## Sensitivity by class (test split)" in text
     assert f"| mel | {card['eval_images_per_class']['mel']} | {card['fp32_sensitivity']['mel']:.3f} |" in text
-    assert f"Melanoma sensitivity of the int8 model on the test split is {mel:.2f}" in card["limitations"][-1]
+    assert f"Melanoma sensitivity of the int8 ONNX model on the test split is {mel:.2f}" in card["limitations"][-1]
     meta = {p.key: p.value for p in onnx.load(str(exported / "model_int8.onnx")).metadata_props}
     assert json.loads(meta["class_names"])[4] == "mel" and meta["input_size"] == "32"
 

@@ -282,3 +282,20 @@ def test_every_string_config_key_is_declared_a_path_key_or_not():
                  "train.accelerator", "train.devices", "train.strategy", "train.precision", "distill.loss",
                  "distill.teacher_runtime"}
     assert strings - not_paths == PATH_KEYS
+
+
+def test_class_sensitivity_is_each_class_recall_and_none_where_a_class_has_no_image():
+    from kndnet.deploy.export import class_sensitivity
+    logits = np.eye(3)[[0, 0, 1, 2, 2]]  # predicted 0, 0, 1, 2, 2
+    labels = np.array([0, 1, 1, 0, 0])   # class 2 never occurs
+    assert class_sensitivity(logits, labels, ("a", "b", "c")) == {"a": 0.3333, "b": 0.5, "c": None}  # rounded
+
+
+def test_a_card_without_melanoma_images_says_nothing_about_melanoma(tmp_path):
+    from kndnet.deploy.model_card import write_model_card
+    card = {"arch": "s", "image_size": 32, "parameters": 1, "macs": 1, "peak_activation_bytes_int8": 1,
+            "int8_eval_split": "test", "eval_images_per_class": {"mel": 0, "nv": 2},
+            "fp32_sensitivity": {"mel": None, "nv": 1.0}, "int8_sensitivity": {"mel": None, "nv": 0.5}}
+    write_model_card(tmp_path, card)
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "| mel | 0 | - | - |" in text and "| nv | 2 | 1.000 | 0.500 |" in text and "Melanoma sensitivity" not in text

@@ -26,16 +26,27 @@ def test_the_hand_kept_block_is_found_with_its_markers():
     assert results.kept_block("# Results\n\nno block\n") == []
 
 
-@pytest.mark.parametrize("broken", ["end only", "end before start"])
+@pytest.mark.parametrize("broken", ["end only", "start only", "end before start", "two blocks"])
 def test_a_broken_hand_kept_block_is_refused_not_dropped(broken):
     results = _script()
-    page = results.KEPT_END if broken == "end only" else f"{results.KEPT_END}\nlost\n{results.KEPT_START}"
+    start, end = results.KEPT_START, results.KEPT_END
+    page = {"end only": end, "start only": f"{start}\nlost", "end before start": f"{end}\nlost\n{start}",
+            "two blocks": f"{start}\na\n{end}\n{start}\nlost\n{end}"}[broken]
     with pytest.raises(SystemExit, match="hand-kept block is broken"):
         results.kept_block(page)
 
 
-def write_results_page(run: Path, docs: Path) -> str:
+def test_a_page_names_only_the_recipe_its_run_used(tmp_path):
+    from kndnet.config import recipe_path
+    results = _script()
+    (tmp_path / "recipe.yaml").write_text(recipe_path("cpu").read_text())
+    results._check_recipe(tmp_path, "cpu")
+    with pytest.raises(SystemExit, match="is not the recipe 'cpu_v2'"):
+        results._check_recipe(tmp_path, "cpu_v2")
+
+
+def write_results_page(run: Path, recipe: Path, docs: Path) -> str:
     """Regenerate a results page from a finished `kndnet run` into DOCS, keeping DOCS/RESULTS.md's block."""
-    subprocess.run([sys.executable, str(SCRIPT), str(run), "--out", str(docs)], check=True,
+    subprocess.run([sys.executable, str(SCRIPT), str(run), "--recipe", str(recipe), "--out", str(docs)], check=True,
                    capture_output=True, text=True)
     return (docs / "RESULTS.md").read_text()

@@ -138,19 +138,20 @@ def test_run_trains_each_ensemble_member_and_distils_from_their_mean(synth_dir, 
     scored = json.loads((out / "eval" / "teacher" / "metrics.json").read_text())["model"].split(" + ")
     assert [Path(p).parent.parent.name for p in scored] == ["teacher", member.name]
     assert "teacher (mean of 2)" in (out / "report.md").read_text()
-    _results_page_names_both_members_and_keeps_the_hand_kept_block(out, tmp_path / "docs")
+    _results_page_names_both_members_and_keeps_the_hand_kept_block(out, _ensemble_recipe(tmp_path), tmp_path / "docs")
     assert main(["run", "--config", str(_ensemble_recipe(tmp_path)), "--data", str(synth_dir),
                  "--out", str(out)]) == 0
     assert f"skipped: {member / 'summary.json'} exists" in capsys.readouterr().out
 
 
-def _results_page_names_both_members_and_keeps_the_hand_kept_block(run, docs):
+def _results_page_names_both_members_and_keeps_the_hand_kept_block(run, recipe, docs):
     from tests.test_make_results import _script, write_results_page
     results = _script()
     block = f"{results.KEPT_START}\nan earlier experiment, by hand\n{results.KEPT_END}"
     docs.mkdir()
     (docs / "RESULTS.md").write_text(f"# old page\n\n{block}\n")
-    page = write_results_page(run, docs)
+    page = write_results_page(run, recipe, docs)
     teacher_row = next(line for line in page.splitlines() if line.startswith("| teacher |"))
     assert "test_efficientnet_gn (mean logit of 2)" in teacher_row and block in page
+    assert teacher_row.split(" | ")[4].count(" + ") == 1  # each member's parameter count
     assert "old page" not in page and "## Is the KD gain real?" in page

@@ -61,7 +61,7 @@ def _sensitivity_lines(card: dict[str, Any]) -> list[str]:
         return []
     cell = lambda value: "-" if value is None else f"{value:.3f}"  # noqa: E731
     lines = [f"## Sensitivity by class ({card.get('int8_eval_split', 'held-out')} split)", "",
-             "| class | images | fp32 | int8 |", "| --- | --- | --- | --- |"]
+             "| class | images | fp32 | int8 ONNX |", "| --- | --- | --- | --- |"]
     lines += [f"| {code} | {count} | {cell(card['fp32_sensitivity'][code])} | {cell(card['int8_sensitivity'][code])} |"
               for code, count in card["eval_images_per_class"].items()]
     return lines + [""]
@@ -72,7 +72,7 @@ def _melanoma_limitation(card: dict[str, Any]) -> list[str]:
     sensitivity = card.get("int8_sensitivity", {}).get("mel")
     if sensitivity is None:
         return []
-    return [f"Melanoma sensitivity of the int8 model on the {card.get('int8_eval_split', 'held-out')} split is "
+    return [f"Melanoma sensitivity of the int8 ONNX model on the {card.get('int8_eval_split', 'held-out')} split is "
             f"{sensitivity:.2f}: it missed {1 - sensitivity:.0%} of the melanomas there. Never use it to rule "
             "melanoma out."]
 
