@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn import metrics as skm
 
 from kndnet.checkpoint import ModelSpec, load_config_from_checkpoint, load_model, save_model_checkpoint
 from kndnet.config import PATH_KEYS, Config, DataConfig
@@ -47,8 +48,8 @@ def class_sensitivity(logits: np.ndarray, labels: np.ndarray, codes: tuple[str, 
 
     Why on the card: an average hides which patients the model fails, and for skin lesions the cost of
     a miss differs by class (a missed melanoma above all): disaggregated evaluation, Mitchell et al. 2019."""
-    predicted = logits.argmax(axis=1)
-    return {code: round(float((predicted[labels == index] == index).mean()), 4) if (labels == index).any() else None
+    recall = skm.recall_score(labels, logits.argmax(axis=1), labels=range(len(codes)), average=None, zero_division=0)
+    return {code: round(float(recall[index]), 4) if (labels == index).any() else None
             for index, code in enumerate(codes)}
 
 
