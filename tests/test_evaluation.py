@@ -309,3 +309,44 @@ def test_figure_titles_name_the_run_or_every_ensemble_member():
     assert model_title("runs/a/teacher/checkpoints/best.ckpt + runs/a/teacher_lite0/checkpoints/best.ckpt",
                        "teacher") == "ensemble of teacher + teacher_lite0 (teacher)"
     assert model_title("export/model_int8.onnx", "student") == "model_int8.onnx (student)"
+
+
+def test_a_colour_cast_is_per_image_reproducible_and_keeps_brightness():
+    from kndnet.evaluation.colour_cast import channel_gains, colour_cast
+    gains = channel_gains("ISIC_0024306", 0.2)
+    assert np.allclose(gains, channel_gains("ISIC_0024306", 0.2)) and not np.allclose(gains, 1.0)
+    assert np.log(gains).sum() == pytest.approx(0.0, abs=1e-9)  # geometric mean 1
+    assert not np.allclose(gains, channel_gains("ISIC_0024307", 0.2))
+    assert np.allclose(channel_gains("ISIC_0024306", 0.0), 1.0)
+    grey = torch.full((2, 3, 4, 4), 100, dtype=torch.uint8)
+    cast = colour_cast(grey, ["a", "b"], 0.3)
+    expected = [np.round(100 * channel_gains(i, 0.3)) for i in ("a", "b")]
+    assert np.array_equal(cast[:, :, 0, 0].numpy(), np.clip(expected, 0, 255))
+    assert colour_cast(torch.full((1, 3, 2, 2), 250, dtype=torch.uint8), ["c"], 1.0).max() == 255  # clipped
+    with pytest.raises(ValueError, match="2 images but 1 image ids"):
+        colour_cast(grey, ["a"], 0.1)
+
+
+def test_evaluate_under_a_colour_cast_pairs_with_the_plain_evaluation(trained, tmp_path, capsys):
+    ckpt, manifest = trained
+    outs = {name: tmp_path / name for name in ("plain", "cast", "again")}
+    for name, sigma, batch in (("plain", "0", "64"), ("cast", "0.3", "64"), ("again", "0.3", "7")):
+        assert main(["evaluate", "--model", ckpt, "--data", str(manifest), "--out", str(outs[name]),
+                     "--resamples", "50", "--colour-cast", sigma, "--batch-size", batch]) == 0
+    plain, cast, again = (pd.read_csv(outs[n] / "predictions.csv") for n in ("plain", "cast", "again"))
+    assert (plain["image_id"] == cast["image_id"]).all()
+    probs = plain.filter(like="prob_").to_numpy()
+    assert np.abs(probs - cast.filter(like="prob_").to_numpy()).max() > 1e-3  # the cast reaches the model
+    assert np.allclose(cast.filter(like="prob_").to_numpy(), again.filter(like="prob_").to_numpy(), atol=1e-5)
+    sigmas = [json.loads((outs[n] / "metrics.json").read_text())["colour_cast"] for n in ("plain", "cast")]
+    assert sigmas == [0, 0.3]
+    assert "simulated colour cast (`--colour-cast 0.3`" in (outs["cast"] / "report.md").read_text()
+    assert main(["compare", str(outs["plain"]), str(outs["cast"]), "--baseline", "0",
+                 "--out", str(tmp_path / "cmp")]) == 0
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "nan", "strong"])
+def test_a_bad_colour_cast_is_refused_before_any_model_loads(bad, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--out", "x", "--colour-cast", bad])
+    assert exit_info.value.code == 2 and "--colour-cast" in capsys.readouterr().err

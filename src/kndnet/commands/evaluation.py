@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kndnet.commands import SPLITS, command, positive_int
+from kndnet.commands import SPLITS, command, non_negative_float, positive_int
 from kndnet.commands.data import data_args
 from kndnet.errors import DataError
 
@@ -21,6 +21,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv, figures, report.md")
     p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--colour-cast", type=non_negative_float, default=0.0, metavar="SIGMA",
+                   help="robustness check: score each image under its own simulated colour cast, RGB gains "
+                        "exp(SIGMA * N(0,1)) (0.1 mild, 0.3 strong; the same per image for every model)")
 
 
 @command("evaluate", "score a model with CIs, calibration, per-class metrics and figures", _evaluate_args)
@@ -32,8 +35,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from kndnet.shipped import resolve_model
     predictor = open_predictors([resolve_model(m) for m in args.model or [None]])
     rows = evaluation_rows(args.data, args.split, args.format or "auto")
-    plain, tta = score(predictor, rows, args.tta, args.batch_size)
-    m = write_evaluation(predictor, plain, Path(args.out), args.data, args.split, tta, args.tta, args.resamples)
+    plain, tta = score(predictor, rows, args.tta, args.batch_size, cast_sigma=args.colour_cast)
+    m = write_evaluation(predictor, plain, Path(args.out), args.data, args.split, tta, args.tta, args.resamples,
+                         args.colour_cast)
     print(f"{m['images']} images: accuracy {with_ci(m, 'accuracy')}, balanced accuracy "
           f"{m['balanced_accuracy']:.3f}, macro-F1 {with_ci(m, 'macro_f1')}, ECE {m['ece']:.3f}")
     if tta is not None:

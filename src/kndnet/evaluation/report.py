@@ -24,6 +24,8 @@ def report_markdown(m: dict, tta: dict | None, title: str) -> str:
     lines = [f"# Evaluation: {title}", "",
              f"Model `{m['model']}` on `{m['data']}` (split `{m['split']}`, {m['images']} images). "
              "95% bootstrap confidence intervals over images in brackets.", "",
+             *([f"Each image under a simulated colour cast (`--colour-cast {m['colour_cast']}`: log-normal "
+                "channel gains, the same per image for every model).", ""] if m.get("colour_cast") else []),
              "| metric | value |", "| --- | --- |",
              f"| accuracy | {with_ci(m, 'accuracy')} |",
              f"| balanced accuracy (ISIC 2018 score) | {with_ci(m, 'balanced_accuracy')} |",
@@ -50,11 +52,12 @@ def report_markdown(m: dict, tta: dict | None, title: str) -> str:
 
 
 def write_evaluation(predictor: Predictor, scored: Scored, out_dir: Path, data: str, split: str,
-                     tta_scored: Scored | None = None, tta: str = "none", resamples: int = 1000) -> dict:
+                     tta_scored: Scored | None = None, tta: str = "none", resamples: int = 1000,
+                     cast_sigma: float = 0.0) -> dict:
     out_dir = Path(out_dir)
     metrics = {"model": getattr(predictor, "source", "?"), "data": str(data), "split": split,
                "images": len(scored.y_true), "calibration_temperature": predictor.spec.calibration_temperature,
-               "tta": tta,
+               "tta": tta, "colour_cast": cast_sigma,
                **flat_metrics(scored, resamples)}
     if predictor.spec.calibration_temperature != 1.0:
         before = uncalibrated_ece(scored.probs, scored.y_true, predictor.spec.calibration_temperature)

@@ -19,6 +19,7 @@ from kndnet.config import DataConfig
 from kndnet.data.manifest import build_manifest, load_manifest
 from kndnet.data.selection import SPLITS, is_manifest, split_rows
 from kndnet.errors import ConfigError, DataError
+from kndnet.evaluation.colour_cast import colour_cast
 from kndnet.evaluation.metrics import bootstrap_ci, classification_metrics
 from kndnet.inference import Predictor, eval_dataset, view_probs
 
@@ -56,12 +57,18 @@ def evaluation_rows(data: str, split: str, fmt: str = "auto", data_cfg: DataConf
 
 
 def score(predictor: Predictor, rows: pd.DataFrame, tta: str = "none", batch_size: int = 64,
-          workers: int = 0) -> tuple[Scored, Scored | None]:
-    """Plain scores and, with `tta`, the flip-averaged ones from the same pass (None without TTA)."""
+          workers: int = 0, cast_sigma: float = 0.0) -> tuple[Scored, Scored | None]:
+    """Plain scores and, with `tta`, the flip-averaged ones from the same pass (None without TTA).
+
+    `cast_sigma` > 0 scores the images under each one's simulated colour cast (evaluation.colour_cast).
+    """
     dataset = eval_dataset(rows, predictor.spec)
     plain, averaged = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        views = view_probs(predictor, batch["image"], tta)
+        images = batch["image"]
+        if cast_sigma:
+            images = colour_cast(images, [dataset.image_ids[i] for i in batch["index"]], cast_sigma)
+        views = view_probs(predictor, images, tta)
         plain.append(views[0])
         if len(views) > 1:
             averaged.append(np.mean(views, axis=0))
