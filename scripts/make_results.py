@@ -174,6 +174,7 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         "same fold that selected the best epoch, with an EfficientNet-B4 teacher at 224 px: a different split, "
         "data size and protocol, shown for orientation only.", "",
         "## Is the KD gain real?", "", _kd_verdict(run, ev["student"], kd), "",
+        *_colour_cast_section(run),
         *(["## What each lever did", "", *lever_table(run, list(levers)),
            *(line for note in lever_notes for line in ("", note)), ""] if levers else []),
         *kept,
@@ -220,6 +221,26 @@ def _kd_verdict(run: Path, student: dict, kd: dict) -> str:
             f"beat the student alone in {d['p_not_better']:.1%} of resamples (KD {kd['macro_f1']:.3f} "
             f"[{kd['macro_f1_ci_low']:.3f}, {kd['macro_f1_ci_high']:.3f}], alone {student['macro_f1']:.3f} "
             f"[{student['macro_f1_ci_low']:.3f}, {student['macro_f1_ci_high']:.3f}]). {verdict}")
+
+
+def _colour_cast_section(run: Path) -> list[str]:
+    """Each model beside itself under the run's simulated colour cast (eval/<role>_cast, written by `kndnet run`
+    since the cast was added; nothing for an older run)."""
+    roles = {"teacher": "teacher", "student alone": "student", "student + KD": "distill"}
+    if not all((run / "eval" / f"{role}_cast" / "metrics.json").is_file() for role in roles.values()):
+        return []
+    pairs = {name: (_load(run / "eval" / role / "metrics.json"), _load(run / "eval" / f"{role}_cast" / "metrics.json"))
+             for name, role in roles.items()}
+    sigma = next(iter(pairs.values()))[1]["colour_cast"]
+    lines = ["## Under a simulated colour cast", "",
+             f"The same test images, each under its own white-balance change (log-normal RGB gains, sigma {sigma}: "
+             f"`kndnet evaluate --colour-cast {sigma}`), a stand-in for another dermoscope; the external test set "
+             "that shows the real gap is not held here.", "",
+             "| model | balanced accuracy | macro-F1 | under the cast: balanced accuracy | macro-F1 |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {plain['balanced_accuracy']:.3f} | {plain['macro_f1']:.3f} | "
+              f"{cast['balanced_accuracy']:.3f} | {cast['macro_f1']:.3f} |" for name, (plain, cast) in pairs.items()]
+    return [*lines, ""]
 
 
 def _mcu_section(mcu: Path) -> list[str]:

@@ -47,6 +47,11 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
         assert (tmp_path / name).is_file(), name
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["kd_test"]["macro_f1"] > 0.3
+    cast = json.loads((tmp_path / "eval" / "distill_cast" / "metrics.json").read_text())
+    assert cast["colour_cast"] == summary["colour_cast_test"]["sigma"] == 0.2
+    assert summary["colour_cast_test"]["distill"]["macro_f1"] == cast["macro_f1"]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Under a simulated colour cast" in report and (tmp_path / "robustness" / "comparison.md").is_file()
     outputs = ["teacher/checkpoints/last.ckpt", "distill/checkpoints/last.ckpt", "export/model_int8.onnx"]
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in outputs}
     assert main(["demo", "--out", str(tmp_path)]) == 0
@@ -155,3 +160,4 @@ def _results_page_names_both_members_and_keeps_the_hand_kept_block(run, recipe, 
     assert "test_efficientnet_gn (mean logit of 2)" in teacher_row and block in page
     assert teacher_row.split(" | ")[4].count(" + ") == 1  # each member's parameter count
     assert "old page" not in page and "## Is the KD gain real?" in page
+    assert "| student + KD | " in page.split("## Under a simulated colour cast")[1]

@@ -11,7 +11,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
@@ -19,6 +19,9 @@ from kndnet.config import Config, ensemble_archs
 from kndnet.data.manifest import MANIFEST_NAME, describe, load_manifest, prepare
 from kndnet.errors import ConfigError
 from kndnet.io import COMPLETE_MARKER, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Configs = dict[str, Config]
 Summary = dict[str, Any]
@@ -150,23 +153,35 @@ def _cache_teacher(run: Run) -> None:
     run.teacher_cache = folder
 
 
+ROBUSTNESS_CAST = 0.2  # sigma of the simulated colour cast every run's models are also scored under
+
+
 def _evaluate(run: Run) -> None:
-    from kndnet.evaluation.report import write_evaluation
-    from kndnet.evaluation.run import evaluation_rows, score
-    from kndnet.inference import open_predictors
+    """Each model on the test split, plainly and under a simulated colour cast (evaluation.colour_cast):
+    the cast is the measurable part of a change of dermoscope, where students have lost most (README)."""
+    from kndnet.evaluation.run import evaluation_rows
     rows = evaluation_rows(str(run.manifest), "test")
     results = {}
     for role in ("teacher", "student", "distill"):
-        target = run.out / "eval" / role
-        if not _finished(run, target / COMPLETE_MARKER, f"{role} evaluated"):
-            paths = _teacher_checkpoints(run) if role == "teacher" else [getattr(run, role)["best_checkpoint"]]
-            predictor = open_predictors(paths)  # the teacher's row scores the ensemble, if there is one
-            tta_mode = "hflip" if role == "distill" else "none"
-            plain, tta = score(predictor, rows, tta_mode)
-            write_evaluation(predictor, plain, target, str(run.manifest), "test", tta, tta_mode)
-        results[role] = json.loads((target / "metrics.json").read_text())
-        run.log(f"{role}: test accuracy {results[role]['accuracy']:.3f}, macro-F1 {results[role]['macro_f1']:.3f}")
+        for cast, name in ((0.0, role), (ROBUSTNESS_CAST, f"{role}_cast")):
+            results[name] = _evaluate_role(run, role, rows, cast, run.out / "eval" / name)
+        plain, cast = results[role], results[f"{role}_cast"]
+        run.log(f"{role}: test accuracy {plain['accuracy']:.3f}, macro-F1 {plain['macro_f1']:.3f}; "
+                f"under a colour cast {cast['macro_f1']:.3f}")
     run.evaluate = results
+
+
+def _evaluate_role(run: Run, role: str, rows: pd.DataFrame, cast: float, target: Path) -> dict:
+    from kndnet.evaluation.report import write_evaluation
+    from kndnet.evaluation.run import score
+    from kndnet.inference import open_predictors
+    if not _finished(run, target / COMPLETE_MARKER, f"{role} evaluated"):
+        paths = _teacher_checkpoints(run) if role == "teacher" else [getattr(run, role)["best_checkpoint"]]
+        predictor = open_predictors(paths)  # the teacher's row scores the ensemble, if there is one
+        tta_mode = "hflip" if role == "distill" and not cast else "none"
+        plain, tta = score(predictor, rows, tta_mode, cast_sigma=cast)
+        write_evaluation(predictor, plain, target, str(run.manifest), "test", tta, tta_mode, cast_sigma=cast)
+    return json.loads((target / "metrics.json").read_text())
 
 
 def _export(run: Run) -> None:
@@ -198,26 +213,35 @@ def _report(run: Run) -> None:
     from kndnet.evaluation.compare import compare
     out = run.out
     teacher = f"teacher (mean of {1 + len(run.ensemble)})" if run.ensemble else "teacher"
-    table = compare([out / "eval" / r for r in ("teacher", "student", "distill")], out,
-                    [teacher, "student alone", "student + KD"], baseline=1)
+    names = [teacher, "student alone", "student + KD"]
+    table = compare([out / "eval" / r for r in ("teacher", "student", "distill")], out, names, baseline=1)
+    cast_table = compare([out / "eval" / f"{r}_cast" for r in ("teacher", "student", "distill")],
+                         out / "robustness", names, baseline=1)
     ev, card, bench = run.evaluate, run.export, run.bench
     kd = ev["distill"]
-    summary = {"teacher_test": {k: ev["teacher"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
-               "student_test": {k: ev["student"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
+    decisions = ("accuracy", "balanced_accuracy", "macro_f1")
+    summary = {"teacher_test": {k: ev["teacher"][k] for k in decisions},
+               "student_test": {k: ev["student"][k] for k in decisions},
                "kd_test": {k: kd[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "tta_macro_f1")},
+               "colour_cast_test": {"sigma": ROBUSTNESS_CAST,
+                                    **{role: {k: ev[f"{role}_cast"][k] for k in decisions}
+                                       for role in ("teacher", "student", "distill")}},
                "int8": {k: card[k] for k in ("int8_bytes", "int8_accuracy", "int8_macro_f1")},
                "latency_ms_1thread_b1": {k: bench[f"{k}_1thread_b1_p50_ms"]
                                          for k in ("torch_eager", "ort_fp32", "ort_int8")}}
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "report.md", _report_text(table, kd, card, bench))
+    atomic_write_text(out / "report.md", _report_text(table, cast_table, kd, card, bench))
     run.log(f"wrote {out / 'report.md'}")
     run.report = summary
 
 
-def _report_text(table: str, kd: dict, card: dict, bench: dict) -> str:
+def _report_text(table: str, cast_table: str, kd: dict, card: dict, bench: dict) -> str:
     return "\n".join([
         "# KNDNet run report", "", "Held-out, lesion-grouped test split; 95% bootstrap CIs in brackets.", "",
         table, "", f"Student + KD with horizontal-flip TTA: macro-F1 {kd['tta_macro_f1']:.3f}.", "",
+        "## Under a simulated colour cast", "",
+        f"The same images, each under its own white-balance change (`kndnet evaluate --colour-cast "
+        f"{ROBUSTNESS_CAST}`): a stand-in for another dermoscope.", "", cast_table, "",
         "## Deployment", "",
         f"- parameters {card['parameters']:,}, {card['macs'] / 1e6:.1f} M MACs at {card['image_size']} px",
         f"- int8 ONNX {card['int8_bytes'] / 1024:.0f} KB: accuracy {card['int8_accuracy']:.3f} vs fp32 "
