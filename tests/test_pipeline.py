@@ -51,7 +51,7 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert cast["colour_cast"] == summary["colour_cast_test"]["sigma"] == 0.2
     assert summary["colour_cast_test"]["distill"]["macro_f1"] == cast["macro_f1"]
     report = (tmp_path / "report.md").read_text()
-    cast_row = report.split("## Under a simulated colour cast")[1].splitlines()[6]
+    cast_row = report.split("## Under a simulated colour cast")[1].splitlines()[8]
     assert cast_row.startswith("| student + KD | ") and cast_row.endswith(f" | {summary['kd_test']['macro_f1']:.3f} |")
     outputs = ["teacher/checkpoints/last.ckpt", "distill/checkpoints/last.ckpt", "export/model_int8.onnx"]
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in outputs}
