@@ -50,3 +50,8 @@ def write_results_page(run: Path, recipe: Path, docs: Path) -> str:
     subprocess.run([sys.executable, str(SCRIPT), str(run), "--recipe", str(recipe), "--out", str(docs)], check=True,
                    capture_output=True, text=True)
     return (docs / "RESULTS.md").read_text()
+
+
+def test_a_run_without_colour_cast_evaluations_gets_no_cast_section(tmp_path):
+    (tmp_path / "eval" / "teacher").mkdir(parents=True)
+    assert _script()._colour_cast_section(tmp_path) == []

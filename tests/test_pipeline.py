@@ -49,10 +49,12 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert summary["kd_test"]["macro_f1"] > 0.3
     cast = json.loads((tmp_path / "eval" / "distill_cast" / "metrics.json").read_text())
     assert cast["colour_cast"] == summary["colour_cast_test"]["sigma"] == 0.2
-    assert summary["colour_cast_test"]["distill"]["macro_f1"] == cast["macro_f1"]
+    assert summary["colour_cast_test"]["kd"]["macro_f1"] == cast["macro_f1"]
     report = (tmp_path / "report.md").read_text()
-    cast_row = report.split("## Under a simulated colour cast")[1].splitlines()[8]
-    assert cast_row.startswith("| student + KD | ") and cast_row.endswith(f" | {summary['kd_test']['macro_f1']:.3f} |")
+    section = report.split("## Under a simulated colour cast")[1].split("## Deployment")[0]
+    cast_row = next(line for line in section.splitlines() if line.startswith("| student + KD | ")).split(" | ")
+    assert cast_row[3].startswith(f"{cast['macro_f1']:.3f} [")  # the cast's macro-F1 with its CI
+    assert cast_row[4] == f"{summary['kd_test']['macro_f1']:.3f} |"  # beside the plain one
     outputs = ["teacher/checkpoints/last.ckpt", "distill/checkpoints/last.ckpt", "export/model_int8.onnx"]
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in outputs}
     assert main(["demo", "--out", str(tmp_path)]) == 0

@@ -167,15 +167,21 @@ def _evaluate(run: Run) -> None:
             results[name] = _evaluate_role(run, role, rows, cast, run.out / "eval" / name)
         plain, cast = results[role], results[f"{role}_cast"]
         run.log(f"{role}: test accuracy {plain['accuracy']:.3f}, macro-F1 {plain['macro_f1']:.3f}; "
-                f"under a colour cast {cast['macro_f1']:.3f}")
+                f"under a colour cast macro-F1 {cast['macro_f1']:.3f}")
     run.evaluate = results
 
 
 def _evaluate_role(run: Run, role: str, rows: pd.DataFrame, cast: float, target: Path) -> dict:
+    """One model's evaluation in `target` (colour cast `cast`, 0 for none), reused when a resumed run finds it
+    finished at the same cast."""
     from kndnet.evaluation.report import write_evaluation
     from kndnet.evaluation.run import score
     from kndnet.inference import open_predictors
-    if not _finished(run, target / COMPLETE_MARKER, f"{role} evaluated"):
+    done = _finished(run, target / COMPLETE_MARKER, f"{target.name} evaluated")
+    if done and json.loads((target / "metrics.json").read_text()).get("colour_cast", 0.0) != cast:
+        run.log(f"{target.name} was scored at another colour cast: scoring it again at {cast}")
+        done = False
+    if not done:
         paths = _teacher_checkpoints(run) if role == "teacher" else [getattr(run, role)["best_checkpoint"]]
         predictor = open_predictors(paths)  # the teacher's row scores the ensemble, if there is one
         tta_mode = "hflip" if role == "distill" and not cast else "none"
@@ -223,8 +229,9 @@ def _report(run: Run) -> None:
                "student_test": {k: ev["student"][k] for k in decisions},
                "kd_test": {k: kd[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "tta_macro_f1")},
                "colour_cast_test": {"sigma": ROBUSTNESS_CAST,
-                                    **{role: {k: ev[f"{role}_cast"][k] for k in decisions}
-                                       for role in ("teacher", "student", "distill")}},
+                                    **{name: {k: ev[f"{role}_cast"][k] for k in decisions}
+                                       for name, role in (("teacher", "teacher"), ("student", "student"),
+                                                          ("kd", "distill"))}},
                "int8": {k: card[k] for k in ("int8_bytes", "int8_accuracy", "int8_macro_f1")},
                "latency_ms_1thread_b1": {k: bench[f"{k}_1thread_b1_p50_ms"]
                                          for k in ("torch_eager", "ort_fp32", "ort_int8")}}

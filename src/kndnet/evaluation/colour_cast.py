@@ -13,6 +13,7 @@ Shades-of-Gray colour constancy (`model.color_constancy`) is the lever this meas
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -28,8 +29,8 @@ def channel_gains(image_id: str, sigma: float, seed: int = 0) -> np.ndarray:
 
 def colour_cast(images: torch.Tensor, image_ids: list[str], sigma: float, seed: int = 0) -> torch.Tensor:
     """uint8 N x 3 x H x W images, each multiplied channel by channel by its gains, clipped to 0..255."""
-    if sigma < 0:
-        raise ValueError(f"colour cast sigma must be >= 0, got {sigma}")
+    if not 0 <= sigma < math.inf:
+        raise ValueError(f"colour cast sigma must be a finite number >= 0, got {sigma}")
     if len(image_ids) != len(images):
         raise ValueError(f"{len(images)} images but {len(image_ids)} image ids")
     gains = torch.tensor(np.stack([channel_gains(i, sigma, seed) for i in image_ids]), dtype=torch.float32)
