@@ -159,35 +159,38 @@ ROBUSTNESS_CAST = 0.2  # sigma of the simulated colour cast every run's models a
 def _evaluate(run: Run) -> None:
     """Each model on the test split, plainly and under a simulated colour cast (evaluation.colour_cast):
     the cast is the measurable part of a change of dermoscope, where students have lost most (README)."""
+    from functools import cache
+
     from kndnet.evaluation.run import evaluation_rows
+    from kndnet.inference import open_predictors
     rows = evaluation_rows(str(run.manifest), "test")
     results = {}
     for role in ("teacher", "student", "distill"):
+        paths = _teacher_checkpoints(run) if role == "teacher" else [getattr(run, role)["best_checkpoint"]]
+        predictor = cache(lambda paths=paths: open_predictors(paths))  # opened once, only if something is scored
         for cast, name in ((0.0, role), (ROBUSTNESS_CAST, f"{role}_cast")):
-            results[name] = _evaluate_role(run, role, rows, cast, run.out / "eval" / name)
+            results[name] = _evaluate_role(run, predictor, role, rows, cast, run.out / "eval" / name)
         plain, cast = results[role], results[f"{role}_cast"]
         run.log(f"{role}: test accuracy {plain['accuracy']:.3f}, macro-F1 {plain['macro_f1']:.3f}; "
                 f"under a colour cast macro-F1 {cast['macro_f1']:.3f}")
     run.evaluate = results
 
 
-def _evaluate_role(run: Run, role: str, rows: pd.DataFrame, cast: float, target: Path) -> dict:
+def _evaluate_role(run: Run, predictor: Callable[[], Any], role: str, rows: pd.DataFrame, cast: float,
+                   target: Path) -> dict:
     """One model's evaluation in `target` (colour cast `cast`, 0 for none), reused when a resumed run finds it
-    finished at the same cast."""
+    finished at the same cast. `predictor()` gives the model (the teacher's row: the ensemble, if there is one)."""
     from kndnet.evaluation.report import write_evaluation
     from kndnet.evaluation.run import score
-    from kndnet.inference import open_predictors
-    done = _finished(run, target / COMPLETE_MARKER, f"{target.name} evaluated")
-    if done and json.loads((target / "metrics.json").read_text()).get("colour_cast", 0.0) != cast:
+    if _finished(run, target / COMPLETE_MARKER, f"{target.name} evaluated"):
+        metrics = json.loads((target / "metrics.json").read_text())
+        if metrics.get("colour_cast", 0.0) == cast:
+            return metrics
         run.log(f"{target.name} was scored at another colour cast: scoring it again at {cast}")
-        done = False
-    if not done:
-        paths = _teacher_checkpoints(run) if role == "teacher" else [getattr(run, role)["best_checkpoint"]]
-        predictor = open_predictors(paths)  # the teacher's row scores the ensemble, if there is one
-        tta_mode = "hflip" if role == "distill" and not cast else "none"
-        plain, tta = score(predictor, rows, tta_mode, cast_sigma=cast)
-        write_evaluation(predictor, plain, target, str(run.manifest), "test", tta, tta_mode, cast_sigma=cast)
-    return json.loads((target / "metrics.json").read_text())
+    tta_mode = "hflip" if role == "distill" and not cast else "none"
+    plain, tta = score(predictor(), rows, tta_mode, cast_sigma=cast)
+    write_evaluation(predictor(), plain, target, str(run.manifest), "test", tta, tta_mode, cast_sigma=cast)
+    return json.loads((target / "metrics.json").read_text())  # as a resumed run reads it
 
 
 def _export(run: Run) -> None:
