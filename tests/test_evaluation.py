@@ -347,6 +347,11 @@ def test_evaluate_under_a_colour_cast_pairs_with_the_plain_evaluation(trained, t
     assert "simulated colour cast (`--colour-cast 0.3`" in (outs["cast"] / "report.md").read_text()
     assert main(["compare", str(outs["plain"]), str(outs["cast"]), "--baseline", "0",
                  "--out", str(tmp_path / "cmp")]) == 0
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| plain |" in text and "| cast (colour cast 0.3) |" in text  # the folder name need not say it
+    # seeds of one model are pooled: a plain and a cast evaluation cannot be two seeds of it
+    assert main(["compare", f"{outs['plain']},{outs['cast']}", str(outs["again"]), "--out", str(tmp_path / "c2")]) == 2
+    assert "were scored under different colour casts (0.0, 0.3)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["-0.1", "nan", "strong"])

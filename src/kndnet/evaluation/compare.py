@@ -69,6 +69,23 @@ def _difference_table(models: list[Seeds], names: list[str], baseline: int) -> s
     return "\n".join(lines)
 
 
+def _cast_of(seeds: Seeds, runs: list[dict]) -> float:
+    """The simulated colour cast a model was scored under (`evaluate --colour-cast`; 0 for plain images).
+
+    Seeds of one model are pooled, so they must share it: a plain and a cast evaluation are two models here."""
+    casts = {float(r.get("colour_cast", 0.0)) for r in runs}
+    if len(casts) > 1:
+        raise DataError(f"{', '.join(map(str, seeds))} were scored under different colour casts "
+                        f"({', '.join(map(str, sorted(casts)))}); give them as separate models")
+    return casts.pop()
+
+
+def _default_name(seeds: Seeds, cast: float) -> str:
+    """The folder names; a cast evaluation says so, since its folder name need not."""
+    name = "+".join(f.name for f in seeds)
+    return f"{name} (colour cast {cast:g})" if cast else name
+
+
 def _model_row(name: str, runs: list[dict]) -> str:
     """One model's line: its metrics with their CIs, or, over several seeds, the mean and each seed's value."""
     if len(runs) == 1:
@@ -90,7 +107,8 @@ def compare(models: list[Path | Seeds], out_dir: Path, names: list[str] | None =
     """
     models = [[m] if isinstance(m, Path) else list(m) for m in models]
     runs = [[_load(f) for f in seeds] for seeds in models]
-    names = names or ["+".join(f.name for f in seeds) for seeds in models]
+    casts = [_cast_of(seeds, loaded) for seeds, loaded in zip(models, runs)]
+    names = names or [_default_name(seeds, cast) for seeds, cast in zip(models, casts)]
     if len(names) != len(runs):
         raise DataError(f"--names gives {len(names)} labels for {len(runs)} models")
     # the same images matter, not the same data path: a copied manifest pairs, and the difference table
