@@ -88,3 +88,48 @@ def test_int8_keeps_the_colour_layer_in_float_and_agrees_with_fp32(tmp_path):
     runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
     fp32_logits, int8_logits = (r.run(None, {"image": ((x / 255 - MEAN) / STD).numpy()})[0] for r in runs)
     assert np.abs(fp32_logits - int8_logits).max() < 0.5 * np.abs(fp32_logits).max()
+
+
+def _cast_pixels(n=3, size=20, seed=0):
+    """uint8 N x 3 x H x W images, each under its own coloured light (some pixels saturated)."""
+    g = torch.Generator().manual_seed(seed)
+    grey = 40 + 215 * torch.rand(n, 1, size, size, generator=g)
+    light = 0.5 + torch.rand(n, 3, 1, 1, generator=g)
+    return (grey * light).clamp(0, 255).round().to(torch.uint8)
+
+
+def test_white_balanced_pixels_are_what_the_layer_computes():
+    """The device-side step (for .tflite, whose graph leaves the layer out) is the layer, to half a level."""
+    from kndnet.models.colour import white_balance_pixels
+    pixels = _cast_pixels()
+    layer = ShadesOfGray()((pixels.float() / 255 - MEAN) / STD) * STD + MEAN
+    balanced = white_balance_pixels(pixels)
+    assert balanced.dtype == torch.uint8
+    assert (balanced.float() - layer * 255).abs().max() <= 0.5 + 1e-3
+    assert (balanced.float() - pixels.float()).abs().max() > 20  # it did correct the casts
+
+
+def test_the_firmware_white_balance_in_c_matches_python(tmp_path):
+    """main.cc's white_balance() (deploy/c_array.py), compiled with the machine's C++ compiler, on NHWC bytes."""
+    import shutil
+    import subprocess
+
+    from kndnet.deploy.c_array import WHITE_BALANCE_C
+    from kndnet.models.colour import white_balance_pixels
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    harness = ("#include <cmath>\n#include <cstdint>\n#include <cstdio>\n" + WHITE_BALANCE_C +
+               "int main() { static uint8_t rgb[400 * 3]; fread(rgb, 1, sizeof rgb, stdin);"
+               " white_balance(rgb, 400); fwrite(rgb, 1, sizeof rgb, stdout); return 0; }\n")
+    (tmp_path / "wb.cc").write_text(harness)
+    subprocess.run([compiler, "-O2", "-o", str(tmp_path / "wb"), str(tmp_path / "wb.cc")], check=True)
+    images = _cast_pixels(n=3, size=20, seed=1)
+    firmware = []
+    for image in images:
+        nhwc = image.permute(1, 2, 0).contiguous().numpy().tobytes()
+        out = subprocess.run([str(tmp_path / "wb")], input=nhwc, capture_output=True, check=True).stdout
+        firmware.append(torch.from_numpy(np.frombuffer(out, dtype=np.uint8).reshape(20, 20, 3).copy()).permute(2, 0, 1))
+    firmware = torch.stack(firmware).int()
+    assert (firmware - white_balance_pixels(images).int()).abs().max() <= 1  # float rounding of a half level
+    assert (firmware - images.int()).abs().max() > 20

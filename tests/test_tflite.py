@@ -110,6 +110,42 @@ def test_tflite_carries_its_spec_and_matches_pytorch(exported_tflite, synth_mani
     assert np.percentile(diff, 99) < 1.5 and np.abs((reference - candidate).mean(axis=0)).max() < 0.3  # no class off
 
 
+@pytest.mark.litert
+def test_a_colour_constancy_student_exports_full_integer_with_the_white_balance_on_the_device(
+        synth_manifest, tmp_path, monkeypatch):
+    """Shades of Gray stays out of the int8 graph (its powers would stay float); LiteRT, TFLite Micro and the
+    generated main.cc white-balance the pixels first, and the result tracks the PyTorch model, layer included."""
+    from kndnet.deploy.export import load_images
+    from kndnet.deploy.tflite_export import op_census
+    from kndnet.deploy.tflite_micro import run_micro
+    from kndnet.inference import TorchPredictor, open_predictor
+    from kndnet.inference_tflite import TflitePredictor
+    payload = torch.load(SHIPPED_CHECKPOINT, weights_only=True)  # the shipped weights, with the layer switched on
+    payload["kndnet"]["spec"]["color_constancy"] = "shades_of_gray"
+    payload["kndnet"]["config"]["model"]["color_constancy"] = "shades_of_gray"
+    torch.save(payload, tmp_path / "sog.ckpt")
+    out = tmp_path / "export"
+    assert main(["export", "--model", str(tmp_path / "sog.ckpt"), "--image-size", "32", "--tflite", "--c-array",
+                 "--calib", str(synth_manifest), "--calib-count", "16", "--out", str(out)]) == 0
+    path = out / "model_int8.tflite"
+    counts, floats = op_census(path)
+    assert floats == [] and "POW" not in counts
+    predictor = open_predictor(path)
+    assert predictor.spec.color_constancy == "shades_of_gray"
+    images, _ = load_images(str(synth_manifest), "test", predictor.spec, 0)
+    images = (images.float() * torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1)).round().to(torch.uint8)  # a cast
+    reference = TorchPredictor(out / "model.ckpt").logits(images)
+    candidate = predictor.logits(images)
+    assert np.mean(reference.argmax(1) == candidate.argmax(1)) >= 0.9
+    assert np.median(np.abs(reference - candidate)) < 0.1
+    micro = run_micro(path, images[:8]).outputs
+    assert np.abs(micro - TflitePredictor(path, reference=True).raw_outputs(images[:8])).max() <= 1
+    # without the device step the graph sees the cast: the white balance is what makes it match
+    monkeypatch.setattr("kndnet.inference_tflite.device_pixels", lambda pixels, spec: pixels)
+    assert np.median(np.abs(reference - predictor.logits(images))) > np.median(np.abs(reference - candidate))
+    assert "white_balance(rgb, kKndnetInputSize * kKndnetInputSize);" in (out / "main.cc").read_text()
+
+
 def _micro_and_litert(path, images):
     """The file in TFLM and in LiteRT's reference kernels, driven here through each package's own API
     (input quantised as pixel / scale + zero point, written out here); int8 outputs, N x C."""

@@ -4,7 +4,8 @@ The .tflite file carries the model spec (classes, input size, load size, normali
 a TFLite metadata entry named `kndnet_spec`, the key ONNX files use, so `evaluate` and `predict` work
 from the file alone. Its graph takes N x H x W x 3 RGB pixels: int8 (pixel / scale + zero point, the
 input tensor's own quantisation) for the full-integer model, float 0..255 for the float one; the
-normalisation is inside the graph (deploy/tflite_export.py says why).
+normalisation is inside the graph (deploy/tflite_export.py says why). A student with colour constancy
+gets white-balanced pixels (`device_pixels`), as a device must feed them.
 
 `ai-edge-litert` is an optional extra, imported only when a .tflite model is opened.
 """
@@ -19,6 +20,7 @@ import torch
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.errors import CheckpointError, ConfigError
+from kndnet.models.colour import white_balance_pixels
 
 LITERT_EXTRA = "pip install 'kndnet[litert]'"
 TFLITE_SPEC_KEY = "kndnet_spec"  # the same key as ONNX's metadata_props
@@ -79,6 +81,12 @@ def quantise_input(images: torch.Tensor, dtype: type, scale: float, zero_point: 
     return np.clip(np.round(pixels / scale + zero_point), info.min, info.max).astype(dtype)
 
 
+def device_pixels(images: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """The uint8 pixels a device feeds the graph: white-balanced first when the student has colour constancy,
+    a layer the .tflite graph leaves to the device (deploy/tflite_export.py says why)."""
+    return images if spec.color_constancy == "none" else white_balance_pixels(images)
+
+
 def dequantise(values: np.ndarray, dtype: type, scale: float, zero_point: int) -> np.ndarray:
     """A graph output as float: (q - zero point) * scale for an integer tensor."""
     if dtype == np.float32:
@@ -114,7 +122,7 @@ class TflitePredictor:
     def raw_outputs(self, images: torch.Tensor) -> np.ndarray:
         """The graph's outputs as stored (int8 for the full-integer model); N x C."""
         scale, zero_point = self.input["quantization"]
-        x = quantise_input(images, self.input["dtype"], scale, zero_point)
+        x = quantise_input(device_pixels(images, self.spec), self.input["dtype"], scale, zero_point)
         rows = []
         for one in x:
             self.interpreter.set_tensor(self.input["index"], one[None])

@@ -49,9 +49,38 @@ extern const char* const kKndnetClassNames[kKndnetNumClasses];
 #endif  // KNDNET_MODEL_DATA_H_
 """
 
+WHITE_BALANCE_C = """
+// Shades-of-Gray white balance (Finlayson & Trezzi 2004, p = 6): the colour constancy this student was
+// trained with. The int8 graph does not hold it (its powers stay float), so firmware white-balances the
+// camera pixels, in place, before quantising them: models/colour.py's white_balance_pixels() in C.
+static void white_balance(uint8_t* rgb, int pixels) {
+  float illuminant[3] = {0.0f, 0.0f, 0.0f};
+  for (int i = 0; i < pixels; ++i) {
+    for (int c = 0; c < 3; ++c) {
+      float v = rgb[3 * i + c] / 255.0f;
+      float cube = v * v * v;
+      illuminant[c] += cube * cube;
+    }
+  }
+  float grey = 0.0f;
+  for (int c = 0; c < 3; ++c) {
+    illuminant[c] = std::pow(illuminant[c] / pixels, 1.0f / 6.0f);
+    grey += illuminant[c] / 3.0f;
+  }
+  for (int c = 0; c < 3; ++c) {
+    float gain = grey / (illuminant[c] > 1e-4f ? illuminant[c] : 1e-4f);
+    for (int i = 0; i < pixels; ++i) {
+      float v = rgb[3 * i + c] * gain + 0.5f;
+      rgb[3 * i + c] = static_cast<uint8_t>(v > 255.0f ? 255.0f : v);
+    }
+  }
+}
+"""
+
 MAIN = """// Minimal TFLite Micro firmware loop for the KNDNet student (documented example, not built by kndnet).
 // Build it inside a TFLM project (https://github.com/tensorflow/tflite-micro) with model_data.cc;
 // replace read_camera_rgb() with the board's camera driver.
+#include <cmath>
 #include <cstdio>
 
 #include "model_data.h"
@@ -63,7 +92,7 @@ MAIN = """// Minimal TFLite Micro firmware loop for the KNDNet student (document
 extern void read_camera_rgb(uint8_t* rgb);
 
 alignas(16) static uint8_t tensor_arena[kKndnetArenaSize];
-
+{white_balance}
 int main() {{
   const tflite::Model* model = tflite::GetModel(g_kndnet_model_data);
   // Exactly the operators the exported graph uses.
@@ -76,7 +105,7 @@ int main() {{
   }}
   static uint8_t rgb[kKndnetInputSize * kKndnetInputSize * 3];
   while (true) {{
-    read_camera_rgb(rgb);
+    read_camera_rgb(rgb);{white_balance_call}
     int8_t* input = interpreter.input(0)->data.int8;
     for (int i = 0; i < kKndnetInputSize * kKndnetInputSize * 3; ++i) {{
       int q = static_cast<int>(rgb[i] / kKndnetInputScale + 0.5f) + kKndnetInputZeroPoint;
@@ -110,10 +139,19 @@ def write_c_array(out_dir: Path, model: bytes, spec: ModelSpec, io: dict[str, An
               "arena_with_margin": arena_bytes + ARENA_MARGIN, "in_scale": io["input_scale"],
               "in_zero": io["input_zero_point"], "out_scale": io["output_scale"], "out_zero": io["output_zero_point"]}
     files = {"model_data.h": HEADER.format(**values), "model_data.cc": _source(model, spec),
-             "main.cc": MAIN.format(op_count=len(ops), resolver_lines=_resolver_lines(ops))}
+             "main.cc": _main(spec, ops)}
     for name, text in files.items():
         atomic_write_text(out_dir / name, text)
     return [out_dir / name for name in files]
+
+
+def _main(spec: ModelSpec, ops: list[str]) -> str:
+    """main.cc; with the white-balance step when the student has colour constancy (the graph leaves it out)."""
+    balanced = spec.color_constancy != "none"
+    return MAIN.format(op_count=len(ops), resolver_lines=_resolver_lines(ops),
+                       white_balance=WHITE_BALANCE_C if balanced else "",
+                       white_balance_call="\n    white_balance(rgb, kKndnetInputSize * kKndnetInputSize);"
+                       if balanced else "")
 
 
 def _source(model: bytes, spec: ModelSpec) -> str:

@@ -2,14 +2,18 @@
 
 The full-integer model is quantised in PyTorch with litert-torch's PT2E quantiser (int8 per-channel
 symmetric weights, int8 per-tensor activations, histogram-calibrated on training images) and converted
-by litert-torch, no TensorFlow involved. Two changes to the network make every op integer, and one keeps precision:
+by litert-torch, no TensorFlow involved. Three changes to the network make every op integer, and one keeps precision:
 
 - the graph takes N x H x W x 3 RGB pixels and normalises them itself (one MUL and one ADD); the input's
   quantisation is fixed, not calibrated (scale 1, zero point -128: int8 = pixel - 128), so it is
   lossless and firmware feeds camera bytes without float maths (a calibrated range clipped the brightest
   pixels of generated images: scale 0.98); NHWC is the layout TFLite kernels use;
 - SiLU is written as x * sigmoid(x): the quantiser annotates sigmoid and mul but not silu, and left as
-  silu it stays float between DEQUANTIZE/QUANTIZE pairs (measured: ten float LOGISTIC ops).
+  silu it stays float between DEQUANTIZE/QUANTIZE pairs (measured: ten float LOGISTIC ops);
+- a student with Shades-of-Gray colour constancy (models/colour.py) leaves that layer out: its sixth powers
+  and division would stay float between DEQUANTIZE/QUANTIZE pairs (measured: POW, MEAN, DIV, MAXIMUM), so the
+  device white-balances the uint8 pixels before quantising them (`inference_tflite.device_pixels`; in C,
+  the main.cc that `--c-array` writes), as LiteRT and TFLite Micro runs here do;
 - the global average pool gets its own observed output range instead of sharing its input's: the pooled
   features span about a third of the last block's range, and at the shared scale (0.034 vs 0.010 for the
   shipped student) LiteRT quantised them 3.4x more coarsely than the simulation did (validation agreement
@@ -32,7 +36,7 @@ from torch import nn
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.errors import KNDNetError
-from kndnet.inference_tflite import TFLITE_SPEC_KEY, require_litert
+from kndnet.inference_tflite import TFLITE_SPEC_KEY, device_pixels, require_litert
 from kndnet.io import atomic_path
 
 FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
@@ -52,6 +56,8 @@ class EdgeStudent(nn.Module):
     def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
         super().__init__()
         self.model = with_explicit_silu(model)
+        if hasattr(self.model, "colour"):  # colour constancy: the device white-balances the pixels instead
+            self.model.colour = nn.Identity()
         mean, std = spec.pixel_stats()  # (pixel - mean) / std as one multiply-add the converter folds
         self.register_buffer("scale", 1.0 / std)
         self.register_buffer("shift", -mean / std)
@@ -87,7 +93,7 @@ def convert_tflite(model: nn.Module, spec: ModelSpec, path: str | Path,
         if calibration is None:
             converted = litert_torch.convert(edge, sample)
         else:
-            quantised, config = _quantise(edge, sample, calibration)
+            quantised, config = _quantise(edge, sample, device_pixels(calibration, spec))
             converted = litert_torch.convert(quantised, sample, quant_config=config)
     with atomic_path(path) as tmp:
         converted.export(str(tmp))

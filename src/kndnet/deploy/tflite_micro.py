@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kndnet.errors import KNDNetError
-from kndnet.inference_tflite import quantise_input, require_litert
+from kndnet.inference_tflite import device_pixels, quantise_input, require_litert, tflite_spec
 
 ARENA_LINE = re.compile(r"Arena allocation total (\d+) bytes")
 HEAD_LINE = re.compile(r"Arena allocation head (\d+) bytes")
@@ -75,7 +75,8 @@ def run_micro(model: bytes | str | Path, images: torch.Tensor) -> MicroRun:
         raise KNDNetError(f"TFLite Micro cannot load the model ({err}); it needs builtin int8 ops") from None
     details = interpreter.get_input_details(0)
     quant = details["quantization_parameters"]
-    x = quantise_input(images, details["dtype"], float(quant["scales"][0]), int(quant["zero_points"][0]))
+    pixels = device_pixels(images, tflite_spec(data, "the TFLite Micro model"))
+    x = quantise_input(pixels, details["dtype"], float(quant["scales"][0]), int(quant["zero_points"][0]))
     rows = []
     for one in x:
         interpreter.set_input(one[None], 0)

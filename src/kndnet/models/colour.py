@@ -32,10 +32,27 @@ class ShadesOfGray(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rgb = (x * self.std + self.mean).clamp(0.0, 1.0)
-        illuminant = rgb.pow(self.power).mean(dim=(2, 3), keepdim=True).pow(1.0 / self.power)
-        gain = illuminant.mean(dim=1, keepdim=True) / illuminant.clamp_min(1e-4)
-        return ((rgb * gain).clamp(0.0, 1.0) - self.mean) / self.std
+        rgb = white_balance((x * self.std + self.mean).clamp(0.0, 1.0), self.power)
+        return (rgb - self.mean) / self.std
+
+
+def white_balance(rgb: torch.Tensor, power: float = POWER) -> torch.Tensor:
+    """N x 3 x H x W RGB in 0..1 -> the same with each image's Shades-of-Gray illuminant made grey."""
+    illuminant = rgb.pow(power).mean(dim=(2, 3), keepdim=True).pow(1.0 / power)
+    gain = illuminant.mean(dim=1, keepdim=True) / illuminant.clamp_min(1e-4)
+    return (rgb * gain).clamp(0.0, 1.0)
+
+
+def white_balance_pixels(images: torch.Tensor, power: float = POWER) -> torch.Tensor:
+    """uint8 N x 3 x H x W pixels -> the same, white-balanced and rounded to uint8.
+
+    Why: a full-integer LiteRT graph cannot hold this layer (its sixth powers and division stay float), so
+    the .tflite student is exported without it and the device applies it to the camera pixels first; this is
+    that step in Python (the firmware's C is deploy/c_array.py's WHITE_BALANCE_C). Rounding moves a pixel by
+    at most half a level, which the int8 input would do anyway.
+    """
+    balanced = white_balance(images.float() / 255.0, power)
+    return (balanced * 255.0).round().to(torch.uint8)
 
 
 COLOUR_CONSTANCY = {"none": nn.Identity, "shades_of_gray": ShadesOfGray}
