@@ -299,3 +299,13 @@ def test_a_card_without_melanoma_images_says_nothing_about_melanoma(tmp_path):
     write_model_card(tmp_path, card)
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "| mel | 0 | - | - |" in text and "| nv | 2 | 1.000 | 0.500 |" in text and "Melanoma sensitivity" not in text
+
+
+def test_a_colour_constancy_card_says_where_the_white_balance_happens(tmp_path):
+    from kndnet.deploy.model_card import write_model_card
+    card = {"arch": "s", "image_size": 32, "parameters": 1, "macs": 1, "peak_activation_bytes_int8": 1}
+    write_model_card(tmp_path, {**card, "color_constancy": "none"})
+    assert "Preprocessing" not in (tmp_path / "MODEL_CARD.md").read_text()
+    write_model_card(tmp_path, {**card, "color_constancy": "shades_of_gray"})
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "## Preprocessing" in text and "white-balance the RGB pixels before feeding it" in text

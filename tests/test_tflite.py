@@ -144,6 +144,7 @@ def test_a_colour_constancy_student_exports_full_integer_with_the_white_balance_
     monkeypatch.setattr("kndnet.inference_tflite.device_pixels", lambda pixels, spec: pixels)
     assert np.median(np.abs(reference - predictor.logits(images))) > np.median(np.abs(reference - candidate))
     assert "white_balance(rgb, kKndnetInputSize * kKndnetInputSize);" in (out / "main.cc").read_text()
+    assert "## Preprocessing" in (out / "MODEL_CARD.md").read_text()
 
 
 def _micro_and_litert(path, images):

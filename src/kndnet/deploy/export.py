@@ -123,6 +123,7 @@ def _export_into(out_dir: Path, model: torch.nn.Module, spec, cfg, images) -> di
     card: dict[str, Any] = {"arch": spec.arch, "image_size": spec.image_size, "width": spec.width,
                             "parameters": count_parameters(model),
                             "calibration_temperature": spec.calibration_temperature, "prior_tau": spec.prior_tau,
+                            "color_constancy": spec.color_constancy,
                             "macs": stats["macs"], "peak_activation_bytes_int8": stats["peak_activation_bytes"],
                             **check_onnx_parity(model, spec, fp32_path, probe).as_dict("onnx_fp32_vs_torch")}
     card["fp32_bytes"] = fp32_path.stat().st_size

@@ -40,7 +40,7 @@ def _markdown(card: dict[str, Any]) -> str:
              f"- multiply-accumulates per image: {card['macs'] / 1e6:.1f} M",
              f"- files: fp32 ONNX {kb(card.get('fp32_bytes'))}, int8 ONNX {kb(card.get('int8_bytes'))}",
              f"- peak activation memory at int8 (graph liveness, batch 1): {kb(card['peak_activation_bytes_int8'])}",
-             *_litert_lines(card, kb), *_decision_rule_lines(card),
+             *_litert_lines(card, kb), *_colour_lines(card), *_decision_rule_lines(card),
              "", "## Classes", "", ", ".join(f"{c.index} {c.code} ({c.name})" for c in CLASSES), ""]
     metrics = {k: v for k, v in card.items() if k.startswith(MEASURED_PREFIXES) and k.endswith(
         ("accuracy", "macro_f1", "agreement", "diff", "images", "steps"))}
@@ -85,6 +85,16 @@ def _decision_rule_lines(card: dict[str, Any]) -> list[str]:
             f"- logit adjustment: {card['prior_tau']:g} * log(training class prior) is folded into the classifier "
             "bias (`kndnet calibrate --logit-adjust`): the model calls common classes more often than the "
             "balanced-trained network, with lower rare-class recall, melanoma sensitivity included"]
+
+
+def _colour_lines(card: dict[str, Any]) -> list[str]:
+    """Where the white balance happens: a runtime feeding the LiteRT file must do it (deploy/tflite_export.py)."""
+    if card.get("color_constancy", "none") == "none":
+        return []
+    return ["", "## Preprocessing", "",
+            "- colour constancy: Shades-of-Gray white balance (p = 6), a layer of the checkpoint and of both ONNX "
+            "graphs; the LiteRT graph leaves it out (its powers would stay float), so white-balance the RGB pixels "
+            "before feeding it, as main.cc's white_balance() does (`kndnet export --c-array`)"]
 
 
 def _litert_lines(card: dict[str, Any], kb) -> list[str]:
