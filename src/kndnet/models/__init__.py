@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import timm
 from torch import nn
 
 from kndnet.config import ModelConfig
@@ -20,7 +21,7 @@ def create_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
     if cfg.arch in STUDENT_ARCHS:
         return STUDENT_ARCHS[cfg.arch](num_classes=cfg.num_classes, width=cfg.width, dropout=cfg.dropout,
                                        color_constancy=cfg.color_constancy)
-    if cfg.color_constancy != "none":
+    if cfg.color_constancy != "none" and timm.is_model(cfg.arch):  # an unknown name gets its own error below
         raise ConfigError(f"model.color_constancy {cfg.color_constancy!r} is built into the kndnet student only, "
                           f"not {cfg.arch!r}; set it to none for a teacher")
     model = create_teacher(cfg.arch, cfg.num_classes, cfg.pretrained if pretrained else "none-quiet")
