@@ -1,6 +1,6 @@
 """Seconds per training epoch: student alone vs KD with cached teacher views vs KD with an online teacher,
-and the `cpu` recipe's function matching (online teacher on mixed views; in PyTorch or in ONNX Runtime)
-vs its own student alone.
+and the `cpu` recipe's function matching (online teacher on mixed views; in PyTorch, or in ONNX Runtime in
+fp32 or int8) vs its own student alone.
 
 Same data subset, image size, batch and recipe in one process; each teacher is an ImageNet
 EfficientNet-Lite (offline weights) with a new head: its accuracy does not matter for timing. The first
@@ -75,7 +75,7 @@ def main() -> None:
     report(seconds, "student alone")
     print(f"  teacher cache build (one-off): {cache_seconds:.1f} s")
     print(f"cpu recipe (mixup/CutMix, EMA, views cut at the teachers' size; teachers {' + '.join(recipe_teachers)} "
-          "online in PyTorch, bf16 where the CPU has it natively, or in ONNX Runtime fp32):")
+          "online in PyTorch, bf16 where the CPU has it natively, or in ONNX Runtime fp32 or int8):")
     report(recipe_seconds, "student alone, cpu recipe")
 
 
@@ -93,9 +93,14 @@ def function_matching_runs(base: dict, tmp: Path) -> tuple[dict, list[str]]:
     kd = {**base, "distill.teacher": ",".join(str(path) for path in teachers)}
     runs = {"student alone, cpu recipe": student,
             "KD, function matching": load_config("cpu", role="distill",
-                                                 overrides={**kd, "distill.teacher_runtime": "torch"}),
+                                                 overrides={**kd, "distill.teacher_runtime": "torch",
+                                                            "distill.teacher_int8": False}),
             "KD, f.m., ORT teacher": load_config("cpu", role="distill",
-                                                 overrides={**kd, "distill.teacher_runtime": "onnxruntime"})}
+                                                 overrides={**kd, "distill.teacher_runtime": "onnxruntime",
+                                                            "distill.teacher_int8": False}),
+            "KD, f.m., ORT int8": load_config("cpu", role="distill",
+                                              overrides={**kd, "distill.teacher_runtime": "onnxruntime",
+                                                         "distill.teacher_int8": True})}
     return runs, archs
 
 

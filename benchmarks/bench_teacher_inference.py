@@ -1,12 +1,13 @@
 """Images per second of an online teacher's forward pass: PyTorch fp32 NCHW, channels_last, channels_last +
-bf16, and ONNX Runtime fp32 (`distill.teacher_runtime: onnxruntime`).
+bf16, ONNX Runtime fp32 (`distill.teacher_runtime: onnxruntime`) and int8 (`distill.teacher_int8`).
 
 Why: function-matching KD runs the teacher on every training batch, so its inference speed sets the cost
 of a KD epoch. bf16 autocast pays only where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere
 oneDNN emulates it, which is why `distill.teacher_bf16` falls back to fp32 on such CPUs. This prints the
-rates on this machine, as ratios to fp32 NCHW, with the CPU's bf16 support; the ONNX Runtime row is the
-teacher exactly as distillation attaches it. Random weights: only the arithmetic matters. Usage:
-    python benchmarks/bench_teacher_inference.py [--teacher tf_efficientnet_lite2] [--image-size 160]
+rates on this machine, as ratios to fp32 NCHW, with the CPU's bf16 support; the ONNX Runtime rows are the
+teacher exactly as distillation attaches it (int8: calibrated on `--data`'s training images, as in a run).
+ImageNet weights with a new head: only the arithmetic matters. Usage:
+    python benchmarks/bench_teacher_inference.py [--data DIR] [--teacher tf_efficientnet_lite2] [--image-size 160]
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import argparse
 import time
 
 import torch
-from _common import print_rates
+from _common import data_arg, print_rates
 
 from kndnet.checkpoint import ModelSpec
-from kndnet.config import load_config
+from kndnet.config import DataConfig, load_config
+from kndnet.data.manifest import build_manifest
+from kndnet.data.selection import split_rows
 from kndnet.distill.onnx_teacher import onnxruntime_teacher
 from kndnet.models import create_model
 from kndnet.training.module import cpu_bf16_instructions
@@ -35,21 +38,25 @@ def images_per_second(model: torch.nn.Module, x: torch.Tensor, bf16: bool, repea
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data_arg(parser)
     parser.add_argument("--teacher", default="tf_efficientnet_lite2")
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    cfg = load_config(role="teacher", overrides={"model.arch": args.teacher, "model.pretrained": "none-quiet",
+    cfg = load_config(role="teacher", overrides={"model.arch": args.teacher, "model.pretrained": "lite-pypi",
                                                  "data.image_size": args.image_size})
     model, spec = create_model(cfg.model).eval(), ModelSpec.from_config(cfg)
     onnx_teacher = onnxruntime_teacher(model, spec, args.teacher)  # exported from the same weights
+    train_rows = split_rows(build_manifest(DataConfig(path=args.data))[0], "train", 0)
+    int8_teacher = onnxruntime_teacher(model, spec, args.teacher, int8_rows=train_rows)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     rates = {"fp32, NCHW": images_per_second(model, x, False, args.repeats)}
     model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     rates["fp32, channels_last"] = images_per_second(model, x, False, args.repeats)
     rates["bf16 autocast, channels_last"] = images_per_second(model, x, True, args.repeats)
     rates["ONNX Runtime fp32"] = images_per_second(onnx_teacher, x, False, args.repeats)
+    rates["ONNX Runtime int8"] = images_per_second(int8_teacher, x, False, args.repeats)
     native = ", ".join(f"{name} {has}" for name, has in cpu_bf16_instructions().items())
     threads = torch.get_num_threads()
     print(f"{args.teacher} at {args.image_size} px, batch {args.batch_size}, {threads} threads; {native}")

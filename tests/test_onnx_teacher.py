@@ -1,18 +1,27 @@
 """The online teacher in ONNX Runtime (`distill.teacher_runtime: onnxruntime`): the same logits as the
-PyTorch teacher, attached member by member, picklable, CPU only, and trainable end to end."""
+PyTorch teacher, attached member by member, picklable, CPU only, and trainable end to end; in int8
+(`distill.teacher_int8`), calibrated on training images and refused when it disagrees with fp32."""
 
 from __future__ import annotations
 
 import pickle
 
+import onnx
 import pytest
 import torch
 
 from kndnet.checkpoint import ModelSpec, load_model, save_model_checkpoint
 from kndnet.data.manifest import load_manifest
 from kndnet.data.selection import class_counts, split_rows
-from kndnet.distill.onnx_teacher import OnnxRuntimeTeacher, onnxruntime_teacher, resolve_teacher_runtime
-from kndnet.errors import ConfigError
+from kndnet.distill import onnx_teacher
+from kndnet.distill.onnx_teacher import (
+    MIN_INT8_AGREEMENT,
+    OnnxRuntimeTeacher,
+    onnxruntime_teacher,
+    resolve_teacher_runtime,
+)
+from kndnet.errors import ConfigError, KNDNetError
+from kndnet.inference import eval_dataset
 from kndnet.models import create_model
 from kndnet.training.fit import fit
 from kndnet.training.module import LesionClassifier
@@ -69,7 +78,8 @@ def test_training_on_the_cpu_with_auto_runs_the_teacher_in_onnxruntime(synth_man
     attached = []
     real_attach = LesionClassifier.attach_online_teachers
     monkeypatch.setattr(LesionClassifier, "attach_online_teachers",
-                        lambda self, paths, runtime: attached.append(runtime) or real_attach(self, paths, runtime))
+                        lambda self, paths, runtime, rows: attached.append(runtime) or real_attach(self, paths, runtime,
+                                                                                                 rows))
     teacher = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
     cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": str(teacher), "distill.views": 0,
                                                     "distill.teacher_runtime": "auto", "train.epochs": 1,
@@ -121,3 +131,55 @@ def test_distillation_with_an_onnxruntime_teacher_trains_end_to_end(synth_manife
     summary = fit(cfg, tmp_path / "run")
     assert summary["epochs_run"] == 1
     assert not list(tmp_path.glob("run/**/*.onnx"))  # the exported teacher is not left in the run folder
+
+
+def _train_rows(synth_manifest):
+    return split_rows(load_manifest(synth_manifest), "train", 0)
+
+
+def test_an_int8_teacher_is_quantised_checked_and_close_to_fp32(synth_manifest, tmp_path):
+    """`distill.teacher_int8`: the attached teacher is an int8 QDQ graph calibrated on training images; its
+    logits track the fp32 teacher's and its agreement with fp32 reaches the run summary's key."""
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    spec = load_model(path)[1]
+    images = eval_dataset(_train_rows(synth_manifest).iloc[:6].reset_index(drop=True), spec)
+    x = spec.normalise(torch.stack([images[i]["image"] for i in range(6)]))  # in the calibrated range
+    logits = {}
+    for int8 in (False, True):
+        module = _module(synth_manifest, **{"distill.teacher_int8": int8})
+        module.attach_online_teachers([str(path)], "onnxruntime", _train_rows(synth_manifest))
+        logits[int8] = module._teacher_logits({}, x)
+    graph = onnx.load_from_string(module._teacher[0].model_bytes)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.graph.node}
+    assert not torch.equal(logits[True], logits[False])  # quantised: not the fp32 graph again
+    assert torch.allclose(logits[True], logits[False], atol=0.1 * float(logits[False].abs().max()))
+    agreement = module.teacher_int8_agreement()["teacher_int8_agreement"]
+    assert len(agreement) == 1 and MIN_INT8_AGREEMENT <= agreement[0] <= 1
+
+
+def test_an_int8_teacher_that_disagrees_with_fp32_is_refused_by_name(synth_manifest, tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_teacher, "MIN_INT8_AGREEMENT", 1.01)  # no copy can agree that well
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    module = _module(synth_manifest, **{"distill.teacher_int8": True})
+    with pytest.raises(KNDNetError, match=r"int8 copy of teacher .*t.ckpt agrees with its fp32 self on [01]\.\d{3} of "
+                                          r"\d+ training images.*Turn distill.teacher_int8 off"):
+        module.attach_online_teachers([str(path)], "onnxruntime", _train_rows(synth_manifest))
+
+
+def test_teacher_int8_leaves_a_pytorch_teacher_unquantised_with_a_warning(synth_manifest, tmp_path):
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    module = _module(synth_manifest, **{"distill.teacher_int8": True})
+    with pytest.warns(UserWarning, match="teacher_int8 quantises ONNX Runtime teachers.*runs unquantised"):
+        module.attach_online_teachers([str(path)], "torch", _train_rows(synth_manifest))
+    assert not isinstance(module._teacher[0], OnnxRuntimeTeacher) and module.teacher_int8_agreement() == {}
+
+
+def test_distillation_with_an_int8_teacher_records_its_agreement(synth_manifest, tmp_path):
+    teacher = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": str(teacher), "distill.views": 0,
+                                                    "distill.loss": "hinton", "distill.teacher_runtime": "onnxruntime",
+                                                    "distill.teacher_int8": True, "train.epochs": 1,
+                                                    "train.limit_train_batches": 2})
+    summary = fit(cfg, tmp_path / "run")
+    assert summary["epochs_run"] == 1 and len(summary["teacher_int8_agreement"]) == 1
+    assert not list(tmp_path.glob("run/**/*.onnx"))

@@ -101,6 +101,8 @@ class DistillConfig:
     teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
     teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU only, fp32; 1.5-1.8x PyTorch here)
                                    # | auto (onnxruntime when training on the CPU, torch on an accelerator)
+    teacher_int8: bool = False     # onnxruntime teacher: static int8, calibrated on training images (~2x fp32
+                                   # on AVX-512 VNNI CPUs); refused if it calls other classes than fp32
     transfer_images: str = ""      # online teacher: a folder of unlabelled images it also scores (KD term only);
                                    # a recipe key, not an operational one: other images make another run
 

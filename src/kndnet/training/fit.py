@@ -80,6 +80,7 @@ def _summary(cfg: Config, module: LesionClassifier, trainer: L.Trainer, run_dir:
         "world_size": trainer.world_size, "samples_per_rank": module.samples_per_rank,
         "train_seconds": round(seconds, 1), "best_checkpoint": str(ckpt.best_model_path),
         "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+        **module.teacher_int8_agreement(),
     }
 
 
@@ -112,7 +113,8 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
             return json.loads(summary_path.read_text())
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)
     manifest = resolve_manifest(cfg, run_dir, refresh=force)
-    train_counts = class_counts(split_rows(manifest, "train", cfg.data.val_fold))
+    train_rows = split_rows(manifest, "train", cfg.data.val_fold)
+    train_counts = class_counts(train_rows)
     refuse_untrainable_classes(manifest, train_counts, run_dir / MANIFEST_NAME)
     save_config(cfg, run_dir / "config.yaml")
     teacher_cache = _teacher_cache(cfg)
@@ -122,7 +124,7 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
     if cfg.role == "distill" and teacher_cache is None:
         on_cpu = isinstance(trainer.accelerator, CPUAccelerator)  # what Lightning chose, `auto` included
         module.attach_online_teachers(teacher_checkpoints(cfg.distill),
-                                      resolve_teacher_runtime(cfg.distill.teacher_runtime, on_cpu))
+                                      resolve_teacher_runtime(cfg.distill.teacher_runtime, on_cpu), train_rows)
     last = _resumable(run_dir / "checkpoints" / "last.ckpt")
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None, weights_only=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -41,6 +41,9 @@ from kndnet.models import create_model
 from kndnet.training.datamodule import prior_exponent
 from kndnet.training.mixing import build_mixer, mix_batch, mix_images
 from kndnet.training.resizing import progressive_size
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def class_weights(counts: list[int]) -> torch.Tensor:
@@ -117,17 +120,20 @@ class LesionClassifier(L.LightningModule):
                               "use teachers trained alike")
         return next(iter(samplers.values()))
 
-    def attach_online_teachers(self, paths: list[str], runtime: str = "torch") -> None:
+    def attach_online_teachers(self, paths: list[str], runtime: str = "torch",
+                               train_rows: pd.DataFrame | None = None) -> None:
         """Load the teacher (or the members of an ensemble teacher) that scores every training batch.
 
         Members must read pixels as the student does (mean, std) and name the same classes in the same
         order, or their averaged logits would mean nothing; each is fed the view at its own input size.
         `runtime` is `distill.teacher_runtime` resolved for the trainer's accelerator (`auto` is never passed):
-        with onnxruntime each member runs in ONNX Runtime (see onnx_teacher).
+        with onnxruntime each member runs in ONNX Runtime (see onnx_teacher), in int8 under
+        `distill.teacher_int8`, calibrated on images of `train_rows` (the run's training rows).
         """
         if runtime not in ("torch", "onnxruntime"):
             raise ValueError(f"attach_online_teachers takes a resolved runtime (torch or onnxruntime), not {runtime!r}")
         self._teacher_runtime = runtime
+        int8_rows = self._int8_calibration(train_rows)
         ours = _pixels_and_classes(ModelSpec.from_config(self.cfg))
         self._teacher, self._teacher_sizes = [], []
         for path in paths:
@@ -138,11 +144,29 @@ class LesionClassifier(L.LightningModule):
                                       f"as {ours} (mean, std, classes); distil from teachers trained on the "
                                       "same classes and normalisation")
             if self._teacher_runtime == "onnxruntime":
-                teacher = onnxruntime_teacher(teacher, spec, path)
+                teacher = onnxruntime_teacher(teacher, spec, path, int8_rows)
             elif self.cfg.train.channels_last:
                 teacher = teacher.to(memory_format=torch.channels_last)
             self._teacher.append(teacher.requires_grad_(False))
             self._teacher_sizes.append(spec.image_size)
+
+    def _int8_calibration(self, train_rows: pd.DataFrame | None) -> pd.DataFrame | None:
+        """The rows whose images calibrate int8 teachers; None when the teachers run unquantised."""
+        if not self.cfg.distill.teacher_int8:
+            return None
+        if self._teacher_runtime != "onnxruntime":
+            warnings.warn("distill.teacher_int8 quantises ONNX Runtime teachers; the PyTorch teacher "
+                          f"(teacher_runtime {self._teacher_runtime}) runs unquantised")
+            return None
+        if train_rows is None:
+            raise ConfigError("distill.teacher_int8 calibrates the teachers on training images: attach them "
+                              "with the run's training rows")
+        return train_rows
+
+    def teacher_int8_agreement(self) -> dict[str, list[float]]:
+        """For the run summary: each int8 teacher's top-1 agreement with its fp32 self (empty when none)."""
+        agreements = [t.int8_agreement for t in self._teacher if getattr(t, "int8_agreement", None) is not None]
+        return {"teacher_int8_agreement": agreements} if agreements else {}
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x H x W -> normalised float, channels_last when configured."""
