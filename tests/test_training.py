@@ -81,6 +81,31 @@ def test_interrupted_run_resumes_to_the_same_epochs_with_optimizer_state(synth_m
     assert last["lr_schedulers"][0]["last_epoch"] == 4
 
 
+class _BatchLog(Callback):
+    """A fingerprint of every training batch (its images' sum, in order), per epoch."""
+
+    def __init__(self):
+        self.epochs = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.epochs.setdefault(trainer.current_epoch, []).append(float(batch["image"].float().sum()))
+
+
+def test_a_resumed_run_draws_new_batches_instead_of_replaying_its_first_epochs(synth_manifest, tmp_path):
+    """Regression (runs/v18's Lite0 teacher): resuming re-seeded the sampler and augmentations with data.seed,
+    so epochs 2 and 3 of a run resumed at epoch 2 were epochs 0 and 1 again, batch for batch."""
+    cfg = tiny_config("student", synth_manifest, **{"train.epochs": 4, "train.mixup_alpha": 0.0,
+                                                    "train.cutmix_alpha": 0.0})
+    first, resumed, fresh = _BatchLog(), _BatchLog(), _BatchLog()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cfg, tmp_path / "run", extra_callbacks=[first, _Crash()])
+    fit(cfg, tmp_path / "run", extra_callbacks=[resumed])
+    fit(cfg, tmp_path / "fresh", extra_callbacks=[fresh])
+    assert sorted(resumed.epochs) == [2, 3]
+    assert resumed.epochs[2] != first.epochs[0] and resumed.epochs[3] != first.epochs[1]
+    assert fresh.epochs[0] == first.epochs[0] and fresh.epochs[1] == first.epochs[1]  # a fresh run: data.seed
+
+
 @pytest.mark.slow
 def test_ddp_on_cpu_trains_in_both_ranks(synth_manifest, tmp_path):
     cmd = [sys.executable, "-m", "kndnet.cli", "train", "--role", "student", "--data", str(synth_manifest),
