@@ -234,6 +234,13 @@ def test_int8_without_a_colour_layer_quantises_the_input(tmp_path, monkeypatch):
     assert [n.op_type for n in onnx.load(str(int8)).graph.node if "image" in n.input] == ["QuantizeLinear"]
 
 
+def test_an_unknown_calibration_method_is_refused_by_name(tmp_path):
+    """Percentile calibration itself is exercised by the int8 teacher's tests (tests/test_onnx_teacher.py)."""
+    _, spec, fp32 = _plain_export(tmp_path)
+    with pytest.raises(ValueError, match="unknown calibration method 'entropy'; choose minmax, percentile"):
+        quantize_int8(fp32, tmp_path / "x.onnx", _images(4), spec, "entropy")
+
+
 def test_compact_names_by_hand():
     """x -> Clip(x, <no min>, cap) -> Relu -> y: names t0, t1..., inputs/outputs and empty names kept."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
