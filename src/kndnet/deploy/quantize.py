@@ -54,9 +54,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, s
     """Write the int8 QDQ model for `fp32_path` (metadata kept), calibrated on `calibration` images.
 
     `method` sets each activation's range: minmax (the observed extremes; the student's export) or
-    percentile (the 99.999th percentile of |x|, which clips rare outliers to keep resolution for the rest;
-    Wu et al. 2020, "Integer quantization for deep learning inference", found it the best calibration for
-    most CNNs)."""
+    percentile (the central 99.999% of the observed values, clipping rare outliers to keep resolution for
+    the rest; Wu et al. 2020, "Integer quantization for deep learning inference", found percentile ranges
+    among the best calibrations for CNNs)."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose {', '.join(CALIBRATION_METHODS)}")
     if method != "minmax" and len(calibration) > CALIBRATION_BATCH:
