@@ -316,3 +316,13 @@ def test_a_colour_constancy_card_says_where_the_white_balance_happens(tmp_path):
     write_model_card(tmp_path, {**card, "color_constancy": "shades_of_gray"})
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "## Preprocessing" in text and "white-balance the RGB pixels before feeding it" in text
+
+
+def test_a_calibrated_card_says_who_divides_by_the_temperature(tmp_path):
+    from kndnet.deploy.model_card import write_model_card
+    card = {"arch": "s", "image_size": 32, "parameters": 1, "macs": 1, "peak_activation_bytes_int8": 1}
+    write_model_card(tmp_path, {**card, "calibration_temperature": 1.0})
+    assert "## Probabilities" not in (tmp_path / "MODEL_CARD.md").read_text()
+    write_model_card(tmp_path, {**card, "calibration_temperature": 0.7529177})
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "## Probabilities" in text and "divided by T = 0.7529" in text and "output raw logits" in text

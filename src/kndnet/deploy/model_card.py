@@ -40,7 +40,7 @@ def _markdown(card: dict[str, Any]) -> str:
              f"- multiply-accumulates per image: {card['macs'] / 1e6:.1f} M",
              f"- files: fp32 ONNX {kb(card.get('fp32_bytes'))}, int8 ONNX {kb(card.get('int8_bytes'))}",
              f"- peak activation memory at int8 (graph liveness, batch 1): {kb(card['peak_activation_bytes_int8'])}",
-             *_litert_lines(card, kb), *_colour_lines(card), *_decision_rule_lines(card),
+             *_litert_lines(card, kb), *_colour_lines(card), *_decision_rule_lines(card), *_probability_lines(card),
              "", "## Classes", "", ", ".join(f"{c.index} {c.code} ({c.name})" for c in CLASSES), ""]
     metrics = {k: v for k, v in card.items() if k.startswith(MEASURED_PREFIXES) and k.endswith(
         ("accuracy", "macro_f1", "agreement", "diff", "images", "steps"))}
@@ -85,6 +85,19 @@ def _decision_rule_lines(card: dict[str, Any]) -> list[str]:
             f"- logit adjustment: {card['prior_tau']:g} * log(training class prior) is folded into the classifier "
             "bias (`kndnet calibrate --logit-adjust`): the model calls common classes more often than the "
             "balanced-trained network, with lower rare-class recall, melanoma sensitivity included"]
+
+
+def _probability_lines(card: dict[str, Any]) -> list[str]:
+    """A calibration temperature changes every probability the model reports (not its calls), and the exported
+    graphs output raw logits, so the card says who divides by it (evaluation/calibration.py)."""
+    temperature = card.get("calibration_temperature", 1.0)
+    if temperature == 1.0:
+        return []
+    return ["", "## Probabilities", "",
+            f"- temperature scaling (Guo et al. 2017): the logits are divided by T = {temperature:.4g}, fitted on the "
+            "validation split (`kndnet calibrate`); every kndnet runtime, the web app and main.cc "
+            "(kKndnetTemperature) do it, but the ONNX and LiteRT graphs output raw logits: divide them by T before "
+            "the softmax (the class called is the same either way)"]
 
 
 def _colour_lines(card: dict[str, Any]) -> list[str]:
