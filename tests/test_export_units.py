@@ -326,3 +326,16 @@ def test_a_calibrated_card_says_who_divides_by_the_temperature(tmp_path):
     write_model_card(tmp_path, {**card, "calibration_temperature": 0.7529177})
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "## Probabilities" in text and "divided by T = 0.7529" in text and "output raw logits" in text
+
+
+def test_the_int8_report_differences_raw_logits_of_a_calibrated_model(tmp_path):
+    """Regression: with a temperature (2 here) the card held the difference of T-divided logits, half of what
+    the two graphs emit; the shipped-file tests recompute it from the raw outputs."""
+    from kndnet.deploy.export import int8_report
+    _, spec, fp32 = _plain_export(tmp_path)
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", _images(16), spec)
+    images, labels = _images(12, seed=3), np.arange(12) % 7
+    report = int8_report(fp32, int8, images, labels, tuple("abcdefg"))
+    x = _by_hand(images)
+    raw = np.abs(_run(int8, x) - _run(fp32, x)).max()
+    assert report["int8_vs_fp32_max_abs_logit_diff"] == pytest.approx(raw, rel=1e-3, abs=1e-6)
