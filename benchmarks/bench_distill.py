@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _common import data_arg, subset
+from _common import data_arg, subset, time_int8_teachers_only
 
 from kndnet.checkpoint import ModelSpec, save_model_checkpoint
 from kndnet.config import DataConfig, ensemble_archs, load_config
 from kndnet.data.manifest import build_manifest, write_csv_atomic
-from kndnet.distill import onnx_teacher as teacher_module
 from kndnet.distill.build import cache_teacher_for_config
 from kndnet.models import create_model
 from kndnet.training.fit import fit
@@ -43,9 +42,7 @@ def make_teacher(arch: str, image_size: int, path: Path) -> Path:
 
 
 def main() -> None:
-    # A new, untrained head scores near-uniform logits whose argmax int8 rounding flips freely, so the check
-    # that guards a trained int8 teacher (distill/onnx_teacher.py) means nothing here: these rows time it only.
-    teacher_module.MIN_INT8_AGREEMENT = 0.0
+    time_int8_teachers_only()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data_arg(parser)
     parser.add_argument("--images", type=int, default=640)

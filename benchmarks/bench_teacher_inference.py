@@ -16,13 +16,12 @@ import argparse
 import time
 
 import torch
-from _common import data_arg, print_rates
+from _common import data_arg, print_rates, time_int8_teachers_only
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.config import DataConfig, load_config
 from kndnet.data.manifest import build_manifest
 from kndnet.data.selection import split_rows
-from kndnet.distill import onnx_teacher as teacher_module
 from kndnet.distill.onnx_teacher import onnxruntime_teacher
 from kndnet.models import create_model
 from kndnet.training.module import cpu_bf16_instructions
@@ -38,9 +37,7 @@ def images_per_second(model: torch.nn.Module, x: torch.Tensor, bf16: bool, repea
 
 
 def main() -> None:
-    # A new, untrained head scores near-uniform logits whose argmax int8 rounding flips freely, so the check
-    # that guards a trained int8 teacher (distill/onnx_teacher.py) means nothing here: these rows time it only.
-    teacher_module.MIN_INT8_AGREEMENT = 0.0
+    time_int8_teachers_only()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data_arg(parser)
     parser.add_argument("--teacher", default="tf_efficientnet_lite2")

@@ -111,8 +111,8 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
         _refuse_another_recipe(cfg, run_dir)
         if summary_path.is_file():
             return json.loads(summary_path.read_text())
-    last = _resumable(run_dir / "checkpoints" / "last.ckpt")
-    L.seed_everything(stream_seed(cfg.data.seed, last), workers=True, verbose=False)
+    last, resumed_after = _resumable(run_dir / "checkpoints" / "last.ckpt")
+    L.seed_everything(stream_seed(cfg.data.seed, resumed_after), workers=True, verbose=False)
     manifest = resolve_manifest(cfg, run_dir, refresh=force)
     train_rows = split_rows(manifest, "train", cfg.data.val_fold)
     train_counts = class_counts(train_rows)
@@ -135,7 +135,7 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
     return summary
 
 
-def stream_seed(seed: int, last: Path | None) -> int:
+def stream_seed(seed: int, resumed_after: int | None) -> int:
     """The seed of this call's random stream: `data.seed` for a fresh run, another per resumed epoch.
 
     Why: seed_everything restarts the generators that the class sampler and the augmentations draw from,
@@ -145,26 +145,26 @@ def stream_seed(seed: int, last: Path | None) -> int:
     0.561 validation macro-F1 against 0.592 uninterrupted. A fresh run keeps `data.seed`, so it stays
     reproducible; a resumed one is not bit-identical to an uninterrupted one, but it no longer repeats itself.
     """
-    if last is None:
+    if resumed_after is None:
         return seed
-    resumed_after = int(torch_load_weights(last, "checkpoint", mmap=True).get("epoch", 0))
     return (seed * 1_000_003 + resumed_after + 1) % 2**32
 
 
-def _resumable(last: Path) -> Path | None:
-    """last.ckpt when there is one to resume from; a truncated one is named, with the way out.
+def _resumable(last: Path) -> tuple[Path | None, int | None]:
+    """last.ckpt when there is one to resume from, and the epoch it was saved after (None, None for a fresh
+    run); a truncated one is named, with the way out.
 
     Why: a run killed while Lightning saved leaves a cut-off zip, which PyTorch reports as a
     reader traceback deep inside trainer.fit.
     """
     if not last.is_file():
-        return None
+        return None, None
     try:
-        torch_load_weights(last, "checkpoint", mmap=True)
+        checkpoint = torch_load_weights(last, "checkpoint", mmap=True)
     except CheckpointError as err:
         raise CheckpointError(f"cannot resume: {err}. The run was probably killed while saving it; rerun with "
                               f"--force to retrain from scratch, or delete {last}") from None
-    return last
+    return last, int(checkpoint.get("epoch", 0))
 
 
 def refuse_untrainable_classes(manifest: pd.DataFrame, train_counts: list[int], where: Path) -> None:
