@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
+from timm.layers import create_conv2d
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
@@ -232,6 +233,54 @@ def test_int8_without_a_colour_layer_quantises_the_input(tmp_path, monkeypatch):
     int8 = quantize_int8(fp32, tmp_path / "int8.onnx", _images(8), spec)
     assert int8 == tmp_path / "int8.onnx" and sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "sub"]
     assert [n.op_type for n in onnx.load(str(int8)).graph.node if "image" in n.input] == ["QuantizeLinear"]
+
+
+class _SamePadded(torch.nn.Module):
+    """Two stride-2 convolutions padded like TensorFlow's "SAME" (timm's Conv2dSame, as in the `tf_*` teachers):
+    the ONNX graph works each padding out from the input's shape at run time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            create_conv2d(3, 8, 3, stride=2, padding="same"), torch.nn.ReLU6(),
+            create_conv2d(8, 8, 3, stride=2, padding="same", depthwise=True), torch.nn.ReLU6())
+        self.head = torch.nn.Linear(8, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def _producers(graph: onnx.GraphProto, tensor: str) -> set[str]:
+    """Op types of every node upstream of `tensor`, stopping at Shape (which reads only its input's size)."""
+    made_by = {out: node for node in graph.node for out in node.output}
+    ops, todo = set(), [tensor]
+    while todo:
+        node = made_by.get(todo.pop())
+        if node is not None:
+            ops.add(node.op_type)
+            todo.extend(name for name in node.input if name and node.op_type != "Shape")
+    return ops
+
+
+def test_int8_keeps_same_padding_arithmetic_in_float(tmp_path):
+    """Quantised, the float arithmetic that computes "SAME" pads rounded a pad of 1 to 0.996 and cast it to 0,
+    shifting every stride-2 convolution's input (the int8 teachers' main error); it must stay in float."""
+    torch.manual_seed(0)
+    model = _SamePadded().eval()
+    spec = ModelSpec("tf_same_padded", 1.0, 7, 0.0, SIZE)
+    fp32 = export_onnx(model, spec, tmp_path / "fp32.onnx")
+    pads = [n for n in onnx.load(str(fp32)).graph.node if n.op_type == "Pad"]
+    assert len(pads) == 2 and "Shape" in _producers(onnx.load(str(fp32)).graph, pads[0].input[1])  # the case itself
+
+    graph = onnx.load(str(quantize_int8(fp32, tmp_path / "int8.onnx", _images(32), spec))).graph
+    pads = [n for n in graph.node if n.op_type == "Pad"]
+    assert len(pads) == 2
+    for pad in pads:
+        upstream = _producers(graph, pad.input[1])
+        assert "Shape" in upstream and "QuantizeLinear" not in upstream  # (a stored constant may be dequantised)
+    assert [n for n in graph.node if n.op_type == "QuantizeLinear"]  # the convolutions are still int8
+    x = _by_hand(_images(16, seed=5))
+    assert np.corrcoef(_run(fp32, x).ravel(), _run(tmp_path / "int8.onnx", x).ravel())[0, 1] > 0.98
 
 
 def test_an_unknown_calibration_method_is_refused_by_name(tmp_path):
