@@ -4,7 +4,8 @@ min/max and percentile activation ranges, on training images held back from cali
 Why: `distill.teacher_int8` makes the online teacher about 2x faster on a VNNI CPU, but a teacher whose int8
 copy calls other classes teaches something else. The copy `distill.teacher_int8` builds is the percentile row;
 the min/max row is the student's export recipe, shown as the baseline. Usage:
-    python benchmarks/bench_teacher_int8.py TEACHER.ckpt --data MANIFEST_OR_FOLDER [--images 128]
+    python benchmarks/bench_teacher_int8.py TEACHER.ckpt --data MANIFEST_OR_FOLDER [--images 128] [--check 384]
+The defaults are the images `distill.teacher_int8` calibrates and checks on (distill/onnx_teacher.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kndnet.checkpoint import load_config_from_checkpoint, load_model
 from kndnet.deploy.export import load_images
 from kndnet.deploy.onnx_export import export_onnx, logits_parity
 from kndnet.deploy.quantize import CALIBRATION_METHODS, quantize_int8
+from kndnet.distill.onnx_teacher import INT8_CALIBRATION_IMAGES, INT8_CHECK_IMAGES
 from kndnet.inference import OnnxPredictor
 
 
@@ -28,11 +30,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("teacher")
     parser.add_argument("--data", required=True, help="the teacher's manifest, or its data folder")
-    parser.add_argument("--images", type=int, default=128, help="calibration images, and as many to check on")
+    parser.add_argument("--images", type=int, default=INT8_CALIBRATION_IMAGES, help="calibration images")
+    parser.add_argument("--check", type=int, default=INT8_CHECK_IMAGES, help="other training images to check on")
     args = parser.parse_args()
     model, spec = load_model(args.teacher)
     data_cfg = load_config_from_checkpoint(args.teacher).data
-    images, _ = load_images(args.data, "train", spec, 2 * args.images, seed=0, data_cfg=data_cfg)
+    images, _ = load_images(args.data, "train", spec, args.images + args.check, seed=0, data_cfg=data_cfg)
     calibration, check = images[:args.images], images[args.images:]
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, spec, Path(tmp) / "fp32.onnx")

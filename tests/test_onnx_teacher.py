@@ -137,9 +137,10 @@ def _train_rows(synth_manifest):
     return split_rows(load_manifest(synth_manifest), "train", 0)
 
 
-def test_an_int8_teacher_is_quantised_checked_and_close_to_fp32(synth_manifest, tmp_path):
+def test_an_int8_teacher_is_quantised_checked_and_close_to_fp32(synth_manifest, tmp_path, capsys):
     """`distill.teacher_int8`: the attached teacher is an int8 QDQ graph calibrated on training images; its
-    logits track the fp32 teacher's and its agreement with fp32 reaches the run summary's key."""
+    logits track the fp32 teacher's and its agreement with fp32 reaches the run summary's key. Quietly: ONNX
+    Runtime's percentile calibrator prints its progress, which the user should not see."""
     path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
     spec = load_model(path)[1]
     images = eval_dataset(_train_rows(synth_manifest).iloc[:6].reset_index(drop=True), spec)
@@ -149,6 +150,7 @@ def test_an_int8_teacher_is_quantised_checked_and_close_to_fp32(synth_manifest, 
         module = _module(synth_manifest, **{"distill.teacher_int8": int8})
         module.attach_online_teachers([str(path)], "onnxruntime", _train_rows(synth_manifest))
         logits[int8] = module._teacher_logits({}, x)
+    assert capsys.readouterr().out == ""
     graph = onnx.load_from_string(module._teacher[0].model_bytes)
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.graph.node}
     assert not torch.equal(logits[True], logits[False])  # quantised: not the fp32 graph again
