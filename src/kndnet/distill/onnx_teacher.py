@@ -11,7 +11,7 @@ picks (ONNX Runtime when training runs on the CPU, PyTorch on an accelerator).
 
 `distill.teacher_int8` quantises that ONNX teacher to int8 (static, QDQ, per-channel weights: the student's
 export path, deploy/quantize.py), calibrated on training images. On a CPU with AVX-512 VNNI, EfficientNet-Lite2
-at 160 px ran 2.2x faster than in ONNX Runtime fp32 (`benchmarks/bench_teacher_inference.py`). A
+at 160 px ran 1.8x to 2.2x faster than in ONNX Runtime fp32 (`benchmarks/bench_teacher_inference.py`). A
 teacher whose int8 copy calls other classes than its fp32 one would teach something else, so the copy is
 checked on training images it was not calibrated on and refused below MIN_INT8_AGREEMENT top-1 agreement.
 Most of the int8 copies' error was not 8 bits: ONNX Runtime quantised the float arithmetic that works the
