@@ -104,8 +104,9 @@ def size_arithmetic(graph: onnx.GraphProto) -> list[str]:
         inputs = [name for name in node.input if name]
         if node.op_type == "Shape" or all(name in sized for name in inputs):
             sized.update(node.output)
-            names.append(node.name)
-    return [name for name in names if name]
+            if node.name:  # nodes_to_exclude matches by name
+                names.append(node.name)
+    return names
 
 
 def _finish(source: Path, target: Path) -> None:
