@@ -102,7 +102,7 @@ class DistillConfig:
     teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU only, fp32; 1.5-1.8x PyTorch here)
                                    # | auto (onnxruntime when training on the CPU, torch on an accelerator)
     teacher_int8: bool = False     # onnxruntime teacher: static int8, calibrated on training images (~2x fp32
-                                   # on AVX-512 VNNI CPUs); refused if it calls other classes than fp32
+                                   # on AVX-512 VNNI CPUs); fp32 if it calls other classes than fp32
     transfer_images: str = ""      # online teacher: a folder of unlabelled images it also scores (KD term only);
                                    # a recipe key, not an operational one: other images make another run
 
@@ -178,7 +178,7 @@ RECIPE_SECTIONS = ("common", "teacher", "student", "distill")
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
-    """A config/recipe file path, or the name of a packaged recipe (demo, cpu, cpu_v1, cpu_v2, cpu_v3, method)."""
+    """A config/recipe file path, or the name of a packaged recipe (demo, cpu, cpu_v1 to cpu_v4, method)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
