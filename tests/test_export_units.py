@@ -30,6 +30,7 @@ from kndnet.deploy.onnx_export import (
 )
 from kndnet.deploy.quantize import ImageCalibration, compact_names, quantize_int8
 from kndnet.errors import KNDNetError
+from kndnet.inference import OnnxPredictor
 from kndnet.models import create_model
 
 SIZE = 32
@@ -375,6 +376,15 @@ def test_a_calibrated_card_says_who_divides_by_the_temperature(tmp_path):
     write_model_card(tmp_path, {**card, "calibration_temperature": 0.7529177})
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "## Probabilities" in text and "divided by T = 0.7529" in text and "output raw logits" in text
+
+
+def test_a_predictor_reads_raw_logits_from_the_graph_and_divides_only_its_logits_by_t(tmp_path):
+    """Deploy reports compare what files emit (raw_logits); evaluation and predict read calibrated logits."""
+    _, _, path = _plain_export(tmp_path)
+    images = _images(4)
+    predictor = OnnxPredictor(path)
+    np.testing.assert_allclose(predictor.raw_logits(images), _run(path, _by_hand(images)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predictor.logits(images), predictor.raw_logits(images) / 2.0, rtol=1e-6)
 
 
 def test_the_int8_report_differences_raw_logits_of_a_calibrated_model(tmp_path):

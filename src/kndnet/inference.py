@@ -48,8 +48,12 @@ class TorchPredictor:
         self.source = str(checkpoint)
 
     @torch.no_grad()
+    def raw_logits(self, images: torch.Tensor) -> np.ndarray:
+        """The network's own output, before the calibration temperature (what an export must reproduce)."""
+        return self.model(self.spec.normalise(images)).numpy()
+
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        return self.model(self.spec.normalise(images)).numpy() / self.spec.calibration_temperature
+        return self.raw_logits(images) / self.spec.calibration_temperature
 
 
 class OnnxPredictor:
@@ -75,9 +79,12 @@ class OnnxPredictor:
         self.input_name = self.session.get_inputs()[0].name
         self.source = str(path)
 
+    def raw_logits(self, images: torch.Tensor) -> np.ndarray:
+        """The graph's output as the file emits it (the calibration temperature lives in its metadata)."""
+        return self.session.run(None, {self.input_name: self.spec.normalise(images).numpy()})[0]
+
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        x = self.spec.normalise(images).numpy()
-        return self.session.run(None, {self.input_name: x})[0] / self.spec.calibration_temperature
+        return self.raw_logits(images) / self.spec.calibration_temperature
 
 
 def open_predictor(path: str | Path) -> Predictor:

@@ -130,8 +130,11 @@ class TflitePredictor:
             rows.append(self.interpreter.get_tensor(self.output["index"])[0].copy())
         return np.stack(rows)
 
+    def raw_logits(self, images: torch.Tensor) -> np.ndarray:
+        """uint8 N x 3 x H x W -> the graph's logits, dequantised, before the calibration temperature."""
+        scale, zero_point = self.output["quantization"]
+        return dequantise(self.raw_outputs(images), self.output["dtype"], scale, zero_point)
+
     def logits(self, images: torch.Tensor) -> np.ndarray:
         """uint8 N x 3 x H x W -> logits / calibration temperature, N x C."""
-        scale, zero_point = self.output["quantization"]
-        raw = self.raw_outputs(images)
-        return dequantise(raw, self.output["dtype"], scale, zero_point) / self.spec.calibration_temperature
+        return self.raw_logits(images) / self.spec.calibration_temperature

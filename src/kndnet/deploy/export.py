@@ -15,7 +15,7 @@ from kndnet.checkpoint import ModelSpec, load_config_from_checkpoint, load_model
 from kndnet.config import PATH_KEYS, Config, DataConfig
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.model_card import write_model_card
-from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx, raw_parity
+from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx, logits_parity
 from kndnet.deploy.quantize import quantize_int8
 from kndnet.errors import ConfigError
 from kndnet.evaluation.metrics import CI_METRICS
@@ -57,15 +57,14 @@ def int8_report(fp32: Path, int8: Path, images: torch.Tensor, labels: np.ndarray
                 codes: tuple[str, ...]) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class sensitivity of fp32 vs int8 on held-out images, and their agreement.
 
-    The logit difference is of the graphs' raw outputs, as check_onnx_parity measures it: a calibrated
-    model's runtimes divide by its temperature, and a card on those logits would not be what the file emits."""
-    fp32_predictor = OnnxPredictor(fp32)
-    a, b = fp32_predictor.logits(images), OnnxPredictor(int8).logits(images)
+    All of it on the graphs' raw outputs, as check_onnx_parity measures them: a card states what the files
+    emit, and the calibration temperature moves no argmax, so the scores are the calibrated model's too."""
+    a, b = OnnxPredictor(fp32).raw_logits(images), OnnxPredictor(int8).raw_logits(images)
     return {**_scores(a, labels, "fp32"), **_scores(b, labels, "int8"),
             "eval_images_per_class": {code: int((labels == i).sum()) for i, code in enumerate(codes)},
             "fp32_sensitivity": class_sensitivity(a, labels, codes),
             "int8_sensitivity": class_sensitivity(b, labels, codes),
-            **raw_parity(a, b, fp32_predictor.spec).as_dict("int8_vs_fp32")}
+            **logits_parity(a, b).as_dict("int8_vs_fp32")}
 
 
 @dataclasses.dataclass

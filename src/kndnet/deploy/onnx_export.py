@@ -63,19 +63,12 @@ def logits_parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
                   float(np.mean(reference.argmax(1) == candidate.argmax(1))), len(reference))
 
 
-def raw_parity(reference: np.ndarray, candidate: np.ndarray, spec: ModelSpec) -> Parity:
-    """Parity of raw logits, as the files emit them, from two sides that came divided by the calibration
-    temperature (the predictors' logits): a card states what the file itself outputs."""
-    return logits_parity(reference * spec.calibration_temperature, candidate * spec.calibration_temperature)
-
-
 def check_onnx_parity(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, images: torch.Tensor,
                       tolerance: float = 1e-3) -> Parity:
     """Compare PyTorch and ONNX Runtime logits on uint8 `images`; raise past `tolerance`."""
     with torch.no_grad():
         reference = model.eval()(spec.normalise(images)).numpy()
-    session = OnnxPredictor(onnx_path)
-    candidate = session.logits(images) * session.spec.calibration_temperature  # raw logits on both sides
+    candidate = OnnxPredictor(onnx_path).raw_logits(images)  # raw logits on both sides
     parity = logits_parity(reference, candidate)
     if parity.max_abs_logit_diff > tolerance or parity.top1_agreement < 1.0:
         raise KNDNetError(f"{onnx_path}: ONNX output differs from PyTorch (max |logit diff| "

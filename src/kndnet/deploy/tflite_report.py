@@ -16,7 +16,7 @@ import torch
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.deploy.c_array import write_c_array
-from kndnet.deploy.onnx_export import raw_parity
+from kndnet.deploy.onnx_export import logits_parity
 from kndnet.deploy.tflite_export import convert_tflite, op_census
 from kndnet.deploy.tflite_micro import run_micro
 from kndnet.evaluation.metrics import CI_METRICS
@@ -37,12 +37,12 @@ def export_tflite(out_dir: Path, model: torch.nn.Module, spec: ModelSpec, calib:
     counts, floats = op_census(path)
     litert = TflitePredictor(path)
     with torch.no_grad():
-        reference = model.eval()(spec.normalise(held_out)).numpy() / spec.calibration_temperature
-    candidate = litert.logits(held_out)
+        reference = model.eval()(spec.normalise(held_out)).numpy()  # raw logits on both sides, as the files emit
+    candidate = litert.raw_logits(held_out)
     card: dict[str, Any] = {"tflite_int8_bytes": path.stat().st_size, "tflite_int8_float_ops": len(floats),
                             "tflite_int8_ops": dict(counts), **_io(litert),
                             **scores(reference, labels, "torch_fp32"), **scores(candidate, labels, "tflite_int8"),
-                            **raw_parity(reference, candidate, spec).as_dict("tflite_int8_vs_torch_fp32")}
+                            **logits_parity(reference, candidate).as_dict("tflite_int8_vs_torch_fp32")}
     card.update(micro_report(path, held_out[:MICRO_IMAGES]))
     if c_array:
         write_c_array(out_dir, path.read_bytes(), spec, card, sorted(counts), card["tflm_arena_bytes"])
