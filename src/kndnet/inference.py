@@ -37,6 +37,13 @@ def eval_dataset(rows: pd.DataFrame, spec: ModelSpec) -> LesionDataset:
     return LesionDataset(rows, EvalView(spec.image_size), load_size=spec.eval_load_size)
 
 
+def eval_images(rows: pd.DataFrame, spec: ModelSpec) -> tuple[torch.Tensor, np.ndarray]:
+    """All of `rows`' images, preprocessed as `eval_dataset` does, stacked (uint8 N x 3 x S x S), and their
+    labels: for the few hundred images an export or an int8 check reads at once."""
+    dataset = eval_dataset(rows, spec)
+    return torch.stack([dataset[i]["image"] for i in range(len(dataset))]), dataset.labels.numpy()
+
+
 def load_image(path: str | Path, spec: ModelSpec) -> torch.Tensor:
     """One image file, preprocessed as `eval_dataset` does: uint8 3 x H x W."""
     return eval_view(torch.from_numpy(load_rgb_array(path, spec.eval_load_size)).permute(2, 0, 1), spec.image_size)

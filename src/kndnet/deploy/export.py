@@ -20,7 +20,7 @@ from kndnet.deploy.quantize import quantize_int8
 from kndnet.errors import ConfigError
 from kndnet.evaluation.metrics import CI_METRICS
 from kndnet.evaluation.run import evaluation_rows
-from kndnet.inference import OnnxPredictor, eval_dataset
+from kndnet.inference import OnnxPredictor, eval_images
 from kndnet.io import atomic_write_json, staged_folder
 from kndnet.models import count_parameters
 from kndnet.models.teachers import NAMED_WEIGHTS
@@ -33,9 +33,7 @@ def load_images(data: str, split: str, spec: ModelSpec, count: int, seed: int = 
     rows = evaluation_rows(data, split, data_cfg=data_cfg)
     if count and len(rows) > count:
         rows = rows.sample(n=count, random_state=seed).reset_index(drop=True)
-    dataset = eval_dataset(rows, spec)
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([i["image"] for i in items]), dataset.labels.numpy()
+    return eval_images(rows, spec)
 
 
 def _scores(logits: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, float]:

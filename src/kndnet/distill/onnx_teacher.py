@@ -115,12 +115,11 @@ def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str
     than 1 - MIN_INT8_AGREEMENT of the check images."""
     from kndnet.deploy.onnx_export import logits_parity
     from kndnet.deploy.quantize import quantize_int8
-    from kndnet.inference import OnnxPredictor, eval_dataset
+    from kndnet.inference import OnnxPredictor, eval_images
 
     wanted = INT8_CALIBRATION_IMAGES + INT8_CHECK_IMAGES
     rows = rows.sample(n=min(wanted, len(rows)), random_state=0).reset_index(drop=True)
-    dataset = eval_dataset(rows, spec)
-    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    images = eval_images(rows, spec)[0]
     n_calib = max(1, len(images) * INT8_CALIBRATION_IMAGES // wanted)
     calibration, check = images[:n_calib], images[n_calib:]
     if not len(check):
