@@ -1,5 +1,7 @@
 """Student training throughput on CPU: the default path (channels_last + torch.compile) vs plain eager.
 
+Also the opt-in bf16 path and the Shades-of-Gray colour-constancy layer the `cpu` recipe's students carry.
+
 One process, same model, batch and input. Each path is built and warmed up first (compilation
 happens there); then the paths are timed in alternating rounds and the median round is reported, so
 a slow spell of the machine hits every path alike. Usage:
@@ -24,6 +26,8 @@ PATHS = {
     "channels_last": {"train.channels_last": True, "train.compile": False},
     "default (channels_last + compile)": {},
     "opt-in: + bf16 autocast (--precision bf16-mixed)": {"train.precision": "bf16-mixed"},
+    # the cpu recipe's students white-balance every image inside the model: what does that layer cost a step?
+    "default + Shades-of-Gray layer (model.color_constancy)": {"model.color_constancy": "shades_of_gray"},
 }
 
 
