@@ -66,3 +66,16 @@ def test_the_teacher_runtime_is_how_a_run_executes_not_what_it_trains():
     before = load_config("cpu", role="distill", overrides={"distill.teacher_runtime": "torch"})
     assert now.distill.teacher_runtime == "auto"
     assert recipe_differences(before.to_dict(), now) == []
+
+
+def test_cpu_is_cpu_v4_with_int8_teachers_and_says_so_on_a_resume():
+    """cpu_v4 must stay the runs/v17 recipe: the two differ in the teachers' precision only, and that is a recipe
+    key (a KD folder distilled from fp32 teachers is not resumed as an int8 one)."""
+    from kndnet.config import recipe_differences
+    for role in ROLES:
+        now, before = load_config("cpu", role=role).to_dict(), load_config("cpu_v4", role=role).to_dict()
+        assert now["distill"].pop("teacher_int8") is (role == "distill")
+        assert before["distill"].pop("teacher_int8") is False
+        assert now == before, role
+    fp32_run = load_config("cpu_v4", role="distill").to_dict()
+    assert recipe_differences(fp32_run, load_config("cpu", role="distill")) == ["distill.teacher_int8: False -> True"]
