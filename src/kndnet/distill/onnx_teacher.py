@@ -126,7 +126,7 @@ def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str
         raise ConfigError(f"distill.teacher_int8: teacher {source} needs at least 2 training images to calibrate "
                           "and check its int8 copy; turn teacher_int8 off for so small a data set")
     int8_path = quantize_int8(fp32_path, fp32_path.with_name("teacher_int8.onnx"), calibration, spec, "percentile")
-    parity = logits_parity(OnnxPredictor(fp32_path).logits(check), OnnxPredictor(int8_path).logits(check))
+    parity = logits_parity(OnnxPredictor(fp32_path).raw_logits(check), OnnxPredictor(int8_path).raw_logits(check))
     if parity.top1_agreement < MIN_INT8_AGREEMENT:
         warnings.warn(f"distill.teacher_int8: the int8 copy of teacher {source} agrees with its fp32 self on "
                       f"{parity.top1_agreement:.3f} of {parity.images} training images (< {MIN_INT8_AGREEMENT}), "
