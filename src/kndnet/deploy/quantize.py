@@ -54,13 +54,15 @@ CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": Calibra
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, spec: ModelSpec,
-                  method: str = "minmax") -> Path:
+                  method: str = "minmax", reduce_range: bool = False) -> Path:
     """Write the int8 QDQ model for `fp32_path` (metadata kept), calibrated on `calibration` images.
 
     `method` sets each activation's range: minmax (the observed extremes; the student's export) or
     percentile (the central 99.999% of the observed values, clipping rare outliers to keep resolution for
     the rest; Wu et al. 2020, "Integer quantization for deep learning inference", found percentile ranges
-    among the best calibrations for CNNs)."""
+    among the best calibrations for CNNs). `reduce_range` stores weights in 7 bits: ONNX Runtime's advice for
+    x86 CPUs without VNNI, whose u8 x s8 kernels add pairs of products in 16 bits and saturate (see
+    `has_int8_dot_product`)."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose {', '.join(CALIBRATION_METHODS)}")
     if method != "minmax" and len(calibration) > CALIBRATION_BATCH:
@@ -72,11 +74,20 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, s
         # ONNX Runtime's histogram calibrators print their progress to stdout: not the user's business
         with atomic_path(int8_path) as tmp, contextlib.redirect_stdout(io.StringIO()):
             quantize_static(str(prepared), str(tmp), ImageCalibration(calibration, spec),
-                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=_float_nodes(prepared), calibrate_method=CALIBRATION_METHODS[method])
             _finish(fp32_path, tmp)
     return int8_path
+
+
+def has_int8_dot_product(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this x86 CPU has VNNI (AVX-512 VNNI, AVX-VNNI or AMX), where ONNX Runtime's int8 convolutions are
+    exact; without it they saturate and 8-bit weights lose accuracy. True where it cannot tell (not Linux)."""
+    if not cpuinfo.is_file():
+        return True
+    flags = set(cpuinfo.read_text().split())
+    return "avx2" not in flags or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def _float_nodes(path: Path, scope: str = "/colour/") -> list[str]:

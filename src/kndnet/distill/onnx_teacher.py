@@ -22,6 +22,8 @@ teachers agree with their fp32 selves on 0.958 and 0.969 of 384 training images 
 0.924 before the fix), and their probabilities differ by a mean total variation of 0.05 instead of 0.10
 (`benchmarks/bench_teacher_int8.py`, docs/BENCH.md). Activation ranges are set by percentile (the central
 99.999%), which tied min/max in agreement and gave the smaller largest logit difference.
+On x86 CPUs without VNNI, ONNX Runtime's u8 x s8 kernels saturate: there the copies agreed on ~0.90 and fell
+back to fp32 (runs/v21), so on such CPUs the weights are stored in 7 bits (`reduce_range`), ONNX Runtime's advice.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str
     others, and its top-1 agreement with fp32; None for the copy, with a warning, if the two disagree on more
     than 1 - MIN_INT8_AGREEMENT of the check images."""
     from kndnet.deploy.onnx_export import logits_parity
-    from kndnet.deploy.quantize import quantize_int8
+    from kndnet.deploy.quantize import has_int8_dot_product, quantize_int8
     from kndnet.inference import OnnxPredictor, eval_images
 
     wanted = INT8_CALIBRATION_IMAGES + INT8_CHECK_IMAGES
@@ -125,7 +127,8 @@ def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str
     if not len(check):
         raise ConfigError(f"distill.teacher_int8: teacher {source} needs at least 2 training images to calibrate "
                           "and check its int8 copy; turn teacher_int8 off for so small a data set")
-    int8_path = quantize_int8(fp32_path, fp32_path.with_name("teacher_int8.onnx"), calibration, spec, "percentile")
+    int8_path = quantize_int8(fp32_path, fp32_path.with_name("teacher_int8.onnx"), calibration, spec, "percentile",
+                              reduce_range=not has_int8_dot_product())
     parity = logits_parity(OnnxPredictor(fp32_path).raw_logits(check), OnnxPredictor(int8_path).raw_logits(check))
     if parity.top1_agreement < MIN_INT8_AGREEMENT:
         warnings.warn(f"distill.teacher_int8: the int8 copy of teacher {source} agrees with its fp32 self on "
