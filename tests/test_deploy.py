@@ -17,6 +17,7 @@ from kndnet.checkpoint import load_model
 from kndnet.classes import CLASS_CODES
 from kndnet.cli import main
 from kndnet.config import IMAGENET_MEAN, IMAGENET_STD
+from kndnet.cpu import exact_int8_options
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx
 from kndnet.errors import KNDNetError
@@ -76,8 +77,10 @@ def _held_out(manifest, spec):
 
 
 def _run_onnx(path, x):
+    """The file's outputs as kndnet computes them: on x86 CPUs without VNNI, int8 QDQ arithmetic unfused."""
     import onnxruntime as ort
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    options = exact_int8_options(ort.SessionOptions())
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
 
 
 def check_export_against_pytorch(checkpoint, out_dir, manifest, agreement_floor):

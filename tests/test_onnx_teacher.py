@@ -192,15 +192,3 @@ def test_distillation_with_an_int8_teacher_records_its_agreement(synth_manifest,
     summary = fit(cfg, tmp_path / "run")
     assert summary["epochs_run"] == 1 and len(summary["teacher_int8_agreement"]) == 1
     assert not list(tmp_path.glob("run/**/*.onnx"))
-
-
-@pytest.mark.parametrize("flags, expected", [("fpu sse avx2 avx512f", False), ("avx2 avx512f avx512_vnni", True),
-                                             ("avx2 avx_vnni", True), ("avx2 amx_int8", True), ("neon asimd", True)])
-def test_int8_teachers_use_7_bit_weights_only_on_x86_without_vnni(tmp_path, flags, expected):
-    """ONNX Runtime's u8 x s8 kernels saturate on AVX2/AVX-512 CPUs without VNNI: there an int8 teacher agreed
-    with fp32 on 0.90 of training images and fell back to fp32 (docs/RESULTS.md, runs/v21)."""
-    from kndnet.deploy.quantize import has_int8_dot_product
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-    assert has_int8_dot_product(cpuinfo) is expected
-    assert has_int8_dot_product(tmp_path / "absent") is True

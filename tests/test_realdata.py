@@ -14,8 +14,8 @@ from sklearn import metrics as skm
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
 from kndnet.config import DataConfig
+from kndnet.cpu import exact_int8_options, has_int8_dot_product
 from kndnet.data.manifest import load_manifest, prepare
-from kndnet.deploy.quantize import has_int8_dot_product
 from kndnet.inference import eval_dataset
 from kndnet.shipped import ASSETS, SHIPPED_CHECKPOINT, SHIPPED_INT8
 from kndnet.training.datamodule import split_rows
@@ -106,7 +106,8 @@ def shipped_scores(tmp_path_factory):
          / (torch.tensor(spec.std).view(1, 3, 1, 1) * 255))
     with torch.no_grad():
         fp32 = torch.cat([model(b) for b in x.split(128)]).numpy()
-    session = ort.InferenceSession(str(SHIPPED_INT8), providers=["CPUExecutionProvider"])
+    options = exact_int8_options(ort.SessionOptions())  # as `kndnet` runs it: the file's own arithmetic on any CPU
+    session = ort.InferenceSession(str(SHIPPED_INT8), options, providers=["CPUExecutionProvider"])
     int8 = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     return dataset.labels.numpy(), fp32, int8
 
@@ -134,19 +135,17 @@ def test_model_card_claims_are_what_the_shipped_files_score(shipped_scores):
                                                                                    spec.calibration_temperature)
     assert card["int8_bytes"] == SHIPPED_INT8.stat().st_size
     assert card["checkpoint_bytes"] == SHIPPED_CHECKPOINT.stat().st_size
-    # ONNX Runtime's int8 kernels are exact on CPUs with VNNI (where the card was measured) and saturate without:
-    # there the same file calls a few images differently (0.7458 accuracy against the card's 0.7347)
-    int8_tol = 1e-4 if has_int8_dot_product() else 0.02
+    # The card was measured on a CPU with VNNI, whose int8 kernels are exact. Without VNNI they saturate, so kndnet
+    # runs the file's QDQ arithmetic in float there (kndnet.cpu), which rounds a requantisation differently now
+    # and then: one image of the 897 on an AMD EPYC (the fused kernels moved 42)
+    int8_tol = 1e-4 if has_int8_dot_product() else one
     assert card["int8_accuracy"] == pytest.approx(np.mean(int8.argmax(1) == labels), abs=int8_tol)
     assert card["int8_macro_f1"] == pytest.approx(_macro_f1(labels, int8), abs=int8_tol)
     assert card["fp32_accuracy"] == pytest.approx(np.mean(fp32.argmax(1) == labels), abs=one)
     assert card["fp32_macro_f1"] == pytest.approx(_macro_f1(labels, fp32), abs=0.01)
     agreement = np.mean(int8.argmax(1) == fp32.argmax(1))
-    if has_int8_dot_product():
-        assert card["int8_vs_fp32_top1_agreement"] == pytest.approx(agreement, abs=one)
-        assert card["int8_vs_fp32_max_abs_logit_diff"] == pytest.approx(np.abs(int8 - fp32).max(), abs=1e-3)
-    else:  # saturating kernels: 0.955 agreement here against the card's 0.988; still a faithful copy
-        assert agreement >= 0.95
+    assert card["int8_vs_fp32_top1_agreement"] == pytest.approx(agreement, abs=one)
+    assert card["int8_vs_fp32_max_abs_logit_diff"] == pytest.approx(np.abs(int8 - fp32).max(), abs=1e-3)
     text = (ASSETS / "MODEL_CARD.md").read_text()
     for key in ("fp32_accuracy", "int8_accuracy", "int8_vs_fp32_top1_agreement"):
         assert f"| {key} | {card[key]} |" in text

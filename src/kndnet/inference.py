@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from kndnet.checkpoint import ModelSpec, load_model
+from kndnet.cpu import exact_int8_options
 from kndnet.data.datasets import EvalView, LesionDataset
 from kndnet.data.images import load_rgb_array
 from kndnet.data.transforms import eval_view
@@ -66,7 +67,7 @@ class TorchPredictor:
 class OnnxPredictor:
     def __init__(self, path: str | Path, threads: int = 0) -> None:
         import onnxruntime as ort
-        options = ort.SessionOptions()
+        options = exact_int8_options(ort.SessionOptions())  # int8 files compute the same on every CPU
         options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

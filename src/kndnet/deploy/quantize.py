@@ -62,7 +62,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, s
     the rest; Wu et al. 2020, "Integer quantization for deep learning inference", found percentile ranges
     among the best calibrations for CNNs). `reduce_range` stores weights in 7 bits: ONNX Runtime's advice for
     x86 CPUs without VNNI, whose u8 x s8 kernels add pairs of products in 16 bits and saturate (see
-    `has_int8_dot_product`)."""
+    `kndnet.cpu`)."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose {', '.join(CALIBRATION_METHODS)}")
     if method != "minmax" and len(calibration) > CALIBRATION_BATCH:
@@ -79,15 +79,6 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, s
                             nodes_to_exclude=_float_nodes(prepared), calibrate_method=CALIBRATION_METHODS[method])
             _finish(fp32_path, tmp)
     return int8_path
-
-
-def has_int8_dot_product(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this x86 CPU has VNNI (AVX-512 VNNI, AVX-VNNI or AMX), where ONNX Runtime's int8 convolutions are
-    exact; without it they saturate and 8-bit weights lose accuracy. True where it cannot tell (not Linux)."""
-    if not cpuinfo.is_file():
-        return True
-    flags = set(cpuinfo.read_text().split())
-    return "avx2" not in flags or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def _float_nodes(path: Path, scope: str = "/colour/") -> list[str]:

@@ -115,8 +115,9 @@ def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str
     """The int8 copy of the teacher at `fp32_path`, calibrated on some of `rows`' images and checked on
     others, and its top-1 agreement with fp32; None for the copy, with a warning, if the two disagree on more
     than 1 - MIN_INT8_AGREEMENT of the check images."""
+    from kndnet.cpu import has_int8_dot_product
     from kndnet.deploy.onnx_export import logits_parity
-    from kndnet.deploy.quantize import has_int8_dot_product, quantize_int8
+    from kndnet.deploy.quantize import quantize_int8
     from kndnet.inference import OnnxPredictor, eval_images
 
     wanted = INT8_CALIBRATION_IMAGES + INT8_CHECK_IMAGES

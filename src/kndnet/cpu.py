@@ -1,0 +1,37 @@
+"""What this CPU can do with int8, and how ONNX Runtime should run int8 models on it.
+
+ONNX Runtime's x86 int8 convolutions multiply unsigned activations by signed weights with VPMADDUBSW where the CPU
+lacks VNNI (AVX-512 VNNI, AVX-VNNI or AMX): it adds pairs of products in 16 bits and saturates, so 8-bit weights
+lose accuracy there (ONNX Runtime's quantisation guide). On an AMD EPYC without VNNI, the shipped int8 student
+called 4.7% of the test images differently from the same file on a VNNI CPU, and the in-browser app (WebAssembly,
+which does not saturate) disagreed with Python on 2 of 50 real images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # onnxruntime is imported only by what runs a model
+    import onnxruntime as ort
+
+
+def has_int8_dot_product(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this x86 CPU has VNNI (AVX-512 VNNI, AVX-VNNI or AMX), where ONNX Runtime's int8 convolutions are
+    exact; without it they saturate and 8-bit weights lose accuracy. True where it cannot tell (not Linux)."""
+    if not cpuinfo.is_file():
+        return True
+    flags = set(cpuinfo.read_text().split())
+    return "avx2" not in flags or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def exact_int8_options(options: ort.SessionOptions, cpuinfo: Path = Path("/proc/cpuinfo")) -> ort.SessionOptions:
+    """`options`, set so that a QDQ int8 model computes what its file says on this CPU.
+
+    Where the int8 kernels saturate (no VNNI), ONNX Runtime is told not to fuse the QDQ nodes into integer
+    kernels: each DequantizeLinear -> float op -> QuantizeLinear then runs as written, which is the model's
+    reference arithmetic, 3.4x slower for the student (test split, batch 64, 2 threads). Float models are
+    unaffected. The speed benchmarks do not use this: they time the fused kernels users deploy."""
+    if not has_int8_dot_product(cpuinfo):
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+    return options
