@@ -43,3 +43,8 @@ def test_qdq_fusion_is_turned_off_only_where_int8_kernels_saturate(tmp_path, fla
 def test_the_onnx_predictor_runs_int8_files_exactly_on_a_cpu_without_vnni(monkeypatch):
     monkeypatch.setattr(kndnet.cpu, "has_int8_dot_product", lambda cpuinfo=None: False)
     assert _qdq_unfused(OnnxPredictor(SHIPPED_INT8).session.get_session_options())
+
+
+def test_an_int8_teachers_check_can_ask_for_the_fused_kernels_it_will_run(monkeypatch):
+    monkeypatch.setattr(kndnet.cpu, "has_int8_dot_product", lambda cpuinfo=None: False)
+    assert not _qdq_unfused(OnnxPredictor(SHIPPED_INT8, exact_int8=False).session.get_session_options())
