@@ -23,8 +23,8 @@ from kndnet.checkpoint import load_config_from_checkpoint, load_model
 from kndnet.cpu import has_int8_dot_product
 from kndnet.deploy.export import load_images
 from kndnet.deploy.onnx_export import export_onnx, logits_parity
-from kndnet.deploy.quantize import CALIBRATION_METHODS, quantize_int8
-from kndnet.distill.onnx_teacher import INT8_CALIBRATION_IMAGES, INT8_CHECK_IMAGES
+from kndnet.deploy.quantize import CALIBRATION_METHODS
+from kndnet.distill.onnx_teacher import INT8_CALIBRATION_IMAGES, INT8_CHECK_IMAGES, quantise_teacher
 from kndnet.inference import OnnxPredictor
 
 
@@ -47,7 +47,7 @@ def main() -> None:
               f"{7 if seven_bit else 8}-bit weights (this CPU {'lacks' if seven_bit else 'has'} VNNI)")
         for method in CALIBRATION_METHODS:
             start = time.perf_counter()
-            int8 = quantize_int8(fp32, Path(tmp) / f"{method}.onnx", calibration, spec, method, reduce_range=seven_bit)
+            int8 = quantise_teacher(fp32, Path(tmp) / f"{method}.onnx", calibration, spec, method)
             seconds = time.perf_counter() - start
             report(method, reference, OnnxPredictor(int8, exact_int8=False).logits(check), seconds)
 

@@ -111,13 +111,20 @@ def onnxruntime_teacher(model: nn.Module, spec: ModelSpec, source: str,
                                   int8=int8_path is not None)
 
 
+def quantise_teacher(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, spec: ModelSpec,
+                     method: str = "percentile") -> Path:
+    """The int8 copy of a teacher as `distill.teacher_int8` makes it: 7-bit weights where this CPU's int8 kernels
+    would saturate (x86 without VNNI, kndnet.cpu), 8-bit elsewhere."""
+    from kndnet.cpu import has_int8_dot_product
+    from kndnet.deploy.quantize import quantize_int8
+    return quantize_int8(fp32_path, int8_path, calibration, spec, method, reduce_range=not has_int8_dot_product())
+
+
 def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str) -> tuple[Path | None, float]:
     """The int8 copy of the teacher at `fp32_path`, calibrated on some of `rows`' images and checked on
     others, and its top-1 agreement with fp32; None for the copy, with a warning, if the two disagree on more
     than 1 - MIN_INT8_AGREEMENT of the check images."""
-    from kndnet.cpu import has_int8_dot_product
     from kndnet.deploy.onnx_export import logits_parity
-    from kndnet.deploy.quantize import quantize_int8
     from kndnet.inference import OnnxPredictor, eval_images
 
     wanted = INT8_CALIBRATION_IMAGES + INT8_CHECK_IMAGES
@@ -128,8 +135,7 @@ def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str
     if not len(check):
         raise ConfigError(f"distill.teacher_int8: teacher {source} needs at least 2 training images to calibrate "
                           "and check its int8 copy; turn teacher_int8 off for so small a data set")
-    int8_path = quantize_int8(fp32_path, fp32_path.with_name("teacher_int8.onnx"), calibration, spec, "percentile",
-                              reduce_range=not has_int8_dot_product())
+    int8_path = quantise_teacher(fp32_path, fp32_path.with_name("teacher_int8.onnx"), calibration, spec)
     fused = OnnxPredictor(int8_path, exact_int8=False)  # the kernels the teacher will run
     parity = logits_parity(OnnxPredictor(fp32_path).raw_logits(check), fused.raw_logits(check))
     if parity.top1_agreement < MIN_INT8_AGREEMENT:
