@@ -1,5 +1,6 @@
-"""Fidelity of a trained teacher's int8 copy: top-1 agreement and probability distance to its fp32 self, for
-min/max and percentile activation ranges, on training images held back from calibration.
+"""Fidelity and speed of a trained teacher's int8 copy: top-1 agreement and probability distance to its fp32 self,
+for min/max and percentile activation ranges, on training images held back from calibration, and images per
+second against fp32 (batch 32, this machine's threads).
 
 Why: `distill.teacher_int8` makes the online teacher about 2x faster on a VNNI CPU, but a teacher whose int8
 copy calls other classes teaches something else. The copy `distill.teacher_int8` builds is the percentile row;
@@ -7,6 +8,7 @@ the min/max row is the student's export recipe, shown as the baseline. Usage:
     python benchmarks/bench_teacher_int8.py TEACHER.ckpt --data MANIFEST_OR_FOLDER [--images 128] [--check 384]
 The defaults are the images `distill.teacher_int8` calibrates and checks on (distill/onnx_teacher.py). As there,
 the weights are 7-bit on x86 CPUs without VNNI (kndnet.cpu) and the int8 copies run ONNX Runtime's fused kernels.
+The last row stores u8 weights (U8U8), the other way round the saturation of such CPUs, for comparison.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from kndnet.checkpoint import load_config_from_checkpoint, load_model
 from kndnet.cpu import has_int8_dot_product
 from kndnet.deploy.export import load_images
 from kndnet.deploy.onnx_export import export_onnx, logits_parity
-from kndnet.deploy.quantize import CALIBRATION_METHODS
+from kndnet.deploy.quantize import CALIBRATION_METHODS, quantize_int8
 from kndnet.distill.onnx_teacher import INT8_CALIBRATION_IMAGES, INT8_CHECK_IMAGES, quantise_teacher
 from kndnet.inference import OnnxPredictor
 
@@ -41,22 +43,38 @@ def main() -> None:
     calibration, check = images[:args.images], images[args.images:]
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, spec, Path(tmp) / "fp32.onnx")
-        reference = OnnxPredictor(fp32).logits(check)
+        reference_model = OnnxPredictor(fp32)
+        reference, fp32_speed = reference_model.logits(check), images_per_second(reference_model, check)
         seven_bit = not has_int8_dot_product()
         print(f"{args.teacher}: {len(calibration)} calibration and {len(check)} check images of the training split; "
-              f"{7 if seven_bit else 8}-bit weights (this CPU {'lacks' if seven_bit else 'has'} VNNI)")
-        for method in CALIBRATION_METHODS:
+              f"{7 if seven_bit else 8}-bit weights (this CPU {'lacks' if seven_bit else 'has'} VNNI); "
+              f"fp32 {fp32_speed:.0f} images/s")
+        copies = {method: lambda path, m=method: quantise_teacher(fp32, path, calibration, spec, m)
+                  for method in CALIBRATION_METHODS}
+        copies["percentile, u8 weights"] = lambda path: quantize_int8(fp32, path, calibration, spec, "percentile",
+                                                                     unsigned_weights=True)
+        for name, quantise in copies.items():
             start = time.perf_counter()
-            int8 = quantise_teacher(fp32, Path(tmp) / f"{method}.onnx", calibration, spec, method)
+            int8 = OnnxPredictor(quantise(Path(tmp) / "int8.onnx"), exact_int8=False)
             seconds = time.perf_counter() - start
-            report(method, reference, OnnxPredictor(int8, exact_int8=False).logits(check), seconds)
+            report(name, reference, int8.logits(check), seconds, images_per_second(int8, check) / fp32_speed)
 
 
-def report(method: str, reference: np.ndarray, candidate: np.ndarray, seconds: float) -> None:
+def images_per_second(predictor: OnnxPredictor, images, batch: int = 32) -> float:
+    """Throughput over `images` in batches of `batch`, after one warm-up batch."""
+    predictor.logits(images[:batch])
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        predictor.logits(images[i:i + batch])
+    return len(images) / (time.perf_counter() - start)
+
+
+def report(name: str, reference: np.ndarray, candidate: np.ndarray, seconds: float, speed_ratio: float) -> None:
     parity = logits_parity(reference, candidate)
     distance = 0.5 * np.abs(softmax(reference, axis=1) - softmax(candidate, axis=1)).sum(axis=1).mean()
-    print(f"  {method:10s} top-1 agreement {parity.top1_agreement:.3f}  mean total-variation distance "
-          f"{distance:.3f}  max |logit diff| {parity.max_abs_logit_diff:.2f}  ({seconds:.0f} s to quantise)")
+    print(f"  {name:22s} top-1 agreement {parity.top1_agreement:.3f}  mean total-variation distance "
+          f"{distance:.3f}  max |logit diff| {parity.max_abs_logit_diff:.2f}  {speed_ratio:.2f}x fp32's "
+          f"images/s  ({seconds:.0f} s to quantise)")
 
 
 if __name__ == "__main__":

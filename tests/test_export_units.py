@@ -291,6 +291,18 @@ def test_an_unknown_calibration_method_is_refused_by_name(tmp_path):
         quantize_int8(fp32, tmp_path / "x.onnx", _images(4), spec, "entropy")
 
 
+def test_unsigned_weights_store_u8_weights_and_still_compute_the_model(tmp_path):
+    """`unsigned_weights` (the U8U8 row of bench_teacher_int8) must change the weights' type, not the function."""
+    _, spec, fp32 = _plain_export(tmp_path)
+    x = _by_hand(_images(16, seed=5))
+    for unsigned, dtype in [(False, TensorProto.INT8), (True, TensorProto.UINT8)]:
+        path = quantize_int8(fp32, tmp_path / f"int8_{unsigned}.onnx", _images(16), spec, unsigned_weights=unsigned)
+        graph = onnx.load(str(path)).graph
+        weights = {t.name for t in graph.initializer if len(t.dims) == 4}
+        assert weights and {t.data_type for t in graph.initializer if t.name in weights} == {dtype}
+        assert np.corrcoef(_run(fp32, x).ravel(), _run(path, x).ravel())[0, 1] > 0.98
+
+
 def test_compact_names_by_hand():
     """x -> Clip(x, <no min>, cap) -> Relu -> y: names t0, t1..., inputs/outputs and empty names kept."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])

@@ -54,7 +54,7 @@ CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": Calibra
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, spec: ModelSpec,
-                  method: str = "minmax", reduce_range: bool = False) -> Path:
+                  method: str = "minmax", reduce_range: bool = False, unsigned_weights: bool = False) -> Path:
     """Write the int8 QDQ model for `fp32_path` (metadata kept), calibrated on `calibration` images.
 
     `method` sets each activation's range: minmax (the observed extremes; the student's export) or
@@ -62,7 +62,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, s
     the rest; Wu et al. 2020, "Integer quantization for deep learning inference", found percentile ranges
     among the best calibrations for CNNs). `reduce_range` stores weights in 7 bits: ONNX Runtime's advice for
     x86 CPUs without VNNI, whose u8 x s8 kernels add pairs of products in 16 bits and saturate (see
-    `kndnet.cpu`)."""
+    `kndnet.cpu`). `unsigned_weights` stores u8 weights (U8U8), whose kernels cannot saturate either but ran a
+    Lite2 teacher 4.7x slower than fp32 on such a CPU (docs/BENCH.md): kept for that benchmark."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose {', '.join(CALIBRATION_METHODS)}")
     if method != "minmax" and len(calibration) > CALIBRATION_BATCH:
@@ -75,7 +76,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, s
         with atomic_path(int8_path) as tmp, contextlib.redirect_stdout(io.StringIO()):
             quantize_static(str(prepared), str(tmp), ImageCalibration(calibration, spec),
                             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
                             nodes_to_exclude=_float_nodes(prepared), calibrate_method=CALIBRATION_METHODS[method])
             _finish(fp32_path, tmp)
     return int8_path
