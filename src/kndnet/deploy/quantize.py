@@ -62,8 +62,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, s
     the rest; Wu et al. 2020, "Integer quantization for deep learning inference", found percentile ranges
     among the best calibrations for CNNs). `reduce_range` stores weights in 7 bits: ONNX Runtime's advice for
     x86 CPUs without VNNI, whose u8 x s8 kernels add pairs of products in 16 bits and saturate (see
-    `kndnet.cpu`). `unsigned_weights` stores u8 weights (U8U8), whose kernels cannot saturate either but ran a
-    Lite2 teacher 4.7x slower than fp32 on such a CPU (docs/BENCH.md): kept for that benchmark."""
+    `kndnet.cpu`). `unsigned_weights` stores u8 weights (U8U8), whose kernels cannot saturate either but ran the
+    Lite2 and Lite0 teachers at 0.26x and 0.19x fp32's speed on such a CPU (docs/BENCH.md): kept for that benchmark."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose {', '.join(CALIBRATION_METHODS)}")
     if method != "minmax" and len(calibration) > CALIBRATION_BATCH:
