@@ -298,8 +298,7 @@ def test_unsigned_weights_store_u8_weights_and_still_compute_the_model(tmp_path)
     for unsigned, dtype in [(False, TensorProto.INT8), (True, TensorProto.UINT8)]:
         path = quantize_int8(fp32, tmp_path / f"int8_{unsigned}.onnx", _images(16), spec, unsigned_weights=unsigned)
         graph = onnx.load(str(path)).graph
-        weights = {t.name for t in graph.initializer if len(t.dims) == 4}
-        assert weights and {t.data_type for t in graph.initializer if t.name in weights} == {dtype}
+        assert {t.data_type for t in graph.initializer if len(t.dims) == 4} == {dtype}  # the conv weights
         assert np.corrcoef(_run(fp32, x).ravel(), _run(path, x).ravel())[0, 1] > 0.98
 
 
