@@ -43,8 +43,7 @@ def main() -> None:
     calibration, check = images[:args.images], images[args.images:]
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, spec, Path(tmp) / "fp32.onnx")
-        reference_model = OnnxPredictor(fp32)
-        reference, fp32_speed = reference_model.logits(check), images_per_second(reference_model, check)
+        reference, fp32_speed = timed_logits(OnnxPredictor(fp32), check)
         seven_bit = not has_int8_dot_product()
         print(f"{args.teacher}: {len(calibration)} calibration and {len(check)} check images of the training split; "
               f"{7 if seven_bit else 8}-bit weights (this CPU {'lacks' if seven_bit else 'has'} VNNI); "
@@ -55,18 +54,18 @@ def main() -> None:
                                                                      unsigned_weights=True)
         for name, quantise in copies.items():
             start = time.perf_counter()
-            int8 = OnnxPredictor(quantise(Path(tmp) / "int8.onnx"), exact_int8=False)
+            int8_path = quantise(Path(tmp) / "int8.onnx")
             seconds = time.perf_counter() - start
-            report(name, reference, int8.logits(check), seconds, images_per_second(int8, check) / fp32_speed)
+            logits, speed = timed_logits(OnnxPredictor(int8_path, exact_int8=False), check)
+            report(name, reference, logits, seconds, speed / fp32_speed)
 
 
-def images_per_second(predictor: OnnxPredictor, images, batch: int = 32) -> float:
-    """Throughput over `images` in batches of `batch`, after one warm-up batch."""
+def timed_logits(predictor: OnnxPredictor, images, batch: int = 32) -> tuple[np.ndarray, float]:
+    """The logits of `images`, scored in batches of `batch` after one warm-up batch, and the images per second."""
     predictor.logits(images[:batch])
     start = time.perf_counter()
-    for i in range(0, len(images), batch):
-        predictor.logits(images[i:i + batch])
-    return len(images) / (time.perf_counter() - start)
+    logits = np.concatenate([predictor.logits(images[i:i + batch]) for i in range(0, len(images), batch)])
+    return logits, len(images) / (time.perf_counter() - start)
 
 
 def report(name: str, reference: np.ndarray, candidate: np.ndarray, seconds: float, speed_ratio: float) -> None:
