@@ -3,8 +3,8 @@ for min/max and percentile activation ranges, on training images held back from 
 second against fp32 (batch 32, this machine's threads).
 
 Why: `distill.teacher_int8` makes the online teacher about 2x faster on a VNNI CPU, but a teacher whose int8
-copy calls other classes teaches something else. The copy `distill.teacher_int8` builds is the percentile row;
-the min/max row is the student's export recipe, shown as the baseline. Usage:
+copy calls other classes teaches something else. `distill.teacher_int8` builds the percentile row first and,
+if that copy fails its check, the min/max row (also the student's export recipe). Usage:
     python benchmarks/bench_teacher_int8.py TEACHER.ckpt --data MANIFEST_OR_FOLDER [--images 128] [--check 384]
 The defaults are the images `distill.teacher_int8` calibrates and checks on (distill/onnx_teacher.py). As there,
 the weights are 7-bit on x86 CPUs without VNNI (kndnet.cpu) and the int8 copies run ONNX Runtime's fused kernels.

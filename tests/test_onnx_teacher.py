@@ -156,9 +156,42 @@ def test_an_int8_teacher_is_quantised_checked_and_close_to_fp32(synth_manifest, 
     assert not torch.equal(logits[True], logits[False])  # quantised: not the fp32 graph again
     assert torch.allclose(logits[True], logits[False], atol=0.1 * float(logits[False].abs().max()))
     summary = module.teacher_int8_agreement()
-    assert summary["teacher_int8_used"] == [True]
+    assert summary["teacher_int8_used"] == [True] and summary["teacher_int8_ranges"] == ["percentile"]
     (agreement,) = summary["teacher_int8_agreement"]
     assert MIN_INT8_AGREEMENT <= agreement <= 1
+
+
+def _negate_output(path):
+    """Rewrite the ONNX graph at `path` so it emits minus its logits: it then calls the least likely class."""
+    model = onnx.load(path)
+    output = model.graph.output[0]
+    model.graph.node.append(onnx.helper.make_node("Neg", [output.name], [output.name + "_negated"]))
+    output.name += "_negated"
+    onnx.save(model, path)
+
+
+def test_a_copy_that_fails_the_check_is_built_again_with_min_max_ranges(synth_manifest, tmp_path, monkeypatch):
+    """Where percentile ranges give a copy that disagrees with fp32 (7-bit weights on CPUs without VNNI did for
+    runs/v21's Lite2), the teacher gets a min/max copy before it falls back to fp32."""
+    built, quantise = [], onnx_teacher.quantise_teacher
+
+    def percentile_copy_broken(fp32_path, int8_path, calibration, spec, method):
+        built.append(method)
+        path = quantise(fp32_path, int8_path, calibration, spec, method)
+        if method == "percentile":
+            _negate_output(path)
+        return path
+
+    monkeypatch.setattr(onnx_teacher, "quantise_teacher", percentile_copy_broken)
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    module = _module(synth_manifest, **{"distill.teacher_int8": True})
+    module.attach_online_teachers([str(path)], "onnxruntime", _train_rows(synth_manifest))
+    assert built == ["percentile", "minmax"]
+    graph = onnx.load_from_string(module._teacher[0].model_bytes)
+    assert "QuantizeLinear" in {node.op_type for node in graph.graph.node}
+    assert "Neg" not in {node.op_type for node in graph.graph.node}  # the min/max copy, not the broken one
+    summary = module.teacher_int8_agreement()
+    assert summary["teacher_int8_ranges"] == ["minmax"] and summary["teacher_int8_agreement"][0] >= MIN_INT8_AGREEMENT
 
 
 def test_an_int8_teacher_that_disagrees_with_fp32_runs_in_fp32_with_a_warning(synth_manifest, tmp_path, monkeypatch):
@@ -166,13 +199,15 @@ def test_an_int8_teacher_that_disagrees_with_fp32_runs_in_fp32_with_a_warning(sy
     monkeypatch.setattr(onnx_teacher, "MIN_INT8_AGREEMENT", 1.01)  # no copy can agree that well
     path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
     module = _module(synth_manifest, **{"distill.teacher_int8": True})
-    with pytest.warns(UserWarning, match=r"int8 copy of teacher .*t.ckpt agrees with its fp32 self on [01]\.\d{3} of "
-                                         r"\d+ training images.*runs in fp32"):
+    with pytest.warns(UserWarning, match=r"int8 copies of teacher .*t.ckpt agree with its fp32 self on [01]\.\d{3} "
+                                         r"\(percentile ranges\), [01]\.\d{3} \(minmax ranges\) of \d+ training "
+                                         r"images.*runs in fp32"):
         module.attach_online_teachers([str(path)], "onnxruntime", _train_rows(synth_manifest))
     graph = onnx.load_from_string(module._teacher[0].model_bytes)
     assert "QuantizeLinear" not in {node.op_type for node in graph.graph.node}
     summary = module.teacher_int8_agreement()
     assert summary["teacher_int8_used"] == [False] and 0 <= summary["teacher_int8_agreement"][0] < 1.01
+    assert summary["teacher_int8_ranges"] == [None]
 
 
 def test_teacher_int8_leaves_a_pytorch_teacher_unquantised_with_a_warning(synth_manifest, tmp_path):

@@ -24,6 +24,9 @@ teachers agree with their fp32 selves on 0.958 and 0.969 of 384 training images 
 99.999%), which tied min/max in agreement and gave the smaller largest logit difference.
 On x86 CPUs without VNNI, ONNX Runtime's u8 x s8 kernels saturate: there the copies agreed on ~0.90 and fell
 back to fp32 (runs/v21), so on such CPUs the weights are stored in 7 bits (`reduce_range`), ONNX Runtime's advice.
+Seven bits shift the balance between the two range rules: there runs/v21's Lite2 copy agreed on 0.948 with
+percentile ranges but 0.961 with min/max ones (1.39x its fp32 speed), so a copy that fails the check is built
+again with the next rule in CALIBRATION_ORDER before the teacher falls back to fp32.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ INT8_CALIBRATION_IMAGES = 128  # training images whose activation ranges set the
 INT8_CHECK_IMAGES = 384        # other training images on which int8 and fp32 must agree (128 left
                                # a +-0.02 binomial noise on a 0.95 bar)
 MIN_INT8_AGREEMENT = 0.95      # top-1 agreement below which the teacher runs in fp32
+CALIBRATION_ORDER = ("percentile", "minmax")  # activation-range rules tried in turn until a copy passes
 
 
 def resolve_teacher_runtime(runtime: str, on_cpu: bool) -> str:
@@ -60,12 +64,17 @@ class OnnxRuntimeTeacher(nn.Module):
     be pickled to a spawned DDP worker, which opens its own."""
 
     def __init__(self, model_bytes: bytes, threads: int, source: str, int8_agreement: float | None = None,
-                 int8: bool = False) -> None:
+                 int8_ranges: str | None = None) -> None:
         super().__init__()
         self.model_bytes, self.threads, self.source = model_bytes, threads, source
         self.int8_agreement = int8_agreement  # its int8 copy's top-1 agreement with fp32; None: not checked
-        self.int8 = int8                      # whether model_bytes is that int8 copy (False: fp32)
+        self.int8_ranges = int8_ranges        # the range rule of the int8 copy in model_bytes; None: fp32
         self._session, self._input_name = None, ""
+
+    @property
+    def int8(self) -> bool:
+        """Whether the teacher runs its int8 copy (False: fp32, unquantised or failed the check)."""
+        return self.int8_ranges is not None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_session": None}  # an ONNX Runtime session does not pickle
@@ -104,11 +113,11 @@ def onnxruntime_teacher(model: nn.Module, spec: ModelSpec, source: str,
     with tempfile.TemporaryDirectory(prefix="kndnet-teacher-") as tmp:
         path = export_onnx(model, spec, Path(tmp) / "teacher.onnx")
         check_onnx_parity(model, spec, path, probe)
-        agreement, int8_path = None, None
+        agreement, int8_path, ranges = None, None, None
         if int8_rows is not None:
-            int8_path, agreement = _quantised(path, spec, int8_rows, source)
+            int8_path, agreement, ranges = _quantised(path, spec, int8_rows, source)
         return OnnxRuntimeTeacher((int8_path or path).read_bytes(), torch.get_num_threads(), source, agreement,
-                                  int8=int8_path is not None)
+                                  ranges)
 
 
 def quantise_teacher(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, spec: ModelSpec,
@@ -120,10 +129,12 @@ def quantise_teacher(fp32_path: Path, int8_path: Path, calibration: torch.Tensor
     return quantize_int8(fp32_path, int8_path, calibration, spec, method, reduce_range=not has_int8_dot_product())
 
 
-def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str) -> tuple[Path | None, float]:
+def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame,
+               source: str) -> tuple[Path | None, float, str | None]:
     """The int8 copy of the teacher at `fp32_path`, calibrated on some of `rows`' images and checked on
-    others, and its top-1 agreement with fp32; None for the copy, with a warning, if the two disagree on more
-    than 1 - MIN_INT8_AGREEMENT of the check images."""
+    others, its top-1 agreement with fp32 and its range rule. Each rule of CALIBRATION_ORDER is tried until a
+    copy agrees on at least MIN_INT8_AGREEMENT of the check images; if none does, None for the copy and the
+    rule (with a warning) and the best agreement seen."""
     from kndnet.deploy.onnx_export import logits_parity
     from kndnet.inference import OnnxPredictor, eval_images
 
@@ -135,13 +146,18 @@ def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame, source: str
     if not len(check):
         raise ConfigError(f"distill.teacher_int8: teacher {source} needs at least 2 training images to calibrate "
                           "and check its int8 copy; turn teacher_int8 off for so small a data set")
-    int8_path = quantise_teacher(fp32_path, fp32_path.with_name("teacher_int8.onnx"), calibration, spec)
-    fused = OnnxPredictor(int8_path, exact_int8=False)  # the kernels the teacher will run
-    parity = logits_parity(OnnxPredictor(fp32_path).raw_logits(check), fused.raw_logits(check))
-    if parity.top1_agreement < MIN_INT8_AGREEMENT:
-        warnings.warn(f"distill.teacher_int8: the int8 copy of teacher {source} agrees with its fp32 self on "
-                      f"{parity.top1_agreement:.3f} of {parity.images} training images (< {MIN_INT8_AGREEMENT}), "
-                      "so it would teach other labels: this teacher runs in fp32 (slower). Set "
-                      "distill.teacher_int8 false to skip the check", stacklevel=2)
-        return None, parity.top1_agreement
-    return int8_path, parity.top1_agreement
+    reference = OnnxPredictor(fp32_path).raw_logits(check)
+    agreements = {}
+    for method in CALIBRATION_ORDER:
+        int8_path = quantise_teacher(fp32_path, fp32_path.with_name(f"teacher_int8_{method}.onnx"), calibration,
+                                     spec, method)
+        fused = OnnxPredictor(int8_path, exact_int8=False)  # the kernels the teacher will run
+        agreements[method] = logits_parity(reference, fused.raw_logits(check)).top1_agreement
+        if agreements[method] >= MIN_INT8_AGREEMENT:
+            return int8_path, agreements[method], method
+    tried = ", ".join(f"{agreement:.3f} ({method} ranges)" for method, agreement in agreements.items())
+    warnings.warn(f"distill.teacher_int8: the int8 copies of teacher {source} agree with its fp32 self on {tried} "
+                  f"of {len(check)} training images (< {MIN_INT8_AGREEMENT}), so they would teach other labels: "
+                  "this teacher runs in fp32 (slower). Set distill.teacher_int8 false to skip the check",
+                  stacklevel=2)
+    return None, max(agreements.values()), None

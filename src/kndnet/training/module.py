@@ -164,13 +164,15 @@ class LesionClassifier(L.LightningModule):
         return train_rows
 
     def teacher_int8_agreement(self) -> dict[str, list]:
-        """For the run summary: each checked teacher's int8 top-1 agreement with its fp32 self, and whether it
-        ran in int8 (False: it failed the check and ran in fp32); empty when no teacher was quantised."""
+        """For the run summary: each checked teacher's int8 top-1 agreement with its fp32 self, whether it
+        ran in int8 (False: it failed the check and ran in fp32) and with which activation ranges (None: fp32);
+        empty when no teacher was quantised."""
         checked = [t for t in self._teacher if getattr(t, "int8_agreement", None) is not None]
         if not checked:
             return {}
         return {"teacher_int8_agreement": [t.int8_agreement for t in checked],
-                "teacher_int8_used": [t.int8 for t in checked]}
+                "teacher_int8_used": [t.int8 for t in checked],
+                "teacher_int8_ranges": [t.int8_ranges for t in checked]}
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x H x W -> normalised float, channels_last when configured."""
