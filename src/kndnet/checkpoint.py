@@ -19,6 +19,7 @@ from kndnet.classes import CLASS_CODES
 from kndnet.config import IMAGENET_MEAN, IMAGENET_STD, Config, DataConfig, ModelConfig, config_from_dict
 from kndnet.data.transforms import resize_for_training
 from kndnet.errors import CheckpointError
+from kndnet.models.student import STUDENT_BLOCKS
 
 SPEC_KEY = "kndnet"
 FORMAT_VERSION = 1
@@ -38,6 +39,7 @@ class ModelSpec:
     calibration_temperature: float = 1.0  # set by `kndnet calibrate` (temperature scaling); not the KD T
     role: str = "student"
     color_constancy: str = "none"     # a layer inside the student (models/colour.py); named here for readers
+    student_block: str = "method"     # the student's block (models/student.py); older files: the published one
     load_size: int = 0                # eval: decode at this size first, as training's decoded cache did
                                       # (0, older files: the default ratio 256/224 of image_size)
     prior_tau: float = 0.0            # logit adjustment already folded into the classifier bias
@@ -47,7 +49,7 @@ class ModelSpec:
     def from_config(cls, cfg: Config) -> "ModelSpec":
         m, d = cfg.model, cfg.data
         return cls(m.arch, m.width, m.num_classes, m.dropout, d.image_size, role=cfg.role,
-                   color_constancy=m.color_constancy,
+                   color_constancy=m.color_constancy, student_block=m.student_block,
                    load_size=resize_for_training(d.view_size or d.image_size, d.resize_ratio))
 
     def pixel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +73,8 @@ class ModelSpec:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, width=self.width, num_classes=self.num_classes,
-                           dropout=self.dropout, pretrained="none", color_constancy=self.color_constancy)
+                           dropout=self.dropout, pretrained="none", color_constancy=self.color_constancy,
+                           student_block=self.student_block)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(vars(self))
@@ -116,6 +119,8 @@ class ModelSpec:
                                                               for v in shift):
             problems.append(f"logit shift {list(shift)} (needs {self.num_classes} finite values; re-run "
                             "`kndnet calibrate --logit-adjust`)")
+        if self.student_block not in STUDENT_BLOCKS:
+            problems.append(f"student block {self.student_block!r} (this version knows {', '.join(STUDENT_BLOCKS)})")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             problems.append(f"normalisation mean {list(self.mean)} / std {list(self.std)} (needs 3 values, std > 0)")
         if problems:

@@ -50,6 +50,8 @@ class ModelConfig:
     dropout: float = 0.15          # student head dropout
     color_constancy: str = "none"  # none | shades_of_gray: per-image white balance (Finlayson & Trezzi 2004)
                                    # as the student's first layer, so every runtime applies it
+    student_block: str = "method"  # method (published) | mobilenet: + BN and SiLU after each depthwise conv,
+                                   # the same 148,855 parameters (models/student.py)
     ensemble: str = ""             # teacher in `kndnet run`: more timm models, comma-separated, each trained with
                                    # the same recipe; distillation and the teacher's test row use the mean logit
 
@@ -240,6 +242,7 @@ CHOICES = {
     "data.format": ("auto", "ham10000", "isic2018", "csv", "folders"),
     "train.sampler": ("balanced", "sqrt", "random"),
     "model.color_constancy": ("none", "shades_of_gray"),
+    "model.student_block": ("method", "mobilenet"),
     "distill.loss": ("cmkd", "hinton", "dkd", "lskd"),
     "distill.teacher_runtime": ("torch", "onnxruntime", "auto"),
 }

@@ -20,13 +20,21 @@ def create_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
     """
     if cfg.arch in STUDENT_ARCHS:
         return STUDENT_ARCHS[cfg.arch](num_classes=cfg.num_classes, width=cfg.width, dropout=cfg.dropout,
-                                       color_constancy=cfg.color_constancy)
-    if cfg.color_constancy != "none" and timm.is_model(cfg.arch):  # an unknown name gets its own error below
-        raise ConfigError(f"model.color_constancy {cfg.color_constancy!r} is built into the kndnet student only, "
-                          f"not {cfg.arch!r}; set it to none for a teacher")
+                                       color_constancy=cfg.color_constancy, block=cfg.student_block)
+    if timm.is_model(cfg.arch):  # an unknown name gets its own error below
+        _refuse_student_options(cfg)
     model = create_teacher(cfg.arch, cfg.num_classes, cfg.pretrained if pretrained else "none-quiet")
     freeze_backbone_fraction(model, cfg.freeze_fraction)
     return model
+
+
+def _refuse_student_options(cfg: ModelConfig) -> None:
+    """Options that exist inside the kndnet student only: name the one a timm teacher was given."""
+    for key, value, default in (("color_constancy", cfg.color_constancy, "none"),
+                                ("student_block", cfg.student_block, "method")):
+        if value != default:
+            raise ConfigError(f"model.{key} {value!r} is built into the kndnet student only, "
+                              f"not {cfg.arch!r}; set it to {default} for a teacher")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,6 +4,11 @@ Architecture exactly as the KNDNet notebooks (Lishad et al., 2025): stem 3x3/2 c
 blocks of 3x3 depthwise -> 1x1 pointwise -> BN -> SiLU -> Dropout2d(0.05) (residual when the shape
 is kept), global average pool, Dropout(0.15), linear head. Note the single BatchNorm per block, after
 the pointwise conv: that is the published model, kept so published weights and counts match.
+
+`block="mobilenet"` adds the MobileNet-v1 half the published block lacks (Howard et al., 2017): BatchNorm and
+SiLU between the depthwise and the pointwise conv. Without it the two convs compose to one linear map, so the
+published student has ten non-linear layers; with it, nineteen. That BatchNorm has no affine weights (its
+shift and scale fold into the next conv at export), so the count stays 148,855 and the <= 150K budget holds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ BASE_WIDTHS = (32, 48, 64, 96, 128, 160)
 # (input width index, output width index, stride) of the nine blocks
 BLOCKS = ((0, 0, 1), (0, 1, 2), (1, 1, 1), (1, 2, 2), (2, 2, 1),
           (2, 3, 2), (3, 3, 1), (3, 4, 1), (4, 5, 1))
+STUDENT_BLOCKS = ("method", "mobilenet")  # model.student_block: the published block, or with a depthwise BN + SiLU
 
 
 def scaled_widths(width: float) -> list[int]:
@@ -25,11 +31,18 @@ def scaled_widths(width: float) -> list[int]:
 
 
 class SeparableBlock(nn.Module):
-    """3x3 depthwise (stride s) -> 1x1 pointwise -> BN -> SiLU -> Dropout2d, + input if shapes match."""
+    """3x3 depthwise (stride s) -> [BN -> SiLU] -> 1x1 pointwise -> BN -> SiLU -> Dropout2d, + input if shapes match.
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, drop: float = 0.05) -> None:
+    The bracketed part is there only for `block="mobilenet"`; "method" keeps the published state-dict keys.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, drop: float = 0.05, block: str = "method") -> None:
         super().__init__()
+        if block not in STUDENT_BLOCKS:
+            raise ValueError(f"unknown student block {block!r}; choose one of {', '.join(STUDENT_BLOCKS)}")
         self.depthwise = nn.Conv2d(in_ch, in_ch, 3, stride, 1, groups=in_ch, bias=False)
+        self.mid = (nn.Identity() if block == "method"
+                    else nn.Sequential(nn.BatchNorm2d(in_ch, affine=False), nn.SiLU(inplace=True)))
         self.pointwise = nn.Conv2d(in_ch, out_ch, 1, bias=False)
         self.bn = nn.BatchNorm2d(out_ch)
         self.act = nn.SiLU(inplace=True)
@@ -37,7 +50,7 @@ class SeparableBlock(nn.Module):
         self.residual = stride == 1 and in_ch == out_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.drop(self.act(self.bn(self.pointwise(self.depthwise(x)))))
+        out = self.drop(self.act(self.bn(self.pointwise(self.mid(self.depthwise(x))))))
         return out + x if self.residual else out
 
 
@@ -45,7 +58,7 @@ class KNDNetStudent(nn.Module):
     """The student CNN. Input N x 3 x H x W (any H, W >= 16); output N x num_classes logits."""
 
     def __init__(self, num_classes: int = 7, width: float = 1.5, dropout: float = 0.15,
-                 color_constancy: str = "none") -> None:
+                 color_constancy: str = "none", block: str = "method") -> None:
         super().__init__()
         widths = scaled_widths(width)
         self.colour = COLOUR_CONSTANCY[color_constancy]()  # parameter-free: the weights stay 148,855
@@ -53,7 +66,7 @@ class KNDNetStudent(nn.Module):
         self.num_features = widths[-1]
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.SiLU(inplace=True))
-        self.blocks = nn.Sequential(*(SeparableBlock(widths[i], widths[o], s) for i, o, s in BLOCKS))
+        self.blocks = nn.Sequential(*(SeparableBlock(widths[i], widths[o], s, block=block) for i, o, s in BLOCKS))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(widths[-1], num_classes)
