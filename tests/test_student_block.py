@@ -1,0 +1,111 @@
+"""`model.student_block`: the published block, or the MobileNet one with a BN + SiLU after each depthwise conv.
+
+The variant must keep the parameter budget, travel in the checkpoint's spec, and leave every runtime computing
+what PyTorch computes (its BatchNorm folds into the depthwise conv at export).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from kndnet.checkpoint import ModelSpec, load_model, save_model_checkpoint
+from kndnet.cli import main
+from kndnet.config import ModelConfig, load_config
+from kndnet.deploy.onnx_export import export_onnx
+from kndnet.errors import CheckpointError, ConfigError
+from kndnet.models import count_parameters, create_model
+from kndnet.shipped import SHIPPED_CHECKPOINT
+
+
+def _mobilenet_student(size: int = 32) -> tuple[torch.nn.Module, ModelSpec, object]:
+    """An untrained mobilenet-block student whose depthwise BatchNorms hold non-trivial running statistics."""
+    cfg = load_config(overrides={"model.student_block": "mobilenet", "model.color_constancy": "shades_of_gray",
+                                 "data.image_size": size})
+    torch.manual_seed(0)
+    model = create_model(cfg.model)
+    for block in model.blocks:
+        block.mid[0].running_mean.uniform_(-0.5, 0.5)
+        block.mid[0].running_var.uniform_(0.5, 2.0)
+    return model.eval(), ModelSpec.from_config(cfg), cfg
+
+
+def test_the_mobilenet_block_keeps_the_published_parameter_count_and_adds_a_nonlinearity():
+    method, mobilenet = (create_model(ModelConfig(student_block=b)) for b in ("method", "mobilenet"))
+    assert count_parameters(method) == count_parameters(mobilenet) == 148_855
+    assert not any(".mid." in k for k in method.state_dict())  # the published keys, so published weights load
+    mid = mobilenet.blocks[0].mid
+    assert isinstance(mid[0], torch.nn.BatchNorm2d) and not mid[0].affine and isinstance(mid[1], torch.nn.SiLU)
+    mobilenet.load_state_dict(method.state_dict(), strict=False)  # the same weights: only the block differs
+    x = torch.randn(4, 3, 64, 64)
+    outputs = []
+    for model in (method, mobilenet):  # train mode, so the BatchNorms normalise with this batch's statistics
+        torch.manual_seed(0)  # the same dropout masks for both
+        with torch.no_grad():
+            outputs.append(model.train()(x))
+    assert not torch.allclose(*outputs, atol=1e-3)
+
+
+def test_the_key_is_checked_and_refused_for_a_teacher():
+    with pytest.raises(ConfigError, match="student_block"):
+        load_config(overrides={"model.student_block": "resnet"})
+    with pytest.raises(ConfigError, match="student_block 'mobilenet' is built into the kndnet student only"):
+        create_model(ModelConfig(arch="test_efficientnet", student_block="mobilenet", pretrained="none"))
+
+
+def test_a_checkpoint_rebuilds_its_block_and_older_specs_mean_the_published_one(tmp_path):
+    model, spec, cfg = _mobilenet_student()
+    assert spec.student_block == "mobilenet" and spec.model_config().student_block == "mobilenet"
+    path = save_model_checkpoint(model, spec, cfg, tmp_path / "m.ckpt")
+    rebuilt, rebuilt_spec = load_model(path)
+    assert rebuilt_spec == spec
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    older = {k: v for k, v in spec.to_dict().items() if k != "student_block"}
+    assert ModelSpec.from_dict(older).student_block == "method"
+    with pytest.raises(CheckpointError, match="student block 'resnet'"):
+        ModelSpec.from_dict({**spec.to_dict(), "student_block": "resnet"})
+
+
+def test_onnx_fp32_and_int8_compute_what_pytorch_does(tmp_path):
+    from kndnet.deploy.quantize import quantize_int8
+    model, spec, _ = _mobilenet_student()
+    fp32 = export_onnx(model, spec, tmp_path / "fp32.onnx")
+    pixels = (torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", pixels, spec)
+    x = spec.normalise(pixels[:16])
+    with torch.no_grad():
+        reference = model(x).numpy()
+    fp32_out, int8_out = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+                          .run(None, {"image": x.numpy()})[0] for p in (fp32, int8))
+    np.testing.assert_allclose(fp32_out, reference, atol=1e-4)
+    assert np.abs(int8_out - reference).max() < 0.5 * np.abs(reference).max()
+
+
+@pytest.mark.litert
+def test_the_mobilenet_block_exports_full_integer_tflite_that_tracks_pytorch(synth_manifest, tmp_path):
+    """The shipped weights in a mobilenet-block student (its depthwise BNs given statistics): the BN must fold."""
+    from kndnet.deploy.export import load_images
+    from kndnet.deploy.tflite_export import op_census
+    from kndnet.inference import TorchPredictor, open_predictor
+    shipped, shipped_spec = load_model(SHIPPED_CHECKPOINT)
+    model, _, cfg = _mobilenet_student(size=shipped_spec.image_size)
+    model.load_state_dict(shipped.state_dict(), strict=False)
+    spec = ModelSpec.from_dict({**shipped_spec.to_dict(), "student_block": "mobilenet"})
+    save_model_checkpoint(model, spec, cfg, tmp_path / "mb.ckpt")
+    out = tmp_path / "export"
+    assert main(["export", "--model", str(tmp_path / "mb.ckpt"), "--image-size", "32", "--tflite",
+                 "--calib", str(synth_manifest), "--calib-count", "16", "--out", str(out)]) == 0
+    path = out / "model_int8.tflite"
+    counts, floats = op_census(path)
+    assert floats == [] and counts["DEPTHWISE_CONV_2D"] == 9  # no BatchNorm left standing on its own
+    predictor = open_predictor(path)
+    assert predictor.spec.student_block == "mobilenet"
+    images, _ = load_images(str(synth_manifest), "test", predictor.spec, 0)
+    reference = TorchPredictor(out / "model.ckpt").logits(images)
+    candidate = predictor.logits(images)
+    assert np.mean(reference.argmax(1) == candidate.argmax(1)) >= 0.9
+    assert np.median(np.abs(reference - candidate)) < 0.1
