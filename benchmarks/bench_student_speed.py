@@ -1,6 +1,7 @@
 """Student training throughput on CPU: the default path (channels_last + torch.compile) vs plain eager.
 
-Also the opt-in bf16 path and the Shades-of-Gray colour-constancy layer the `cpu` recipe's students carry.
+Also the opt-in bf16 path, the Shades-of-Gray colour-constancy layer the `cpu` recipe's students carry, and the
+MobileNet block (`model.student_block: mobilenet`: a BatchNorm and SiLU after each depthwise conv).
 
 One process, same model, batch and input. Each path is built and warmed up first (compilation
 happens there); then the paths are timed in alternating rounds and the median round is reported, so
@@ -28,6 +29,7 @@ PATHS = {
     "opt-in: + bf16 autocast (--precision bf16-mixed)": {"train.precision": "bf16-mixed"},
     # the cpu recipe's students white-balance every image inside the model: what does that layer cost a step?
     "default + Shades-of-Gray layer (model.color_constancy)": {"model.color_constancy": "shades_of_gray"},
+    "default + MobileNet block (model.student_block)": {"model.student_block": "mobilenet"},
 }
 
 
