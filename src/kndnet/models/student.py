@@ -7,8 +7,8 @@ the pointwise conv: that is the published model, kept so published weights and c
 
 `block="mobilenet"` adds the MobileNet-v1 half the published block lacks (Howard et al., 2017): BatchNorm and
 SiLU between the depthwise and the pointwise conv. Without it the two convs compose to one linear map, so the
-published student has ten non-linear layers; with it, nineteen. That BatchNorm has no affine weights (its
-shift and scale fold into the next conv at export), so the count stays 148,855 and the <= 150K budget holds.
+published student has ten non-linear layers; with it, nineteen. That BatchNorm has no affine weights (at export
+it folds into the depthwise conv before it), so the count stays 148,855 and the <= 150K budget holds.
 """
 
 from __future__ import annotations
