@@ -347,9 +347,8 @@ def test_every_string_config_key_is_declared_a_path_key_or_not():
     strings = {f"{section.name}.{f.name}" for section in dataclasses.fields(cfg) if section.name != "role"
                for f in dataclasses.fields(getattr(cfg, section.name)) if f.type == "str"}
     not_paths = {"data.format", "model.arch", "model.color_constancy", "model.student_block", "model.ensemble",
-                 "train.sampler",
-                 "train.accelerator", "train.devices", "train.strategy", "train.precision", "distill.loss",
-                 "distill.teacher_runtime"}
+                 "train.sampler", "train.accelerator", "train.devices", "train.strategy", "train.precision",
+                 "distill.loss", "distill.teacher_runtime"}
     assert strings - not_paths == PATH_KEYS
 
 

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from kndnet.classes import CLASS_CODES
-from kndnet.config import IMAGENET_MEAN, IMAGENET_STD, Config, DataConfig, ModelConfig, config_from_dict
+from kndnet.config import CHOICES, IMAGENET_MEAN, IMAGENET_STD, Config, DataConfig, ModelConfig, config_from_dict
 from kndnet.data.transforms import resize_for_training
 from kndnet.errors import CheckpointError
-from kndnet.models.student import STUDENT_BLOCKS
 
 SPEC_KEY = "kndnet"
 FORMAT_VERSION = 1
@@ -119,8 +118,9 @@ class ModelSpec:
                                                               for v in shift):
             problems.append(f"logit shift {list(shift)} (needs {self.num_classes} finite values; re-run "
                             "`kndnet calibrate --logit-adjust`)")
-        if self.student_block not in STUDENT_BLOCKS:
-            problems.append(f"student block {self.student_block!r} (this version knows {', '.join(STUDENT_BLOCKS)})")
+        blocks = CHOICES["model.student_block"]
+        if self.student_block not in blocks:
+            problems.append(f"student block {self.student_block!r} (this version knows {', '.join(blocks)})")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             problems.append(f"normalisation mean {list(self.mean)} / std {list(self.std)} (needs 3 values, std > 0)")
         if problems:

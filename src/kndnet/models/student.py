@@ -16,13 +16,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kndnet.config import CHOICES
 from kndnet.models.colour import COLOUR_CONSTANCY
 
 BASE_WIDTHS = (32, 48, 64, 96, 128, 160)
 # (input width index, output width index, stride) of the nine blocks
 BLOCKS = ((0, 0, 1), (0, 1, 2), (1, 1, 1), (1, 2, 2), (2, 2, 1),
           (2, 3, 2), (3, 3, 1), (3, 4, 1), (4, 5, 1))
-STUDENT_BLOCKS = ("method", "mobilenet")  # model.student_block: the published block, or with a depthwise BN + SiLU
+STUDENT_BLOCKS = CHOICES["model.student_block"]  # the published block, or with a depthwise BN + SiLU
 
 
 def scaled_widths(width: float) -> list[int]:
