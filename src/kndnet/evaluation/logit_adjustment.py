@@ -7,6 +7,10 @@ decision rule towards the training prior: tau = 0 keeps the balanced rule (best 
 tau = 1 is the Bayes rule for accuracy, and macro-F1 peaks in between. One scalar, chosen on the
 validation split, so the test split stays unseen.
 
+A model drawn with another sampler saw the prior n_c**e (e = 0.5 for `sqrt`, 1 for `random`; see
+`training.datamodule.prior_exponent`), so for it the balanced rule sits at tau = -e and the Bayes rule
+at 1 - e: `tau_grid(e)` spans that range, and tau = 0 is always the rule the model was trained for.
+
 The shift is folded into the classifier's bias, so every runtime that runs the weights (PyTorch, ONNX,
 int8, LiteRT, TFLite Micro, the web app) applies it without a graph change; the model spec records tau
 and the shift so it can be undone or re-chosen. The price is rare-class recall, melanoma sensitivity
@@ -25,7 +29,17 @@ from kndnet.checkpoint import EMA_PREFIX, SPEC_KEY
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.evaluation.metrics import CI_METRICS
 
-TAU_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0, 0.05, ..., 1
+
+def tau_grid(prior_exponent: float = 0.0, steps: int = 20) -> tuple[float, ...]:
+    """tau from the balanced rule (-e) to the Bayes rule for accuracy (1 - e) for a model that saw the
+    class prior n_c**e while training; e = 0 (the `balanced` sampler) gives 0, 0.05, ..., 1."""
+    if not 0.0 <= prior_exponent <= 1.0:
+        raise ConfigError(f"prior exponent {prior_exponent} is outside [0, 1]: 0 is a balanced sampler, "
+                          "1 random sampling")
+    return tuple(round(i / steps - prior_exponent, 4) for i in range(steps + 1))
+
+
+TAU_GRID = tau_grid(0.0)  # a `balanced`-sampled model's grid: 0, 0.05, ..., 1
 ADJUST_METRICS = tuple(CI_METRICS)  # the metrics evaluate reports with CIs, each scored on the argmax
 
 
@@ -40,14 +54,14 @@ def choose_tau(logits: np.ndarray, y_true: np.ndarray, prior_log: np.ndarray, me
                grid: Sequence[float] = TAU_GRID) -> tuple[float, dict[float, float]]:
     """The tau on `grid` whose adjusted argmax scores best on `metric`, and the whole curve.
 
-    Ties go to the smallest tau, the rule closest to the one the model was trained for.
+    Ties go to the tau nearest 0, the rule closest to the one the model was trained for.
     """
     if metric not in ADJUST_METRICS:
         raise ConfigError(f"unknown logit-adjustment metric {metric!r}; choose {', '.join(ADJUST_METRICS)}")
     score = CI_METRICS[metric]
     curve = {float(t): score(y_true, logits + t * prior_log) for t in grid}
     best = max(curve.values())
-    return min(t for t, v in curve.items() if v == best), curve
+    return min((t for t, v in curve.items() if v == best), key=abs), curve
 
 
 def classifier_bias_name(model: nn.Module, num_classes: int) -> str:
