@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-from kndnet.checkpoint import SPEC_KEY, load_model, read_checkpoint
+from kndnet.checkpoint import load_model
 from kndnet.classes import CLASS_CODES
 from kndnet.cli import main
 from kndnet.evaluation.calibration import fit_temperature
@@ -186,16 +186,11 @@ def test_calibrate_logit_adjust_folds_the_validation_chosen_shift_and_fits_t_aft
     (The tiny synthetic run's own choice is tau 0, so the choice is recorded and replaced by 0.5.)"""
     from kndnet.evaluation import logit_adjustment as la
     seen = {}
-    def choose(logits, labels, prior_log, metric, grid):
-        seen.update(logits=logits, labels=labels, prior_log=prior_log, metric=metric, grid=grid)
+    def choose(logits, labels, prior_log, metric):
+        seen.update(logits=logits, labels=labels, prior_log=prior_log, metric=metric)
         return 0.5, {}
     monkeypatch.setattr(la, "choose_tau", choose)
-    trained_ckpt, manifest = trained
-    ckpt = tmp_path / "sqrt.ckpt"  # as if drawn with the sqrt sampler: tau's grid must follow it
-    state = read_checkpoint(trained_ckpt)
-    state[SPEC_KEY]["config"]["train"]["sampler"] = "sqrt"
-    torch.save(state, ckpt)
-    ckpt = str(ckpt)
+    ckpt, manifest = trained
     out = tmp_path / "adjusted.ckpt"
     assert main(["calibrate", "--model", ckpt, "--data", str(manifest), "--logit-adjust", "accuracy",
                  "--out", str(out)]) == 0
@@ -204,7 +199,6 @@ def test_calibrate_logit_adjust_folds_the_validation_chosen_shift_and_fits_t_aft
     prior_log = la.log_prior([int(train.get(c, 0)) for c in CLASS_CODES])
     assert np.allclose(seen["logits"], logits, atol=1e-5) and np.array_equal(seen["labels"], labels)
     assert np.allclose(seen["prior_log"], prior_log) and seen["metric"] == "accuracy"
-    assert seen["grid"] == la.tau_grid(0.5) and seen["grid"][0] == -0.5
     _, spec = load_model(out)
     assert spec.prior_tau == 0.5 and np.allclose(spec.logit_shift, 0.5 * prior_log)
     adjusted, _ = _raw_logits(out, manifest, "val")

@@ -32,27 +32,22 @@ def test_accuracy_picks_the_bayes_tau_and_balanced_accuracy_the_balanced_rule():
     assert 0.1 <= tau <= 0.9 and curve[tau] == max(curve.values()) and sorted(curve) == list(la.TAU_GRID)
 
 
-def test_a_sqrt_sampled_model_finds_its_rules_at_minus_half_and_plus_half():
-    """Logits of a model that saw the prior n**0.5 (the `sqrt` sampler): the balanced rule needs tau -0.5,
-    outside the `balanced` model's grid, which can only stop at 0."""
+def test_a_sqrt_sampled_model_finds_its_balanced_rule_at_minus_half():
+    """Logits of a model that saw the prior n**0.5 (the `sqrt` sampler, or a KD student of such teachers):
+    the balanced rule needs tau -0.5, the Bayes rule +0.5; a grid starting at 0 could only stop at 0."""
     logits, y = _two_gaussians()
     prior_log = np.log([0.9, 0.1])
     sqrt_logits = logits + 0.5 * prior_log
-    grid = la.tau_grid(0.5)
-    assert grid[0] == -0.5 and grid[-1] == 0.5 and 0.0 in grid and len(grid) == len(la.TAU_GRID)
-    assert la.choose_tau(sqrt_logits, y, prior_log, "balanced_accuracy", grid)[0] == pytest.approx(-0.5, abs=0.2)
-    assert la.choose_tau(sqrt_logits, y, prior_log, "accuracy", grid)[0] == pytest.approx(0.5, abs=0.2)
-    assert la.choose_tau(sqrt_logits, y, prior_log, "balanced_accuracy")[0] == 0.0  # the old grid's floor
-    assert la.tau_grid(1.0)[0] == -1.0 and la.tau_grid(1.0)[-1] == 0.0
-    with pytest.raises(ConfigError, match="outside"):
-        la.tau_grid(1.5)
+    assert la.TAU_GRID[0] == -1.0 and la.TAU_GRID[-1] == 1.0 and 0.0 in la.TAU_GRID
+    assert la.choose_tau(sqrt_logits, y, prior_log, "balanced_accuracy")[0] == pytest.approx(-0.5, abs=0.2)
+    assert la.choose_tau(sqrt_logits, y, prior_log, "accuracy")[0] == pytest.approx(0.5, abs=0.2)
 
 
 def test_ties_go_to_the_tau_nearest_zero_and_unknown_metrics_are_refused():
     y = np.array([0, 1, 1, 0])
     separable = np.eye(2)[y] * 10.0
     assert la.choose_tau(separable, y, np.log([0.5, 0.5]))[0] == 0.0
-    assert la.choose_tau(separable, y, np.log([0.5, 0.5]), grid=la.tau_grid(0.5))[0] == 0.0
+    assert la.choose_tau(separable, y, np.log([0.5, 0.5]), grid=(-0.1, 0.1, 0.0))[0] == 0.0
     with pytest.raises(ConfigError, match="macro_f1"):
         la.choose_tau(separable, y, np.log([0.5, 0.5]), "auc")
     assert sorted(CLI_METRICS) == sorted(la.ADJUST_METRICS)

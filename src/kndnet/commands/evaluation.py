@@ -53,8 +53,8 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="calibrated checkpoint (default: <model>_calibrated.ckpt)")
     p.add_argument("--logit-adjust", nargs="?", const="macro_f1", choices=ADJUST_METRICS, metavar="METRIC",
                    help="also add tau * log(training class prior) to the logits (Menon et al. 2021), tau chosen "
-                        "on the split to maximise METRIC (default macro_f1; or balanced_accuracy, accuracy), "
-                        "between the balanced rule and the Bayes rule for the model's training sampler, and "
+                        "in -1 ... 1 on the split to maximise METRIC (default macro_f1; or balanced_accuracy, "
+                        "accuracy), and "
                         "folded into the classifier bias; trades rare-class recall (melanoma too) for precision")
 
 

@@ -66,15 +66,14 @@ def calibrate_checkpoint(model: str | Path, data: str, split: str = "val", fmt: 
     predictor = TorchPredictor(model)
     predictor.spec.calibration_temperature = 1.0  # fit on raw logits, even when re-calibrating
     ckpt, summary = read_checkpoint(model), {}
-    run_cfg = config_from_dict(ckpt[SPEC_KEY]["config"])
-    data_cfg = run_cfg.data
+    data_cfg = config_from_dict(ckpt[SPEC_KEY]["config"]).data
     rows = evaluation_rows(data, split, fmt, data_cfg)
     dataset = eval_dataset(rows, predictor.spec)
     logits = np.concatenate([predictor.logits(b["image"]) for b in DataLoader(dataset, batch_size=64)])
     labels = dataset.labels.numpy()
     if logit_adjust:
         logits, summary = _adjust(ckpt, predictor, logits, labels, evaluation_rows(data, "train", fmt, data_cfg),
-                                  logit_adjust, run_cfg.train.sampler)
+                                  logit_adjust)
     temperature = fit_temperature(logits, labels)
     target = Path(out or Path(model).with_name(Path(model).stem + "_calibrated.ckpt"))
     _write_temperature(ckpt, temperature, target)
@@ -82,17 +81,15 @@ def calibrate_checkpoint(model: str | Path, data: str, split: str = "val", fmt: 
 
 
 def _adjust(ckpt: dict, predictor, logits: np.ndarray, labels: np.ndarray, train_rows,
-            metric: str, sampler: str) -> tuple[np.ndarray, dict[str, float]]:
-    """Choose tau on these logits, fold tau * log(training prior) into `ckpt`; the adjusted logits.
-    tau's grid runs from the balanced rule to the Bayes rule for the prior `sampler` showed the model."""
+            metric: str) -> tuple[np.ndarray, dict[str, float]]:
+    """Choose tau on these logits, fold tau * log(training prior) into `ckpt`; the adjusted logits."""
     from kndnet.classes import CLASS_CODES
     from kndnet.data.selection import class_counts
     from kndnet.evaluation import logit_adjustment as la
-    from kndnet.training.datamodule import prior_exponent
     spec = predictor.spec
     raw = la.unshifted(logits, spec.logit_shift)
     prior_log = la.log_prior(class_counts(train_rows))
-    tau, _ = la.choose_tau(raw, labels, prior_log, metric, grid=la.tau_grid(prior_exponent(sampler)))
+    tau, _ = la.choose_tau(raw, labels, prior_log, metric)
     la.fold_shift(ckpt, la.classifier_bias_name(predictor.model, spec.num_classes), tau * prior_log, tau)
     return raw + tau * prior_log, la.adjustment_summary(raw, labels, prior_log, tau, metric,
                                                         CLASS_CODES.index("mel"))

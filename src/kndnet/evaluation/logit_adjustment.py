@@ -7,9 +7,10 @@ decision rule towards the training prior: tau = 0 keeps the balanced rule (best 
 tau = 1 is the Bayes rule for accuracy, and macro-F1 peaks in between. One scalar, chosen on the
 validation split, so the test split stays unseen.
 
-A model drawn with another sampler saw the prior n_c**e (e = 0.5 for `sqrt`, 1 for `random`; see
-`training.datamodule.prior_exponent`), so for it the balanced rule sits at tau = -e and the Bayes rule
-at 1 - e: `tau_grid(e)` spans that range, and tau = 0 is always the rule the model was trained for.
+A model that saw another prior, n_c**e, has its balanced rule at tau = -e and its Bayes rule at 1 - e:
+e = 0.5 for the `sqrt` sampler (`training.datamodule.prior_exponent`), 1 for `random`, and for a KD
+student somewhere towards its teachers' e, since it learns their scores. So tau runs over -1 ... 1 and 0
+is always the rule the model was trained for.
 
 The shift is folded into the classifier's bias, so every runtime that runs the weights (PyTorch, ONNX,
 int8, LiteRT, TFLite Micro, the web app) applies it without a graph change; the model spec records tau
@@ -29,17 +30,7 @@ from kndnet.checkpoint import EMA_PREFIX, SPEC_KEY
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.evaluation.metrics import CI_METRICS
 
-
-def tau_grid(prior_exponent: float = 0.0, steps: int = 20) -> tuple[float, ...]:
-    """tau from the balanced rule (-e) to the Bayes rule for accuracy (1 - e) for a model that saw the
-    class prior n_c**e while training; e = 0 (the `balanced` sampler) gives 0, 0.05, ..., 1."""
-    if not 0.0 <= prior_exponent <= 1.0:
-        raise ConfigError(f"prior exponent {prior_exponent} is outside [0, 1]: 0 is a balanced sampler, "
-                          "1 random sampling")
-    return tuple(round(i / steps - prior_exponent, 4) for i in range(steps + 1))
-
-
-TAU_GRID = tau_grid(0.0)  # a `balanced`-sampled model's grid: 0, 0.05, ..., 1
+TAU_GRID = tuple(round(0.05 * i, 2) for i in range(-20, 21))  # -1, -0.95, ..., 1
 ADJUST_METRICS = tuple(CI_METRICS)  # the metrics evaluate reports with CIs, each scored on the argmax
 
 
