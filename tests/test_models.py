@@ -5,7 +5,7 @@ import timm
 import torch
 
 from kndnet.config import ModelConfig
-from kndnet.errors import CheckpointError
+from kndnet.errors import CheckpointError, ConfigError
 from kndnet.models import cam_target_layer, count_parameters, create_model
 from kndnet.models.student import KNDNetStudent, scaled_widths
 from kndnet.models.teachers import freeze_backbone_fraction, lite_weights_file, map_state_dict_in_order
@@ -55,6 +55,25 @@ def test_teacher_from_timm_with_new_head_and_frozen_fraction():
     assert all(not p.requires_grad for p in backbone[:n_frozen])
     assert all(p.requires_grad for p in backbone[n_frozen:])
     assert all(p.requires_grad for p in model.get_classifier().parameters())
+
+
+def test_teacher_dropout_and_stochastic_depth_act_in_training_only():
+    quiet = dict(arch="test_efficientnet", num_classes=7, pretrained="none-quiet")
+    regularised = create_model(ModelConfig(**quiet, teacher_dropout=0.3, teacher_drop_path=0.2))
+    plain = create_model(ModelConfig(**quiet))
+    drop_probs = [block.drop_path.drop_prob for stage in regularised.blocks for block in stage
+                  if hasattr(block.drop_path, "drop_prob")]
+    assert regularised.drop_rate == 0.3 and drop_probs and max(drop_probs) <= 0.2 + 1e-9
+    plain.load_state_dict(regularised.state_dict())  # the same tensors: checkpoints load either way
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(regularised.eval()(x), plain.eval()(x))
+    torch.manual_seed(0)
+    assert not torch.allclose(regularised.train()(x), plain.train()(x))
+
+
+def test_teacher_regularisers_are_refused_for_the_student():
+    with pytest.raises(ConfigError, match="teacher_drop_path 0.2 is built into a timm teacher only"):
+        create_model(ModelConfig(teacher_drop_path=0.2))
 
 
 def test_random_teacher_warns_loudly():

@@ -52,6 +52,8 @@ class ModelConfig:
                                    # as the student's first layer, so every runtime applies it
     student_block: str = "method"  # method (published) | mobilenet: + BN and SiLU after each depthwise conv,
                                    # the same 148,855 parameters (models/student.py)
+    teacher_dropout: float = 0.0   # timm teachers: dropout before the classifier (timm's drop_rate)
+    teacher_drop_path: float = 0.0  # timm teachers: stochastic depth (timm's drop_path_rate; Huang et al. 2016)
     ensemble: str = ""             # teacher in `kndnet run`: more timm models, comma-separated, each trained with
                                    # the same recipe; distillation and the teacher's test row use the mean logit
 
@@ -254,6 +256,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.resize_ratio": (1.0, None), "data.train_views": (0, None), "data.view_size": (0, None),
     "data.num_workers": (0, None), "data.batch_size": (1, None), "model.width": (0.1, None),
     "model.num_classes": (2, None), "model.freeze_fraction": (0.0, 1.0), "model.dropout": (0.0, 0.99),
+    "model.teacher_dropout": (0.0, 0.99), "model.teacher_drop_path": (0.0, 0.99),
     "train.epochs": (1, None), "train.lr": (1e-12, None), "train.weight_decay": (0.0, None),
     "train.label_smoothing": (0.0, 0.99), "train.grad_clip": (0.0, None), "train.early_stop_patience": (0, None),
     "train.warmup_epochs": (0, None), "train.mixup_alpha": (0.0, None), "train.cutmix_alpha": (0.0, None),

@@ -19,22 +19,28 @@ def create_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
     pretrained=False skips loading teacher weights: used when a checkpoint supplies them.
     """
     if cfg.arch in STUDENT_ARCHS:
+        _refuse_options(cfg, TEACHER_ONLY_OPTIONS, "a timm teacher")
         return STUDENT_ARCHS[cfg.arch](num_classes=cfg.num_classes, width=cfg.width, dropout=cfg.dropout,
                                        color_constancy=cfg.color_constancy, block=cfg.student_block)
     if timm.is_model(cfg.arch):  # an unknown name gets its own error below
-        _refuse_student_options(cfg)
-    model = create_teacher(cfg.arch, cfg.num_classes, cfg.pretrained if pretrained else "none-quiet")
+        _refuse_options(cfg, STUDENT_ONLY_OPTIONS, "the kndnet student")
+    model = create_teacher(cfg.arch, cfg.num_classes, cfg.pretrained if pretrained else "none-quiet",
+                           drop_rate=cfg.teacher_dropout, drop_path_rate=cfg.teacher_drop_path)
     freeze_backbone_fraction(model, cfg.freeze_fraction)
     return model
 
 
-def _refuse_student_options(cfg: ModelConfig) -> None:
-    """Options that exist inside the kndnet student only: name the one a timm teacher was given."""
-    for key, value, default in (("color_constancy", cfg.color_constancy, "none"),
-                                ("student_block", cfg.student_block, "method")):
+STUDENT_ONLY_OPTIONS = {"color_constancy": "none", "student_block": "method"}
+TEACHER_ONLY_OPTIONS = {"teacher_dropout": 0.0, "teacher_drop_path": 0.0}
+
+
+def _refuse_options(cfg: ModelConfig, options: dict[str, object], owner: str) -> None:
+    """Options that exist in one kind of model only: name the one the other kind was given, and its default."""
+    for key, default in options.items():
+        value = getattr(cfg, key)
         if value != default:
-            raise ConfigError(f"model.{key} {value!r} is built into the kndnet student only, "
-                              f"not {cfg.arch!r}; set it to {default} for a teacher")
+            raise ConfigError(f"model.{key} {value!r} is built into {owner} only, "
+                              f"not {cfg.arch!r}; set it to {default} for this model")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -85,18 +85,22 @@ def _load_file_weights(model: nn.Module, path: Path) -> None:
 NAMED_WEIGHTS = ("timm", "lite-pypi", "none", "none-quiet", "")
 
 
-def create_teacher(arch: str, num_classes: int, pretrained: str = "timm") -> nn.Module:
+def create_teacher(arch: str, num_classes: int, pretrained: str = "timm", drop_rate: float = 0.0,
+                   drop_path_rate: float = 0.0) -> nn.Module:
     """A timm model with a fresh `num_classes` head.
 
     pretrained: "timm" (hub download), "lite-pypi" (offline Lite weights), a state-dict path,
     or "none" (random init: a loud warning, as a random teacher teaches nothing).
+    drop_rate, drop_path_rate: timm's dropout before the classifier and stochastic depth, the regularisers
+    timm's own EfficientNet recipes fine-tune with; both are identities at inference, so weights load alike.
     """
+    regularisers = {"drop_rate": drop_rate, "drop_path_rate": drop_path_rate}
     if not timm.is_model(arch):
         raise CheckpointError(f"unknown model architecture {arch!r}: neither kndnet_student nor a timm model "
                               "(list them with `python -c 'import timm; print(timm.list_models())'`)")
     if pretrained == "timm":
-        return _download_timm(arch, num_classes)
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+        return _download_timm(arch, num_classes, **regularisers)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **regularisers)
     if pretrained == "lite-pypi":
         _load_file_weights(model, lite_weights_file(arch))
     elif pretrained == "none-quiet":
@@ -111,14 +115,14 @@ def create_teacher(arch: str, num_classes: int, pretrained: str = "timm") -> nn.
     return model
 
 
-def _download_timm(arch: str, num_classes: int) -> nn.Module:
+def _download_timm(arch: str, num_classes: int, **regularisers: float) -> nn.Module:
     """timm's pretrained weights, or a CheckpointError naming the offline choices.
 
     Why: without a network the Hugging Face Hub raises one of many connection error types, deep in a
     traceback that never says what to do instead.
     """
     try:
-        return timm.create_model(arch, pretrained=True, num_classes=num_classes)
+        return timm.create_model(arch, pretrained=True, num_classes=num_classes, **regularisers)
     except Exception as err:  # requests/urllib3/huggingface_hub errors have no common base but Exception
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         lite = ", ".join(LITE_PACKAGES)
