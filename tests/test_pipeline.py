@@ -37,6 +37,13 @@ def test_unknown_recipe_section_is_named(tmp_path):
         stage_configs(path, "/data")
 
 
+def test_a_teacher_option_in_the_common_section_is_refused_before_training(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"common": {"model": {"teacher_drop_path": 0.2}}}))
+    with pytest.raises(KNDNetError, match="student stage: model.teacher_drop_path 0.2 is built into a timm teacher"):
+        stage_configs(path, "/data")
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--lesions-per-class", "10"]) == 0

@@ -29,9 +29,20 @@ def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | Non
     """One resolved Config per role from a pipeline recipe (the same reading `train --config` does)."""
     configs = {role: load_config(recipe, overrides={**(overrides or {}), "data.path": data}, role=role)
                for role in ROLES}
+    _check_model_options(recipe, configs)
     _check_ensemble(recipe, configs)
     _check_transfer(recipe, configs["distill"].distill)
     return configs
+
+
+def _check_model_options(recipe: str | Path, configs: dict[str, Config]) -> None:
+    """Refuse a model option the stage's model lacks before the first stage trains, not an hour later."""
+    from kndnet.models import check_model_options
+    for role, cfg in configs.items():
+        try:
+            check_model_options(cfg.model)
+        except ConfigError as err:
+            raise ConfigError(f"{recipe}, {role} stage: {err}") from None
 
 
 def _check_transfer(recipe: str | Path, distill: DistillConfig) -> None:

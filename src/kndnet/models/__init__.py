@@ -18,12 +18,10 @@ def create_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
 
     pretrained=False skips loading teacher weights: used when a checkpoint supplies them.
     """
+    check_model_options(cfg)
     if cfg.arch in STUDENT_ARCHS:
-        _refuse_options(cfg, TEACHER_ONLY_OPTIONS, "a timm teacher")
         return STUDENT_ARCHS[cfg.arch](num_classes=cfg.num_classes, width=cfg.width, dropout=cfg.dropout,
                                        color_constancy=cfg.color_constancy, block=cfg.student_block)
-    if timm.is_model(cfg.arch):  # an unknown name gets its own error below
-        _refuse_options(cfg, STUDENT_ONLY_OPTIONS, "the kndnet student")
     model = create_teacher(cfg.arch, cfg.num_classes, cfg.pretrained if pretrained else "none-quiet",
                            drop_rate=cfg.teacher_dropout, drop_path_rate=cfg.teacher_drop_path)
     freeze_backbone_fraction(model, cfg.freeze_fraction)
@@ -32,6 +30,15 @@ def create_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
 
 STUDENT_ONLY_OPTIONS = {"color_constancy": "none", "student_block": "method"}
 TEACHER_ONLY_OPTIONS = {"teacher_dropout": 0.0, "teacher_drop_path": 0.0}
+
+
+def check_model_options(cfg: ModelConfig) -> None:
+    """Refuse an option the model kind does not have (a student's colour constancy on a teacher, a teacher's
+    stochastic depth on the student), naming it; `kndnet run` calls this for every stage before training."""
+    if cfg.arch in STUDENT_ARCHS:
+        _refuse_options(cfg, TEACHER_ONLY_OPTIONS, "a timm teacher")
+    elif timm.is_model(cfg.arch):  # an unknown name gets its own error when the model is built
+        _refuse_options(cfg, STUDENT_ONLY_OPTIONS, "the kndnet student")
 
 
 def _refuse_options(cfg: ModelConfig, options: dict[str, object], owner: str) -> None:
@@ -58,5 +65,5 @@ def cam_target_layer(model: nn.Module) -> nn.Module:
     raise ValueError(f"no default Grad-CAM layer for {type(model).__name__}; pass one explicitly")
 
 
-__all__ = ["KNDNetStudent", "create_model", "create_teacher", "freeze_backbone_fraction",
+__all__ = ["KNDNetStudent", "check_model_options", "create_model", "create_teacher", "freeze_backbone_fraction",
            "count_parameters", "cam_target_layer"]
