@@ -79,3 +79,10 @@ def test_cpu_is_cpu_v4_with_int8_teachers_and_says_so_on_a_resume():
         assert now == before, role
     fp32_run = load_config("cpu_v4", role="distill").to_dict()
     assert recipe_differences(fp32_run, load_config("cpu", role="distill")) == ["distill.teacher_int8: False -> True"]
+
+
+def test_the_configs_folder_links_to_the_packaged_recipes():
+    """The README points newcomers at configs/: its link must resolve from a checkout (it once pointed nowhere)."""
+    from pathlib import Path
+    linked = Path(__file__).resolve().parents[1] / "configs" / "recipes"
+    assert sorted(p.name for p in linked.glob("*.yaml")) == sorted(p.name for p in RECIPES.glob("*.yaml"))
