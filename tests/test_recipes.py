@@ -52,9 +52,10 @@ def test_cpu_recipe_is_function_matching_with_one_training_recipe_for_both_stude
     assert student.train.mixup_alpha > 0 and student.train.ema_decay > 0
 
 
-def test_cpu_teachers_are_the_cpu_v1_teacher_recipe_with_a_lite0_member():
-    """The recipe's claim: the ensemble's members are trained exactly as the runs/v9 teachers were."""
-    teacher, first = load_config("cpu", role="teacher").to_dict(), load_config("cpu_v1", role="teacher").to_dict()
+def test_cpu_v5_teachers_are_the_cpu_v1_teacher_recipe_with_a_lite0_member():
+    """The recipe's claim: the ensemble's members are trained as the runs/v9 teachers were (cpu_v5 exactly; cpu at
+    twice the learning rate, checked above)."""
+    teacher, first = load_config("cpu_v5", role="teacher").to_dict(), load_config("cpu_v1", role="teacher").to_dict()
     assert teacher["model"].pop("ensemble") == "tf_efficientnet_lite0" and first["model"].pop("ensemble") == ""
     assert teacher == first
 
@@ -68,17 +69,31 @@ def test_the_teacher_runtime_is_how_a_run_executes_not_what_it_trains():
     assert recipe_differences(before.to_dict(), now) == []
 
 
-def test_cpu_is_cpu_v4_with_int8_teachers_and_says_so_on_a_resume():
-    """cpu_v4 must stay the runs/v17 recipe: the two differ in the teachers' precision only, and that is a recipe
-    key (a KD folder distilled from fp32 teachers is not resumed as an int8 one)."""
+def test_cpu_v5_is_cpu_v4_with_int8_teachers_and_says_so_on_a_resume():
+    """cpu_v4 must stay the runs/v17 recipe: it and cpu_v5 (runs/v20) differ in the teachers' precision only, and
+    that is a recipe key (a KD folder distilled from fp32 teachers is not resumed as an int8 one)."""
     from kndnet.config import recipe_differences
     for role in ROLES:
-        now, before = load_config("cpu", role=role).to_dict(), load_config("cpu_v4", role=role).to_dict()
+        now, before = load_config("cpu_v5", role=role).to_dict(), load_config("cpu_v4", role=role).to_dict()
         assert now["distill"].pop("teacher_int8") is (role == "distill")
         assert before["distill"].pop("teacher_int8") is False
         assert now == before, role
     fp32_run = load_config("cpu_v4", role="distill").to_dict()
-    assert recipe_differences(fp32_run, load_config("cpu", role="distill")) == ["distill.teacher_int8: False -> True"]
+    int8_run = load_config("cpu_v5", role="distill")
+    assert recipe_differences(fp32_run, int8_run) == ["distill.teacher_int8: False -> True"]
+
+
+def test_cpu_is_cpu_v5_with_the_teachers_at_lr_1e3_and_says_so_on_a_resume():
+    """cpu_v5 must stay the runs/v20 recipe (the shipped student's): `cpu` changes the teachers' learning rate alone
+    (runs/v30), so both students' sections are the same and a runs/v20 teacher folder is not resumed as a cpu one."""
+    from kndnet.config import recipe_differences
+    for role in ROLES:
+        now, before = load_config("cpu", role=role).to_dict(), load_config("cpu_v5", role=role).to_dict()
+        if role == "teacher":
+            assert (before["train"].pop("lr"), now["train"].pop("lr")) == (0.0005, 0.001)
+        assert now == before, role
+    v20_teacher = load_config("cpu_v5", role="teacher").to_dict()
+    assert recipe_differences(v20_teacher, load_config("cpu", role="teacher")) == ["train.lr: 0.0005 -> 0.001"]
 
 
 def test_the_configs_folder_links_to_the_packaged_recipes():
