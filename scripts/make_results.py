@@ -271,9 +271,14 @@ def _val_f1(run: Path, role: str) -> str:
 
 
 def _check_recipe(run: Path, name: str) -> None:
-    """The page prints `kndnet run --config NAME` as the run's command: NAME must be the recipe RUN used."""
+    """The page prints `kndnet run --config NAME` as the run's command: NAME must be the recipe RUN used.
+
+    Compared as YAML, not as text: a recipe kept under a new name when its successor took the old one (cpu ->
+    cpu_v5) gets a new header comment, and the page must still be rebuildable from the run it describes."""
+    import yaml
+
     from kndnet.config import recipe_path
-    if recipe_path(name).read_text() != (run / "recipe.yaml").read_text():
+    if yaml.safe_load(recipe_path(name).read_text()) != yaml.safe_load((run / "recipe.yaml").read_text()):
         raise SystemExit(f"{run / 'recipe.yaml'} is not the recipe {name!r}: pass --recipe with the recipe it "
                          "was run with")
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The command that regenerated docs/RESULTS.md from runs/v20 (`kndnet run --config cpu ... --out runs/v20`) and
+# The command that regenerated docs/RESULTS.md from runs/v20 (`kndnet run --config cpu ... --out runs/v20`, the recipe now `cpu_v5`) and
 # runs/export_v20 (its KD student, temperature-scaled, exported with --tflite); run from the repository root after
 # those exist, with runs/v17 (`kndnet run --config cpu_v4 ... --out runs/v17`: the same split, fp32 teachers) beside it.
 set -euo pipefail
-.venv/bin/python scripts/make_results.py runs/v20 --recipe cpu --shipped-export runs/export_v20 \
+.venv/bin/python scripts/make_results.py runs/v20 --recipe cpu_v5 --shipped-export runs/export_v20 \
   --note "Teacher: the mean logit of the two members \`kndnet run\` trained (\`model.ensemble\`); teacher training is unchanged since \`cpu_v3\` and deterministic on this machine type, so they are runs/v13's and v17's teachers again: validation macro-F1 Lite2 0.606, Lite0 0.592, test 0.666 together. The 0.70 goal is not met." \
-  --note "Run: \`kndnet run --config cpu --data ../shared/data/ham10000 --out runs/v20\` with the code of commit 2075577 (frozen worktree), 1 h 46 min on 2 cores, 19:47 to 21:33 (its first two teacher epochs shared the cores with a 4-minute test run of mine): prepare, image cache and the Lite2 teacher 30 min, Lite0 19 min, student alone 23 min (median 50 s per epoch), KD 32 min (median 70 s; int8 teachers agreeing with fp32 on 0.958 and 0.969 of 384 training images), evaluation, export, bench and report 2 min. Teachers and the student alone are runs/v17's again (deterministic here), and the KD student is runs/v19/kd_int8 again (validation 0.548). This page: \`bash scripts/results_runs_v20.sh\`." \
+  --note "Run: \`kndnet run --config cpu --data ../shared/data/ham10000 --out runs/v20\` (the recipe named \`cpu_v5\` since runs/v30) with the code of commit 2075577 (frozen worktree), 1 h 46 min on 2 cores, 19:47 to 21:33 (its first two teacher epochs shared the cores with a 4-minute test run of mine): prepare, image cache and the Lite2 teacher 30 min, Lite0 19 min, student alone 23 min (median 50 s per epoch), KD 32 min (median 70 s; int8 teachers agreeing with fp32 on 0.958 and 0.969 of 384 training images), evaluation, export, bench and report 2 min. Teachers and the student alone are runs/v17's again (deterministic here), and the KD student is runs/v19/kd_int8 again (validation 0.548). This page: \`bash scripts/results_runs_v20.sh\`." \
   --lever "student alone (cpu recipe: 128 px, views cut at 160 px, mixup/CutMix, EMA 0.998, Shades of Gray, 25 epochs)=eval/student" \
   --lever "+ function-matching KD from the Lite2 + Lite0 ensemble, both online in ONNX Runtime fp32 (KL at T 1, 0.1 on labels; \`cpu_v4\`, runs/v17)=../v17/eval/distill" \
   --lever "+ int8 teachers (\`distill.teacher_int8\`: the same teachers quantised, checked against fp32; the \`cpu\` recipe)=eval/distill" \

@@ -45,6 +45,17 @@ def test_a_page_names_only_the_recipe_its_run_used(tmp_path):
         results._check_recipe(tmp_path, "cpu_v2")
 
 
+def test_a_recipe_kept_under_a_new_name_still_matches_its_run(tmp_path):
+    """A renamed recipe's new header is a comment: the run it made still names it; a changed value does not."""
+    from kndnet.config import recipe_path
+    results = _script()
+    kept = recipe_path("cpu_v5").read_text()
+    (tmp_path / "recipe.yaml").write_text("# the header the recipe had when it was run\n" + kept.split("\n", 5)[5])
+    results._check_recipe(tmp_path, "cpu_v5")
+    with pytest.raises(SystemExit, match="is not the recipe 'cpu'"):
+        results._check_recipe(tmp_path, "cpu")
+
+
 def write_results_page(run: Path, recipe: Path, docs: Path) -> str:
     """Regenerate a results page from a finished `kndnet run` into DOCS, keeping DOCS/RESULTS.md's block."""
     subprocess.run([sys.executable, str(SCRIPT), str(run), "--recipe", str(recipe), "--out", str(docs)], check=True,
