@@ -29,7 +29,7 @@ from kndnet.checkpoint import load_model
 from kndnet.deploy import tflite_export as te
 from kndnet.deploy.export import load_images
 from kndnet.evaluation.metrics import CI_METRICS
-from kndnet.inference_tflite import TflitePredictor
+from kndnet.inference_tflite import TflitePredictor, device_pixels
 from kndnet.shipped import resolve_model
 
 
@@ -56,11 +56,12 @@ def weight_only_logits(model, spec, pixels: torch.Tensor, folder: Path) -> np.nd
 
 
 def simulated_logits(model, spec, calib: torch.Tensor, pixels: torch.Tensor) -> np.ndarray:
-    """The PT2E quantise/dequantise graph that litert-torch converts, run in PyTorch."""
+    """The PT2E quantise/dequantise graph that litert-torch converts, run in PyTorch (calibrated on the pixels a
+    device feeds it, as `convert_tflite` does)."""
     edge = te.EdgeStudent(model, spec).eval()
     sample = (torch.zeros(1, spec.image_size, spec.image_size, 3),)
     with torch.no_grad():
-        qdq, _ = te._quantise(edge, sample, calib)
+        qdq, _ = te._quantise(edge, sample, device_pixels(calib, spec))
         return torch.cat([qdq(pixels[i:i + 1]) for i in range(len(pixels))]).numpy()
 
 
@@ -90,7 +91,8 @@ def main() -> None:
     model, spec = load_model(resolve_model(args.model))
     calib, _ = load_images(args.data, "train", spec, args.calib_count)
     images, labels = load_images(args.data, args.split, spec, args.count)
-    pixels = te.nhwc_pixels(images)
+    # the .tflite graphs leave a colour-constancy layer to the device: feed them white-balanced pixels, as it would
+    pixels = te.nhwc_pixels(device_pixels(images, spec))
     with torch.no_grad():
         ref = model(spec.normalise(images)).numpy()
     lines = [f"{len(images)} {args.split} images, calibrated on {len(calib)} training images",
