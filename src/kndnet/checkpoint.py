@@ -39,6 +39,7 @@ class ModelSpec:
     role: str = "student"
     color_constancy: str = "none"     # a layer inside the student (models/colour.py); named here for readers
     student_block: str = "method"     # the student's block (models/student.py); older files: the published one
+    student_activation: str = "silu"  # the student's non-linearity; older files: the published SiLU
     load_size: int = 0                # eval: decode at this size first, as training's decoded cache did
                                       # (0, older files: the default ratio 256/224 of image_size)
     prior_tau: float = 0.0            # logit adjustment already folded into the classifier bias
@@ -49,6 +50,7 @@ class ModelSpec:
         m, d = cfg.model, cfg.data
         return cls(m.arch, m.width, m.num_classes, m.dropout, d.image_size, role=cfg.role,
                    color_constancy=m.color_constancy, student_block=m.student_block,
+                   student_activation=m.student_activation,
                    load_size=resize_for_training(d.view_size or d.image_size, d.resize_ratio))
 
     def pixel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +75,7 @@ class ModelSpec:
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, width=self.width, num_classes=self.num_classes,
                            dropout=self.dropout, pretrained="none", color_constancy=self.color_constancy,
-                           student_block=self.student_block)
+                           student_block=self.student_block, student_activation=self.student_activation)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(vars(self))
@@ -121,6 +123,10 @@ class ModelSpec:
         blocks = CHOICES["model.student_block"]
         if self.student_block not in blocks:
             problems.append(f"student block {self.student_block!r} (this version knows {', '.join(blocks)})")
+        activations = CHOICES["model.student_activation"]
+        if self.student_activation not in activations:
+            problems.append(f"student activation {self.student_activation!r} (this version knows "
+                            f"{', '.join(activations)})")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             problems.append(f"normalisation mean {list(self.mean)} / std {list(self.std)} (needs 3 values, std > 0)")
         if problems:

@@ -52,6 +52,8 @@ class ModelConfig:
                                    # as the student's first layer, so every runtime applies it
     student_block: str = "method"  # method (published) | mobilenet: + BN and SiLU after each depthwise conv,
                                    # the same 148,855 parameters (models/student.py)
+    student_activation: str = "silu"  # silu (published) | relu6: integer-friendly, as EfficientNet-Lite swapped
+                                      # swish for ReLU6 to keep int8 post-training quantisation close to float
     teacher_dropout: float = 0.0   # timm teachers: dropout before the classifier (timm's drop_rate)
     teacher_drop_path: float = 0.0  # timm teachers: stochastic depth (timm's drop_path_rate; Huang et al. 2016)
     ensemble: str = ""             # teacher in `kndnet run`: more timm models, comma-separated, each trained with
@@ -245,6 +247,7 @@ CHOICES = {
     "train.sampler": ("balanced", "sqrt", "random"),
     "model.color_constancy": ("none", "shades_of_gray"),
     "model.student_block": ("method", "mobilenet"),
+    "model.student_activation": ("silu", "relu6"),
     "distill.loss": ("cmkd", "hinton", "dkd", "lskd"),
     "distill.teacher_runtime": ("torch", "onnxruntime", "auto"),
 }

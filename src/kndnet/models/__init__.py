@@ -21,14 +21,15 @@ def create_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
     check_model_options(cfg)
     if cfg.arch in STUDENT_ARCHS:
         return STUDENT_ARCHS[cfg.arch](num_classes=cfg.num_classes, width=cfg.width, dropout=cfg.dropout,
-                                       color_constancy=cfg.color_constancy, block=cfg.student_block)
+                                       color_constancy=cfg.color_constancy, block=cfg.student_block,
+                                       activation=cfg.student_activation)
     model = create_teacher(cfg.arch, cfg.num_classes, cfg.pretrained if pretrained else "none-quiet",
                            drop_rate=cfg.teacher_dropout, drop_path_rate=cfg.teacher_drop_path)
     freeze_backbone_fraction(model, cfg.freeze_fraction)
     return model
 
 
-STUDENT_ONLY_OPTIONS = {"color_constancy": "none", "student_block": "method"}
+STUDENT_ONLY_OPTIONS = {"color_constancy": "none", "student_block": "method", "student_activation": "silu"}
 TEACHER_ONLY_OPTIONS = {"teacher_dropout": 0.0, "teacher_drop_path": 0.0}
 
 

@@ -9,6 +9,11 @@ the pointwise conv: that is the published model, kept so published weights and c
 SiLU between the depthwise and the pointwise conv. Without it the two convs compose to one linear map, so the
 published student has ten non-linear layers; with it, nineteen. That BatchNorm has no affine weights (at export
 it folds into the depthwise conv before it), so the count stays 148,855 and the <= 150K budget holds.
+
+`activation="relu6"` replaces every SiLU by ReLU6, as EfficientNet-Lite did to its swish (Tan & Le, "EfficientNet-
+Lite", TensorFlow blog 2020) "for post-training quantization": int8 runtimes fuse ReLU6 into the convolution as
+its output clamp, while SiLU becomes a LOGISTIC and a MUL with two more requantisations each (at int8 the
+shipped SiLU student's activations lost most of their agreement with fp32 there: docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ BASE_WIDTHS = (32, 48, 64, 96, 128, 160)
 BLOCKS = ((0, 0, 1), (0, 1, 2), (1, 1, 1), (1, 2, 2), (2, 2, 1),
           (2, 3, 2), (3, 3, 1), (3, 4, 1), (4, 5, 1))
 STUDENT_BLOCKS = CHOICES["model.student_block"]  # the published block, or with a depthwise BN + SiLU
+ACTIVATIONS = {"silu": nn.SiLU, "relu6": nn.ReLU6}  # CHOICES["model.student_activation"]
 
 
 def scaled_widths(width: float) -> list[int]:
@@ -31,22 +37,31 @@ def scaled_widths(width: float) -> list[int]:
     return [max(8, int(w * width)) for w in BASE_WIDTHS]
 
 
+def _activation(name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown student activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
 class SeparableBlock(nn.Module):
-    """3x3 depthwise (stride s) -> [BN -> SiLU] -> 1x1 pointwise -> BN -> SiLU -> Dropout2d, + input if shapes match.
+    """3x3 depthwise (stride s) -> [BN -> act] -> 1x1 pointwise -> BN -> act -> Dropout2d, + input if shapes match.
 
     The bracketed part is there only for `block="mobilenet"`; "method" keeps the published state-dict keys.
+    `act` is SiLU (published) or ReLU6.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, drop: float = 0.05, block: str = "method") -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, drop: float = 0.05, block: str = "method",
+                 activation: str = "silu") -> None:
         super().__init__()
         if block not in STUDENT_BLOCKS:
             raise ValueError(f"unknown student block {block!r}; choose one of {', '.join(STUDENT_BLOCKS)}")
+        act = _activation(activation)
         self.depthwise = nn.Conv2d(in_ch, in_ch, 3, stride, 1, groups=in_ch, bias=False)
         self.mid = (nn.Identity() if block == "method"
-                    else nn.Sequential(nn.BatchNorm2d(in_ch, affine=False), nn.SiLU(inplace=True)))
+                    else nn.Sequential(nn.BatchNorm2d(in_ch, affine=False), act(inplace=True)))
         self.pointwise = nn.Conv2d(in_ch, out_ch, 1, bias=False)
         self.bn = nn.BatchNorm2d(out_ch)
-        self.act = nn.SiLU(inplace=True)
+        self.act = act(inplace=True)
         self.drop = nn.Dropout2d(drop)
         self.residual = stride == 1 and in_ch == out_ch
 
@@ -59,15 +74,16 @@ class KNDNetStudent(nn.Module):
     """The student CNN. Input N x 3 x H x W (any H, W >= 16); output N x num_classes logits."""
 
     def __init__(self, num_classes: int = 7, width: float = 1.5, dropout: float = 0.15,
-                 color_constancy: str = "none", block: str = "method") -> None:
+                 color_constancy: str = "none", block: str = "method", activation: str = "silu") -> None:
         super().__init__()
         widths = scaled_widths(width)
         self.colour = COLOUR_CONSTANCY[color_constancy]()  # parameter-free: the weights stay 148,855
         self.num_classes = num_classes
         self.num_features = widths[-1]
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.SiLU(inplace=True))
-        self.blocks = nn.Sequential(*(SeparableBlock(widths[i], widths[o], s, block=block) for i, o, s in BLOCKS))
+                                  nn.BatchNorm2d(widths[0]), _activation(activation)(inplace=True))
+        self.blocks = nn.Sequential(*(SeparableBlock(widths[i], widths[o], s, block=block, activation=activation)
+                                      for i, o, s in BLOCKS))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(widths[-1], num_classes)
