@@ -11,7 +11,9 @@ made on test):
 - for reference, the ONNX Runtime int8 model `kndnet export --int8` writes (QDQ, uint8 activations).
 
 Each row: top-1 agreement with fp32, the median over images of the largest absolute logit difference, and
-macro-F1. Needs the litert extra (pip install kndnet[litert]).
+macro-F1. `--per-layer N` adds where the simulation's error enters: the signal-to-quantisation-noise ratio of
+each quantised op's output against fp32 (torchao's numeric debugger) on N images of the split. Needs the litert
+extra (pip install kndnet[litert]).
 
     python scripts/tflite_error_sources.py kndnet-student --data runs/v3/manifest.csv --split val
 """
@@ -19,6 +21,7 @@ macro-F1. Needs the litert extra (pip install kndnet[litert]).
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 from pathlib import Path
 
@@ -65,6 +68,38 @@ def simulated_logits(model, spec, calib: torch.Tensor, pixels: torch.Tensor) -> 
         return torch.cat([qdq(pixels[i:i + 1]) for i in range(len(pixels))]).numpy()
 
 
+def per_layer_sqnr(model, spec, calib: torch.Tensor, pixels: torch.Tensor) -> list[str]:
+    """SQNR (dB) of each op's output in the PT2E simulation against fp32, averaged over `pixels` (errors
+    propagate: a layer's figure includes what the layers before it lost)."""
+    from torchao.quantization.pt2e import (
+        compare_results,
+        extract_results_from_loggers,
+        generate_numeric_debug_handle,
+        prepare_for_propagation_comparison,
+        quantize_pt2e,
+    )
+    edge = te.EdgeStudent(model, spec).eval()
+    exported = torch.export.export(edge, (torch.zeros(1, spec.image_size, spec.image_size, 3),))
+    generate_numeric_debug_handle(exported)
+    reference = prepare_for_propagation_comparison(copy.deepcopy(exported.module()))
+    prepared = quantize_pt2e.prepare_pt2e(exported.module(), te._pixel_input_quantizer())
+    with torch.no_grad():
+        for image in device_pixels(calib, spec):
+            prepared(te.nhwc_pixels(image[None]))
+        quantised = prepare_for_propagation_comparison(quantize_pt2e.convert_pt2e(prepared))
+        for i in range(len(pixels)):
+            reference(pixels[i:i + 1])
+            quantised(pixels[i:i + 1])
+    lines = ["| op (fp32 graph) | SQNR of its int8 output, dB |", "| --- | --- |"]
+    for summary in compare_results(extract_results_from_loggers(reference),
+                                   extract_results_from_loggers(quantised)).values():
+        if "conv2d" in summary.ref_node_name and "dequantize" in summary.actual_node_name:
+            continue  # BatchNorm folds into the int8 conv: its fp32 output (before BN) is not comparable
+        sqnr = np.mean([float(result.sqnr) for result in summary.results])
+        lines.append(f"| {summary.ref_node_name} | {sqnr:.1f} |")
+    return lines
+
+
 def onnx_int8_logits(model, spec, calib: torch.Tensor, images: torch.Tensor, folder: Path) -> np.ndarray:
     from kndnet.deploy.onnx_export import export_onnx
     from kndnet.deploy.quantize import quantize_int8
@@ -87,6 +122,7 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--count", type=int, default=0, help="images of the split (0: all)")
     parser.add_argument("--calib-count", type=int, default=200, help="training images to calibrate on")
+    parser.add_argument("--per-layer", type=int, default=0, metavar="N", help="also each op's SQNR on N images")
     args = parser.parse_args()
     model, spec = load_model(resolve_model(args.model))
     calib, _ = load_images(args.data, "train", spec, args.calib_count)
@@ -109,6 +145,8 @@ def main() -> None:
                          predictor.logits(images) * predictor.spec.calibration_temperature, ref, labels))
         lines.append(row("ONNX Runtime int8 (QDQ, for reference)", onnx_int8_logits(model, spec, calib, images,
                                                                                   Path(tmp)), ref, labels))
+    if args.per_layer:
+        lines += ["", *per_layer_sqnr(model, spec, calib, pixels[:args.per_layer])]
     print("\n".join(lines))
 
 

@@ -52,8 +52,8 @@ class ModelConfig:
                                    # as the student's first layer, so every runtime applies it
     student_block: str = "method"  # method (published) | mobilenet: + BN and SiLU after each depthwise conv,
                                    # the same 148,855 parameters (models/student.py)
-    student_activation: str = "silu"  # silu (published) | relu6: integer-friendly, as EfficientNet-Lite swapped
-                                      # swish for ReLU6 to keep int8 post-training quantisation close to float
+    student_activation: str = "silu"  # silu (published) | relu6: fused into int8 convs, as EfficientNet-Lite
+                                      # did; off in the recipes (runs/v33: lower validation score, same int8 fidelity)
     teacher_dropout: float = 0.0   # timm teachers: dropout before the classifier (timm's drop_rate)
     teacher_drop_path: float = 0.0  # timm teachers: stochastic depth (timm's drop_path_rate; Huang et al. 2016)
     ensemble: str = ""             # teacher in `kndnet run`: more timm models, comma-separated, each trained with
