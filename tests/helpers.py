@@ -41,3 +41,23 @@ def hand_made_evaluation(folder: Path, data: str, ids: list[str], seed: int, sco
         metrics.update({name: score, f"{name}_ci_low": score - 0.1, f"{name}_ci_high": score + 0.1})
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
+
+
+def assert_onnx_fp32_and_int8_track(model, spec, folder: Path) -> None:
+    """A student variant's fp32 ONNX export computes what PyTorch does, and its int8 copy stays close."""
+    import onnxruntime as ort
+    import torch
+
+    from kndnet.deploy.onnx_export import export_onnx
+    from kndnet.deploy.quantize import quantize_int8
+    size = spec.image_size
+    fp32 = export_onnx(model, spec, folder / "fp32.onnx")
+    pixels = (torch.rand(32, 3, size, size, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    int8 = quantize_int8(fp32, folder / "int8.onnx", pixels, spec)
+    x = spec.normalise(pixels[:16])
+    with torch.no_grad():
+        reference = model(x).numpy()
+    fp32_out, int8_out = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+                          .run(None, {"image": x.numpy()})[0] for p in (fp32, int8))
+    np.testing.assert_allclose(fp32_out, reference, atol=1e-4)
+    assert np.abs(int8_out - reference).max() < 0.5 * np.abs(reference).max()

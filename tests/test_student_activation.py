@@ -7,15 +7,14 @@ for a teacher, and export to ONNX and to a full-integer LiteRT file in which ReL
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
 from kndnet.checkpoint import ModelSpec, load_model, save_model_checkpoint
 from kndnet.config import ModelConfig, load_config
-from kndnet.deploy.onnx_export import export_onnx
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.models import count_parameters, create_model
+from tests.helpers import assert_onnx_fp32_and_int8_track
 
 
 def _relu6_student(size: int = 32) -> tuple[torch.nn.Module, ModelSpec, object]:
@@ -72,18 +71,8 @@ def test_a_checkpoint_rebuilds_its_activation_and_older_specs_mean_silu(tmp_path
 
 
 def test_onnx_fp32_and_int8_compute_what_pytorch_does(tmp_path):
-    from kndnet.deploy.quantize import quantize_int8
     model, spec, _ = _relu6_student()
-    fp32 = export_onnx(model, spec, tmp_path / "fp32.onnx")
-    pixels = (torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
-    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", pixels, spec)
-    x = spec.normalise(pixels[:16])
-    with torch.no_grad():
-        reference = model(x).numpy()
-    fp32_out, int8_out = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-                          .run(None, {"image": x.numpy()})[0] for p in (fp32, int8))
-    np.testing.assert_allclose(fp32_out, reference, atol=1e-4)
-    assert np.abs(int8_out - reference).max() < 0.5 * np.abs(reference).max()
+    assert_onnx_fp32_and_int8_track(model, spec, tmp_path)
 
 
 @pytest.mark.litert
