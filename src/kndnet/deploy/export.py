@@ -67,10 +67,11 @@ def int8_report(fp32: Path, int8: Path, images: torch.Tensor, labels: np.ndarray
 
 @dataclasses.dataclass
 class LiteRTOptions:
-    """What `--tflite`, `--c-array` and `--image-size` ask of an export."""
+    """What `--tflite`, `--c-array`, `--image-size` and `--fold-input` ask of an export."""
     tflite: bool = False
     c_array: bool = False
     image_size: int = 0  # 0: the size the model was trained at
+    fold_input: bool = False  # the input's 1/std folded into the stem conv (tflite_export.EdgeStudent)
 
 
 def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_count: int = 200,
@@ -98,7 +99,7 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
         card["trained_image_size"] = trained_size
         if litert.tflite or litert.c_array:
             from kndnet.deploy.tflite_report import export_tflite  # the optional LiteRT extra
-            card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array))
+            card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array, fold_input=litert.fold_input))
         if images is not None:
             card["int8_eval_split"] = eval_split
         write_model_card(tmp, card)

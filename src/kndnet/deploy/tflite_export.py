@@ -4,10 +4,17 @@ The full-integer model is quantised in PyTorch with litert-torch's PT2E quantise
 symmetric weights, int8 per-tensor activations, histogram-calibrated on training images) and converted
 by litert-torch, no TensorFlow involved. Three changes to the network make every op integer, and one keeps precision:
 
-- the graph takes N x H x W x 3 RGB pixels and normalises them itself (one MUL and one ADD); the input's
-  quantisation is fixed, not calibrated (scale 1, zero point -128: int8 = pixel - 128), so it is
-  lossless and firmware feeds camera bytes without float maths (a calibrated range clipped the brightest
-  pixels of generated images: scale 0.98); NHWC is the layout TFLite kernels use;
+- the graph takes N x H x W x 3 RGB pixels; the input's quantisation is fixed, not calibrated (scale 1, zero
+  point -128: int8 = pixel - 128), so it is lossless and firmware feeds camera bytes without float maths (a
+  calibrated range clipped the brightest pixels of generated images: scale 0.98); NHWC is the layout TFLite
+  kernels use. The graph normalises the pixels itself, (pixel - mean) / std as one MUL and one ADD; with
+  `fold_input` (`kndnet export --fold-input`) it is one ADD, minus the mean pixel, and the 1/std scale is
+  folded into the student's stem convolution weights (quantised at a finer smallest scale than the usual
+  2^-12, which those products fall below): exact, padding included, since zero still means the mean pixel.
+  The MUL costs twice: its three multipliers (~0.017) are stored at the smallest scale, 2^-12, so each colour
+  channel's gain is off by up to 0.7%, and its product is rounded again. On validation the fold took runs/v32's
+  KD student from 0.985 to 0.993 top-1 agreement with fp32 (median largest logit error 0.118 -> 0.067) and the
+  shipped student from 0.982 to 0.987 (docs/RESULTS.md, runs/v32);
 - SiLU is written as x * sigmoid(x): the quantiser annotates sigmoid and mul but not silu, and left as
   silu it stays float between DEQUANTIZE/QUANTIZE pairs (measured: ten float LOGISTIC ops);
 - a student with Shades-of-Gray colour constancy (models/colour.py) leaves that layer out: its sixth powers
@@ -26,6 +33,7 @@ shortened (they are a twentieth of the file otherwise). `ai-edge-litert`/`litert
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -51,19 +59,36 @@ class SigmoidMul(nn.Module):
 
 class EdgeStudent(nn.Module):
     """The student as a device runs it: N x H x W x 3 pixels (0..255, float here, int8 once quantised)
-    -> N x C logits, normalised inside the graph as (pixel/255 - mean)/std."""
+    -> N x C logits, normalised inside the graph: (pixel - mean) / std as a multiply-add, or with `fold_input`
+    (pixel - mean) into a stem conv whose weights carry 1/std."""
 
-    def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
+    def __init__(self, model: nn.Module, spec: ModelSpec, fold_input: bool = False) -> None:
         super().__init__()
         self.model = with_explicit_silu(model)
         if hasattr(self.model, "colour"):  # colour constancy: the device white-balances the pixels instead
             self.model.colour = nn.Identity()
-        mean, std = spec.pixel_stats()  # (pixel - mean) / std as one multiply-add the converter folds
+        mean, std = spec.pixel_stats()
+        self.multiply = not fold_input
+        if fold_input:
+            fold_input_scale(self.model, 1.0 / std)
         self.register_buffer("scale", 1.0 / std)
-        self.register_buffer("shift", -mean / std)
+        self.register_buffer("shift", -mean / std if self.multiply else -mean)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model(pixels.permute(0, 3, 1, 2) * self.scale + self.shift)
+        x = pixels.permute(0, 3, 1, 2)
+        return self.model((x * self.scale if self.multiply else x) + self.shift)
+
+
+def fold_input_scale(model: nn.Module, scale: torch.Tensor) -> None:
+    """Multiply the student's stem conv weights by a per-input-channel `scale` (1 x 3 x 1 x 1), so the graph need
+    not: conv(w, s * x) = conv(w * s, x), zero padding included. Raises for a model without that stem."""
+    stem = getattr(model, "stem", None)
+    conv = stem[0] if isinstance(stem, nn.Sequential) and len(stem) else None
+    if not isinstance(conv, nn.Conv2d) or conv.in_channels != scale.numel():
+        raise KNDNetError(f"--fold-input needs the kndnet student's stem convolution; {type(model).__name__} has "
+                          "none: export it without --fold-input")
+    with torch.no_grad():
+        conv.weight.mul_(scale.view(1, -1, 1, 1))
 
 
 def with_explicit_silu(model: nn.Module) -> nn.Module:
@@ -82,12 +107,13 @@ def nhwc_pixels(images: torch.Tensor) -> torch.Tensor:
 
 
 def convert_tflite(model: nn.Module, spec: ModelSpec, path: str | Path,
-                   calibration: torch.Tensor | None = None) -> Path:
+                   calibration: torch.Tensor | None = None, fold_input: bool = False) -> Path:
     """Write `model` as .tflite at spec.image_size, batch 1: float when `calibration` is None, else
-    full-integer int8 calibrated on those uint8 N x 3 x H x W images (refused if any op stays float)."""
+    full-integer int8 calibrated on those uint8 N x 3 x H x W images (refused if any op stays float);
+    `fold_input` folds the input's 1/std into the stem conv (EdgeStudent)."""
     litert_torch = require_litert("litert_torch")
     litert_torch.config.show_progress = False
-    edge = EdgeStudent(model, spec).eval()
+    edge = EdgeStudent(model, spec, fold_input).eval()
     sample = (torch.zeros(1, spec.image_size, spec.image_size, 3),)
     with torch.no_grad():
         if calibration is None:
@@ -108,7 +134,9 @@ def _pixel_input_quantizer():
     """litert-torch's PT2E quantiser (int8, per-channel weights) with the graph input's quantisation fixed to
     int8 = pixel - 128 instead of calibrated."""
     pt2e = require_litert("litert_torch.quantize.pt2e_quantizer")
-    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+    from torchao.quantization.pt2e import PerChannelMinMaxObserver
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec, QuantizationAnnotation
+    fine_weights = PerChannelMinMaxObserver.with_args(eps=2**-24)
     pixels = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=1.0, zero_point=-128, quant_min=-128,
                                           quant_max=127, qscheme=torch.per_tensor_affine)
 
@@ -122,9 +150,26 @@ def _pixel_input_quantizer():
                         annotation.input_qspec_map[edge] = pixels
                 if annotation and node.target == torch.ops.aten.adaptive_avg_pool2d.default:
                     annotation.output_qspec = self.global_config.output_activation  # its own observed range
+                if not annotation and _is_pixel_shift(node):
+                    node.meta["quantization_annotation"] = self._pixel_shift(node)  # (pixel - mean): int8 too
+                if annotation and node.target == torch.ops.aten.conv2d.default and _is_pixel_shift(node.args[0]):
+                    weight = node.args[1]  # carries 1/std: below the usual smallest scale, 2^-12
+                    annotation.input_qspec_map[weight] = dataclasses.replace(
+                        annotation.input_qspec_map[weight], observer_or_fake_quant_ctr=fine_weights)
             return model
 
+        def _pixel_shift(self, add: torch.fx.Node):
+            pixel_input, mean = add.args
+            return QuantizationAnnotation(input_qspec_map={pixel_input: pixels,
+                                                           mean: self.global_config.input_activation},
+                                          output_qspec=self.global_config.output_activation, _annotated=True)
+
     return PixelInputQuantizer().set_global(pt2e.get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _is_pixel_shift(node: torch.fx.Node) -> bool:
+    """The ADD of (pixel - mean) that EdgeStudent puts before a stem conv carrying 1/std."""
+    return node.target == torch.ops.aten.add.Tensor and _reads_graph_input(node.args[0])
 
 
 def _reads_graph_input(node: torch.fx.Node) -> bool:

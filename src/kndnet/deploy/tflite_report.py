@@ -31,15 +31,17 @@ def scores(logits: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, flo
 
 
 def export_tflite(out_dir: Path, model: torch.nn.Module, spec: ModelSpec, calib: torch.Tensor,
-                  held_out: torch.Tensor, labels: np.ndarray, c_array: bool = False) -> dict[str, Any]:
+                  held_out: torch.Tensor, labels: np.ndarray, c_array: bool = False,
+                  fold_input: bool = False) -> dict[str, Any]:
     """Write model_int8.tflite (and the C array) into `out_dir`; return the model card's entries."""
-    path = convert_tflite(model, spec, out_dir / "model_int8.tflite", calib)
+    path = convert_tflite(model, spec, out_dir / "model_int8.tflite", calib, fold_input)
     counts, floats = op_census(path)
     litert = TflitePredictor(path)
     with torch.no_grad():
         reference = model.eval()(spec.normalise(held_out)).numpy()  # raw logits on both sides, as the files emit
     candidate = litert.raw_logits(held_out)
     card: dict[str, Any] = {"tflite_int8_bytes": path.stat().st_size, "tflite_int8_float_ops": len(floats),
+                            "tflite_input_folded": fold_input,
                             "tflite_int8_ops": dict(counts), **_io(litert),
                             **scores(reference, labels, "torch_fp32"), **scores(candidate, labels, "tflite_int8"),
                             **logits_parity(reference, candidate).as_dict("tflite_int8_vs_torch_fp32")}

@@ -1,0 +1,73 @@
+"""`kndnet export --tflite --fold-input`: the input's 1/std folded into the student's stem conv.
+
+The fold must change nothing in float (border pixels included, where the stem conv pads), leave no MUL for the
+normalisation in the full-integer graph, still track PyTorch, and refuse a model without the student's stem.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kndnet.checkpoint import ModelSpec
+from kndnet.config import load_config
+from kndnet.deploy.tflite_export import EdgeStudent, nhwc_pixels
+from kndnet.errors import KNDNetError
+from kndnet.models import create_model
+
+
+def _student(size: int = 48) -> tuple[torch.nn.Module, ModelSpec]:
+    cfg = load_config(overrides={"model.color_constancy": "shades_of_gray", "data.image_size": size})
+    torch.manual_seed(0)
+    model = create_model(cfg.model)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval(), ModelSpec.from_config(cfg)
+
+
+def _pixels(count: int, size: int, seed: int) -> torch.Tensor:
+    return (torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 255).to(torch.uint8)
+
+
+def test_folding_the_scale_into_the_stem_changes_nothing_in_float():
+    model, spec = _student()
+    pixels = nhwc_pixels(_pixels(4, 48, 0))
+    pixels[:, 0], pixels[:, :, -1] = 255.0, 0.0  # extreme rows and columns, where the zero padding meets them
+    with torch.no_grad():
+        multiplied = EdgeStudent(model, spec).eval()(pixels)
+        folded_edge = EdgeStudent(model, spec, fold_input=True).eval()
+        folded = folded_edge(pixels)
+    assert not folded_edge.multiply
+    torch.testing.assert_close(folded, multiplied, atol=1e-4, rtol=1e-4)
+    assert model.stem[0].weight.abs().min() > 0 and not torch.equal(folded_edge.model.stem[0].weight,
+                                                                       model.stem[0].weight)  # a copy was folded
+
+
+def test_a_model_without_the_student_stem_is_refused_by_name():
+    cfg = load_config(role="teacher", overrides={"model.arch": "test_efficientnet", "model.pretrained": "none",
+                                                 "data.image_size": 32})
+    model, spec = create_model(cfg.model).eval(), ModelSpec.from_config(cfg)
+    with pytest.raises(KNDNetError, match="--fold-input needs the kndnet student's stem"):
+        EdgeStudent(model, spec, fold_input=True)
+
+
+@pytest.mark.litert
+def test_the_folded_int8_graph_has_no_normalising_mul_and_tracks_pytorch(tmp_path):
+    from kndnet.deploy.tflite_export import convert_tflite, op_census
+    from kndnet.inference_tflite import TflitePredictor
+    model, spec = _student()
+    calib, held_out = _pixels(24, 48, 1), _pixels(16, 48, 2)
+    counts = {}
+    for fold in (False, True):
+        path = convert_tflite(model, spec, tmp_path / f"fold{fold}.tflite", calib, fold_input=fold)
+        counts[fold], floats = op_census(path)
+        assert floats == []
+        with torch.no_grad():
+            reference = model(spec.normalise(held_out)).numpy()
+        candidate = TflitePredictor(path).logits(held_out)
+        assert np.median(np.abs(candidate - reference)) < 0.1 * np.abs(reference).max(), fold
+    assert counts[False]["MUL"] - counts[True]["MUL"] == 1  # the normalisation's MUL is gone
+    assert counts[True]["ADD"] == counts[False]["ADD"] and counts[True]["CONV_2D"] == counts[False]["CONV_2D"]
