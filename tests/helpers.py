@@ -61,3 +61,12 @@ def assert_onnx_fp32_and_int8_track(model, spec, folder: Path) -> None:
                           .run(None, {"image": x.numpy()})[0] for p in (fp32, int8))
     np.testing.assert_allclose(fp32_out, reference, atol=1e-4)
     assert np.abs(int8_out - reference).max() < 0.5 * np.abs(reference).max()
+
+
+def randomise_batchnorm_statistics(model) -> None:
+    """Give every BatchNorm2d non-trivial running statistics, so an untrained model's exports have folding to do."""
+    import torch
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)

@@ -14,7 +14,7 @@ from kndnet.checkpoint import ModelSpec, load_model, save_model_checkpoint
 from kndnet.config import ModelConfig, load_config
 from kndnet.errors import CheckpointError, ConfigError
 from kndnet.models import count_parameters, create_model
-from tests.helpers import assert_onnx_fp32_and_int8_track
+from tests.helpers import assert_onnx_fp32_and_int8_track, randomise_batchnorm_statistics
 
 
 def _relu6_student(size: int = 32) -> tuple[torch.nn.Module, ModelSpec, object]:
@@ -23,10 +23,7 @@ def _relu6_student(size: int = 32) -> tuple[torch.nn.Module, ModelSpec, object]:
                                  "data.image_size": size})
     torch.manual_seed(0)
     model = create_model(cfg.model)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    randomise_batchnorm_statistics(model)
     return model.eval(), ModelSpec.from_config(cfg), cfg
 
 

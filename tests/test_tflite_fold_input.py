@@ -15,16 +15,14 @@ from kndnet.config import load_config
 from kndnet.deploy.tflite_export import EdgeStudent, nhwc_pixels
 from kndnet.errors import KNDNetError
 from kndnet.models import create_model
+from tests.helpers import randomise_batchnorm_statistics
 
 
 def _student(size: int = 48) -> tuple[torch.nn.Module, ModelSpec]:
     cfg = load_config(overrides={"model.color_constancy": "shades_of_gray", "data.image_size": size})
     torch.manual_seed(0)
     model = create_model(cfg.model)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    randomise_batchnorm_statistics(model)
     return model.eval(), ModelSpec.from_config(cfg)
 
 
