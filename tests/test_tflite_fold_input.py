@@ -52,6 +52,14 @@ def test_a_model_without_the_student_stem_is_refused_by_name():
         EdgeStudent(model, spec, fold_input=True)
 
 
+def test_fold_input_without_a_litert_export_is_refused(tmp_path, capsys):
+    from kndnet.cli import main
+    from kndnet.shipped import SHIPPED_CHECKPOINT
+    code = main(["export", "--model", str(SHIPPED_CHECKPOINT), "--fold-input", "--out", str(tmp_path / "e")])
+    assert code == 2 and "--fold-input changes the LiteRT graph only: add --tflite" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 @pytest.mark.litert
 def test_the_folded_int8_graph_has_no_normalising_mul_and_tracks_pytorch(tmp_path):
     from kndnet.deploy.tflite_export import convert_tflite, op_census

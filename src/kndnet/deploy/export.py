@@ -84,6 +84,8 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
     unchanged); the card records the size it was trained at.
     """
     litert = litert or LiteRTOptions()
+    if litert.fold_input and not (litert.tflite or litert.c_array):
+        raise ConfigError("--fold-input changes the LiteRT graph only: add --tflite (or --c-array), or drop it")
     if litert.tflite or litert.c_array:
         from kndnet.inference_tflite import check_litert_installed
         check_litert_installed()
