@@ -70,3 +70,27 @@ def randomise_batchnorm_statistics(model) -> None:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
+
+
+def assert_checkpoint_keeps_spec_key(model, spec, cfg, key: str, older_default: str, bad_value: str,
+                                     bad_message: str, folder: Path):
+    """A student option stored in the spec: the config carries it, a saved checkpoint rebuilds the same model,
+    a spec without the key (an older file) means `older_default`, and an unknown value is refused by name.
+    Returns the rebuilt model."""
+    import pytest
+    import torch
+
+    from kndnet.checkpoint import ModelSpec, load_model, save_model_checkpoint
+    from kndnet.errors import CheckpointError
+    value = getattr(spec, key)
+    assert getattr(spec.model_config(), key) == value
+    rebuilt, rebuilt_spec = load_model(save_model_checkpoint(model, spec, cfg, folder / "m.ckpt"))
+    assert rebuilt_spec == spec
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    older = {k: v for k, v in spec.to_dict().items() if k != key}
+    assert getattr(ModelSpec.from_dict(older), key) == older_default
+    with pytest.raises(CheckpointError, match=bad_message):
+        ModelSpec.from_dict({**spec.to_dict(), key: bad_value})
+    return rebuilt
