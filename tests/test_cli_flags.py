@@ -69,3 +69,11 @@ def test_distill_takes_several_teachers_as_one_ensemble():
     args = _subparser("distill").parse_args(["--out", "x", "--teacher", "a.ckpt", "b.ckpt"])
     cfg = load_config(None, config_overrides(args), role="distill")
     assert cfg.distill.teacher == "a.ckpt,b.ckpt" and teacher_checkpoints(cfg.distill) == ["a.ckpt", "b.ckpt"]
+
+
+def test_the_recorded_command_line_carries_no_folders_of_this_machine(tmp_path):
+    from kndnet.cli import portable_command_line
+    argv = ["export", "--model", str(tmp_path / "runs" / "a.ckpt"), f"--out={tmp_path.parent / 'elsewhere'}",
+            "--calib", "../data dir"]
+    assert portable_command_line(argv, cwd=tmp_path) == (
+        "kndnet export --model runs/a.ckpt --out=.../elsewhere --calib '../data dir'")

@@ -57,6 +57,16 @@ def test_export_writes_onnx_int8_and_model_card(exported):
     assert json.loads(meta["class_names"])[4] == "mel" and meta["input_size"] == "32"
 
 
+def test_the_model_card_keeps_the_export_command_and_its_summary(exported):
+    card = json.loads((exported / "model_card.json").read_text())
+    assert card["export_command"].startswith("kndnet export --model ")
+    assert card["export_command"].endswith(f"--out .../{exported.name} --calib-count 40")  # no folders of this machine
+    provenance = (exported / "MODEL_CARD.md").read_text().split("## Provenance")[1]
+    assert f"$ {card['export_command']}" in provenance
+    int8_line = f"int8 ONNX: {card['int8_bytes'] / 1024:.1f} KB; on test: accuracy fp32 {card['fp32_accuracy']:.3f}"
+    assert int8_line in provenance
+
+
 def test_onnx_models_have_dynamic_batch(exported):
     import onnxruntime as ort
     for name in ("model_fp32.onnx", "model_int8.onnx"):

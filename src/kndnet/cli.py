@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import shlex
 import sys
+from pathlib import Path
 
 from kndnet.commands import COMMANDS, app, data, deploy, evaluation, pipeline, training  # noqa: F401,I001 (registers)
 from kndnet.errors import KNDNetError
@@ -37,8 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_out(args: argparse.Namespace) -> None:
     """Refuse an unusable --out folder before any work is done."""
-    from pathlib import Path
-
     from kndnet.io import check_output_folder
     if getattr(args, "out", None):
         out = Path(args.out)
@@ -50,8 +50,26 @@ def _check_out(args: argparse.Namespace) -> None:
             check_output_folder(out)
 
 
+def portable_command_line(argv: list[str], cwd: Path | None = None) -> str:
+    """`kndnet ARGV` as typed, but with each absolute path made relative to the working folder, or cut to
+    `.../NAME` outside it: files such as a model card quote the command without the machine's folders."""
+    cwd = (cwd or Path.cwd()).resolve()
+
+    def portable(token: str) -> str:
+        flag, eq, value = token.rpartition("=") if token.startswith("--") and "=" in token else ("", "", token)
+        if not Path(value).is_absolute():
+            return token
+        path = Path(value).resolve()
+        value = str(path.relative_to(cwd)) if path.is_relative_to(cwd) else f".../{path.name}"
+        return f"{flag}{eq}{value}"
+
+    return shlex.join(["kndnet", *map(portable, argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = portable_command_line(argv)  # provenance, e.g. in an export's model card
     try:
         _check_out(args)
         return args.handler(args)

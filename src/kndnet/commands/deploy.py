@@ -70,32 +70,14 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 @command("export", "export ONNX (and int8, LiteRT) with parity checks and a model card", _export_args)
 def _export(args: argparse.Namespace) -> int:
     from kndnet.deploy.export import LiteRTOptions, export
+    from kndnet.deploy.model_card import export_summary
     from kndnet.shipped import resolve_model
     card = export(resolve_model(args.model), Path(args.out), args.int8, args.calib, args.calib_count,
-                  args.eval_split, litert=LiteRTOptions(args.tflite, args.c_array, args.image_size, args.fold_input))
-    print(f"fp32 ONNX: {card['fp32_bytes'] / 1024:.1f} KB, parity vs PyTorch max |diff| "
-          f"{card['onnx_fp32_vs_torch_max_abs_logit_diff']:.1e}; {card['macs'] / 1e6:.1f} M MACs; "
-          f"int8 peak activations {card['peak_activation_bytes_int8'] / 1024:.0f} KB")
-    if args.int8:
-        print(f"int8 ONNX: {card['int8_bytes'] / 1024:.1f} KB; on {args.eval_split}: accuracy fp32 "
-              f"{card['fp32_accuracy']:.3f} vs int8 {card['int8_accuracy']:.3f}, macro-F1 {card['fp32_macro_f1']:.3f}"
-              f" vs {card['int8_macro_f1']:.3f}, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}")
-    if "tflite_int8_bytes" in card:
-        print(tflite_lines(card, args.eval_split))
+                  args.eval_split, litert=LiteRTOptions(args.tflite, args.c_array, args.image_size, args.fold_input),
+                  command=args.command_line)
+    print("\n".join(export_summary(card)))
     print(f"wrote {args.out}/MODEL_CARD.md")
     return 0
-
-
-def tflite_lines(card: dict, split: str) -> str:
-    """The export's LiteRT and TFLite Micro summary, two lines."""
-    kb = lambda n: f"{n / 1024:.1f} KB"  # noqa: E731
-    return (f"int8 LiteRT: {kb(card['tflite_int8_bytes'])}, {card['tflite_int8_float_ops']} float ops; on {split}: "
-            f"accuracy fp32 PyTorch {card['torch_fp32_accuracy']:.3f} vs LiteRT {card['tflite_int8_accuracy']:.3f}, "
-            f"macro-F1 {card['torch_fp32_macro_f1']:.3f} vs {card['tflite_int8_macro_f1']:.3f}, top-1 agreement "
-            f"{card['tflite_int8_vs_torch_fp32_top1_agreement']:.3f}\n"
-            f"TFLite Micro: arena {kb(card['tflm_arena_bytes'])} (graph-liveness estimate "
-            f"{kb(card['peak_activation_bytes_int8'])}), flash {kb(card['tflite_int8_bytes'])}; top-1 agreement "
-            f"with LiteRT {card['tflm_vs_litert_ref_top1_agreement']:.3f} on {card['tflm_images']} images")
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:

@@ -75,13 +75,15 @@ class LiteRTOptions:
 
 
 def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_count: int = 200,
-           eval_split: str = "test", eval_count: int = 0, litert: LiteRTOptions | None = None) -> dict[str, Any]:
+           eval_split: str = "test", eval_count: int = 0, litert: LiteRTOptions | None = None,
+           command: str = "") -> dict[str, Any]:
     """Write the ONNX model(s), a slim checkpoint and the model card into `out_dir`, all or nothing.
 
     Calibration and held-out images are read before anything is written, and the files are staged
     and moved into `out_dir` only when every step succeeded (export.json marks a whole export).
     `litert.image_size` exports the fully convolutional student at another input size (its weights
-    unchanged); the card records the size it was trained at.
+    unchanged); the card records the size it was trained at, and `command`, when given, the command line that
+    made it (the README's shipped-model blocks quote it: scripts/readme_shipped.py).
     """
     litert = litert or LiteRTOptions()
     if litert.fold_input and not (litert.tflite or litert.c_array):
@@ -104,6 +106,8 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
             card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array, fold_input=litert.fold_input))
         if images is not None:
             card["int8_eval_split"] = eval_split
+        if command:
+            card["export_command"] = command
         write_model_card(tmp, card)
         atomic_write_json(tmp / "export.json", {k: v for k, v in card.items() if k != "training"})
     return card

@@ -50,6 +50,8 @@ def _markdown(card: dict[str, Any]) -> str:
     lines += _sensitivity_lines(card)
     if card.get("training"):
         lines += ["## Training", "", "```", str(card["training"]), "```", ""]
+    if card.get("export_command"):
+        lines += ["## Provenance", "", "```", f"$ {card['export_command']}", *export_summary(card), "```", ""]
     lines += ["## Limitations", ""] + [f"- {x}" for x in card["limitations"]]
     lines += ["", "## Data", "", HAM10000_ATTRIBUTION, ""]
     return "\n".join(lines)
@@ -121,4 +123,29 @@ def _litert_lines(card: dict[str, Any], kb) -> list[str]:
              f"{kb(card['peak_activation_bytes_int8'])}"]
     if card.get("trained_image_size") != card["image_size"]:
         lines.append(f"- exported at {card['image_size']} px from weights trained at {card['trained_image_size']} px")
+    return lines
+
+
+def export_summary(card: dict[str, Any]) -> list[str]:
+    """What `kndnet export` prints about the files it wrote, from their card alone: the README quotes the shipped
+    student's lines from its card (scripts/readme_shipped.py), so they are the command's own words."""
+    kb = lambda n: f"{n / 1024:.1f} KB"  # noqa: E731
+    split = card.get("int8_eval_split", "test")
+    lines = [f"fp32 ONNX: {kb(card['fp32_bytes'])}, parity vs PyTorch max |diff| "
+             f"{card['onnx_fp32_vs_torch_max_abs_logit_diff']:.1e}; {card['macs'] / 1e6:.1f} M MACs; "
+             f"int8 peak activations {card['peak_activation_bytes_int8'] / 1024:.0f} KB"]
+    if "int8_bytes" in card:
+        lines.append(f"int8 ONNX: {kb(card['int8_bytes'])}; on {split}: accuracy fp32 {card['fp32_accuracy']:.3f} vs "
+                     f"int8 {card['int8_accuracy']:.3f}, macro-F1 {card['fp32_macro_f1']:.3f} vs "
+                     f"{card['int8_macro_f1']:.3f}, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}")
+    if "tflite_int8_bytes" in card:
+        lines += [f"int8 LiteRT: {kb(card['tflite_int8_bytes'])}, {card['tflite_int8_float_ops']} float ops; on "
+                  f"{split}: accuracy fp32 PyTorch {card['torch_fp32_accuracy']:.3f} vs LiteRT "
+                  f"{card['tflite_int8_accuracy']:.3f}, macro-F1 {card['torch_fp32_macro_f1']:.3f} vs "
+                  f"{card['tflite_int8_macro_f1']:.3f}, top-1 agreement "
+                  f"{card['tflite_int8_vs_torch_fp32_top1_agreement']:.3f}",
+                  f"TFLite Micro: arena {kb(card['tflm_arena_bytes'])} (graph-liveness estimate "
+                  f"{kb(card['peak_activation_bytes_int8'])}), flash {kb(card['tflite_int8_bytes'])}; top-1 "
+                  f"agreement with LiteRT {card['tflm_vs_litert_ref_top1_agreement']:.3f} on {card['tflm_images']} "
+                  "images"]
     return lines
