@@ -9,28 +9,40 @@ so the figures the README quotes are the shipped files' own; prose about the run
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
-from readme_shipped import update_readme
+from readme_shipped import README, render
+
+from kndnet.io import atomic_write_text
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "kndnet" / "assets"
 FILES = {"model.ckpt": "kndnet_student.ckpt", "model_int8.onnx": "kndnet_student_int8.onnx",
          "MODEL_CARD.md": "MODEL_CARD.md", "model_card.json": "model_card.json"}
 
 
-def main() -> None:
-    export = Path(sys.argv[1])
+def ship(export: Path) -> None:
+    """Copy `export`'s files into the package and rewrite the README's shipped-model blocks from its card; every
+    check (files present, size budget, a card the README can quote) passes before anything is changed."""
+    missing = [source for source in FILES if not (export / source).is_file()]
+    if missing:
+        raise SystemExit(f"{export} lacks {', '.join(missing)}: ship a `kndnet export --int8` folder")
+    total = sum((export / source).stat().st_size for source in FILES)
+    if total >= 1024 * 1024:
+        raise SystemExit(f"{export}'s files are {total / 1024:.0f} KB: over the shipped 1 MB budget")
+    readme = render(README.read_text(), json.loads((export / "model_card.json").read_text()))
     ASSETS.mkdir(parents=True, exist_ok=True)
     for source, target in FILES.items():
         shutil.copy(export / source, ASSETS / target)
-    total = sum((ASSETS / t).stat().st_size for t in FILES.values())
-    if total >= 1024 * 1024:
-        raise SystemExit(f"shipped files are {total / 1024:.0f} KB: over the 1 MB budget")
-    print(f"shipped {', '.join(FILES.values())} ({total / 1024:.0f} KB) to {ASSETS}")
-    changed = update_readme()
-    print(f"README.md: rewrote the shipped-model block(s) {', '.join(changed) or '(none changed)'}")
+    atomic_write_text(README, readme)
+    print(f"shipped {', '.join(FILES.values())} ({total / 1024:.0f} KB) to {ASSETS}; README.md's shipped-model "
+          "blocks rewritten from its card")
+
+
+def main() -> None:
+    ship(Path(sys.argv[1]))
 
 
 if __name__ == "__main__":

@@ -94,3 +94,14 @@ def assert_checkpoint_keeps_spec_key(model, spec, cfg, key: str, older_default: 
     with pytest.raises(CheckpointError, match=bad_message):
         ModelSpec.from_dict({**spec.to_dict(), key: bad_value})
     return rebuilt
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (the scripts folder joins sys.path, as when the script runs, so the scripts it
+    imports resolve)."""
+    import importlib
+    import sys
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    return importlib.import_module(name)

@@ -3,28 +3,17 @@ hand-edited block is caught by name."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from kndnet.errors import KNDNetError
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def readme_shipped():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location("readme_shipped", SCRIPTS / "readme_shipped.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("readme_shipped")
 
 
 @pytest.fixture()

@@ -1,0 +1,110 @@
+"""Ship a finished `kndnet run`'s KD student, if the shipping rules allow it: one command from a run to the package.
+
+Usage: python scripts/ship_run.py RUN_DIR --calib DATA [--export-out DIR] [--check-only]
+
+The rules (README, *Shipped model*), checked here in order instead of by hand; the first that fails stops the
+script with its figures, and nothing is shipped:
+1. validation chooses: the run's KD student (RUN_DIR/distill, the EMA weights of its best epoch) must score a
+   higher validation macro-F1 than the shipped student on the run's own manifest; the test split is not read;
+2. its probabilities are temperature-scaled on validation (`kndnet calibrate` -> RUN_DIR/distill_calibrated.ckpt);
+3. its exports keep the parity bars on the test split (`kndnet export --int8 --tflite --calib DATA`): the
+   full-integer LiteRT model and the int8 ONNX model each agree with fp32 on at least 97% of the images and lose
+   at most 1 macro-F1 point, the bars tests/test_tflite.py holds the shipped files to;
+4. `scripts/ship_model.py` copies the files into the package and rewrites the README's shipped-model blocks.
+`--check-only` stops after rule 3. RESULTS.md (scripts/make_results.py) and the README's prose about the run
+are still written by a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ship_model import ship
+
+from kndnet.cli import main as kndnet
+from kndnet.errors import KNDNetError
+
+MIN_AGREEMENT = 0.97  # top-1 agreement of an int8 export with fp32 on the test split
+MAX_MACRO_F1_DROP = 0.01  # macro-F1 points an int8 export may lose against fp32 on the test split
+RUNTIMES = {"LiteRT": ("tflite_int8_vs_torch_fp32_top1_agreement", "torch_fp32_macro_f1", "tflite_int8_macro_f1"),
+            "ONNX int8": ("int8_vs_fp32_top1_agreement", "fp32_macro_f1", "int8_macro_f1")}
+
+
+def run_kndnet(*argv: str) -> None:
+    """One kndnet command; its failure stops the ship with the command named."""
+    if kndnet(list(argv)) != 0:
+        raise KNDNetError(f"`kndnet {' '.join(argv)}` failed (message above): nothing shipped")
+
+
+def validation_macro_f1(model: str, manifest: Path, out: Path) -> float:
+    run_kndnet("evaluate", "--model", model, "--data", str(manifest), "--split", "val", "--out", str(out),
+               "--resamples", "200")
+    return float(json.loads((out / "metrics.json").read_text())["macro_f1"])
+
+
+def validation_refusal(candidate: float, shipped: float) -> str | None:
+    """Why rule 1 refuses the candidate, or None."""
+    if candidate > shipped:
+        return None
+    return (f"validation prefers the shipped student: macro-F1 {shipped:.4f} against the run's KD student's "
+            f"{candidate:.4f}")
+
+
+def parity_failures(card: dict) -> list[str]:
+    """Rule 3: each export that misses a bar on the card's held-out split, with its figures."""
+    failures = []
+    for runtime, (agreement_key, fp32_key, int8_key) in RUNTIMES.items():
+        if agreement_key not in card:
+            failures.append(f"{runtime}: not in the export's card")
+            continue
+        agreement, drop = card[agreement_key], card[fp32_key] - card[int8_key]
+        if agreement < MIN_AGREEMENT or drop > MAX_MACRO_F1_DROP:
+            failures.append(f"{runtime}: top-1 agreement {agreement:.3f} (bar {MIN_AGREEMENT}), macro-F1 "
+                            f"{card[int8_key]:.3f} against fp32 {card[fp32_key]:.3f} (bar: at most "
+                            f"{MAX_MACRO_F1_DROP:.2f} lower)")
+    return failures
+
+
+def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False) -> dict:
+    """Apply the rules to `run`'s KD student; return the export's card (shipped unless `check_only`)."""
+    manifest, best = run / "manifest.csv", run / "distill" / "checkpoints" / "best.ckpt"
+    for needed in (manifest, best):
+        if not needed.is_file():
+            raise KNDNetError(f"{needed} not found: ship_run.py takes a finished `kndnet run` folder")
+    candidate = validation_macro_f1(str(best), manifest, run / "ship" / "val_candidate")
+    shipped = validation_macro_f1("kndnet-student", manifest, run / "ship" / "val_shipped")
+    if refusal := validation_refusal(candidate, shipped):
+        raise KNDNetError(f"rule 1: {refusal}; nothing shipped")
+    print(f"rule 1: validation macro-F1 {candidate:.4f} against the shipped student's {shipped:.4f}")
+    calibrated = run / "distill_calibrated.ckpt"
+    run_kndnet("calibrate", "--model", str(best), "--data", str(manifest), "--out", str(calibrated))
+    run_kndnet("export", "--model", str(calibrated), "--int8", "--tflite", "--calib", calib, "--out", str(export_out))
+    card = json.loads((export_out / "model_card.json").read_text())
+    if failures := parity_failures(card):
+        raise KNDNetError("rule 3: " + "; ".join(failures) + "; nothing shipped")
+    print("rule 3: LiteRT and ONNX int8 keep the parity bars on the test split")
+    if not check_only:
+        ship(export_out)
+    return card
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished `kndnet run` folder")
+    parser.add_argument("--calib", required=True, help="data folder or manifest for the int8 calibration images")
+    parser.add_argument("--export-out", type=Path, help="export folder (default: runs/export_<run folder name>)")
+    parser.add_argument("--check-only", action="store_true", help="apply rules 1-3, ship nothing")
+    args = parser.parse_args()
+    try:
+        ship_run(args.run, args.calib, args.export_out or Path("runs") / f"export_{args.run.name}", args.check_only)
+    except KNDNetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

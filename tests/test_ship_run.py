@@ -1,0 +1,108 @@
+"""scripts/ship_run.py and ship_model.py: the shipping rules refuse by name, and a refused ship changes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kndnet.errors import KNDNetError
+from kndnet.shipped import ASSETS
+from tests.helpers import load_script
+
+PASSING = {"tflite_int8_vs_torch_fp32_top1_agreement": 0.987, "torch_fp32_macro_f1": 0.560,
+           "tflite_int8_macro_f1": 0.555, "int8_vs_fp32_top1_agreement": 0.986, "fp32_macro_f1": 0.560,
+           "int8_macro_f1": 0.561}
+
+
+@pytest.fixture(scope="module")
+def ship_run():
+    return load_script("ship_run")
+
+
+def test_validation_must_prefer_the_candidate(ship_run):
+    assert ship_run.validation_refusal(0.554, 0.548) is None
+    for candidate in (0.548, 0.500):
+        refusal = ship_run.validation_refusal(candidate, 0.548)
+        assert "validation prefers the shipped student: macro-F1 0.5480" in refusal
+
+
+@pytest.mark.parametrize(("key", "value", "runtime"), [
+    ("tflite_int8_vs_torch_fp32_top1_agreement", 0.969, "LiteRT: top-1 agreement 0.969"),
+    ("tflite_int8_macro_f1", 0.541, "LiteRT: top-1 agreement 0.987 (bar 0.97), macro-F1 0.541 against fp32 0.560"),
+    ("int8_macro_f1", 0.549, "ONNX int8: "),
+    ("int8_vs_fp32_top1_agreement", None, "ONNX int8: not in the export's card")])
+def test_each_parity_bar_fails_alone_and_by_name(ship_run, key, value, runtime):
+    assert ship_run.parity_failures(PASSING) == []
+    card = {k: v for k, v in {**PASSING, key: value}.items() if v is not None}
+    failures = ship_run.parity_failures(card)
+    assert len(failures) == 1 and failures[0].startswith(runtime)
+
+
+def _finished_run(tmp_path: Path) -> Path:
+    run = tmp_path / "v99"
+    (run / "distill" / "checkpoints").mkdir(parents=True)
+    (run / "manifest.csv").write_text("image_id\n")
+    (run / "distill" / "checkpoints" / "best.ckpt").write_bytes(b"")
+    return run
+
+
+def _record_commands(monkeypatch, ship_run, validation: dict[str, float], card: dict) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(ship_run, "validation_macro_f1", lambda model, manifest, out: validation[model])
+
+    def fake_kndnet(*argv: str) -> None:
+        calls.append(argv[0])
+        if argv[0] == "export":
+            out = Path(argv[argv.index("--out") + 1])
+            out.mkdir(parents=True)
+            (out / "model_card.json").write_text(json.dumps(card))
+    monkeypatch.setattr(ship_run, "run_kndnet", fake_kndnet)
+    monkeypatch.setattr(ship_run, "ship", lambda export: calls.append("ship"))
+    return calls
+
+
+def test_a_candidate_validation_does_not_prefer_is_neither_calibrated_nor_exported(ship_run, monkeypatch, tmp_path):
+    run = _finished_run(tmp_path)
+    calls = _record_commands(monkeypatch, ship_run, {str(run / "distill/checkpoints/best.ckpt"): 0.54,
+                                                     "kndnet-student": 0.548}, PASSING)
+    with pytest.raises(KNDNetError, match="rule 1: validation prefers the shipped student"):
+        ship_run.ship_run(run, "data", tmp_path / "export")
+    assert calls == []
+
+
+def test_an_export_that_misses_a_bar_is_not_shipped(ship_run, monkeypatch, tmp_path):
+    run = _finished_run(tmp_path)
+    validation = {str(run / "distill/checkpoints/best.ckpt"): 0.554, "kndnet-student": 0.548}
+    calls = _record_commands(monkeypatch, ship_run, validation, {**PASSING, "tflite_int8_macro_f1": 0.541})
+    with pytest.raises(KNDNetError, match="rule 3: LiteRT"):
+        ship_run.ship_run(run, "data", tmp_path / "export")
+    assert calls == ["calibrate", "export"]
+    calls = _record_commands(monkeypatch, ship_run, validation, PASSING)
+    ship_run.ship_run(run, "data", tmp_path / "export2")
+    assert calls == ["calibrate", "export", "ship"]
+
+
+def test_ship_refuses_a_card_the_readme_cannot_quote_before_changing_anything_and_ships_a_good_one(tmp_path,
+                                                                                                    monkeypatch):
+    ship_model = load_script("ship_model")
+    export = tmp_path / "export"
+    export.mkdir()
+    for source, target in ship_model.FILES.items():
+        shutil.copy(ASSETS / target, export / source)
+    card = json.loads((export / "model_card.json").read_text())
+    (export / "model_card.json").write_text(json.dumps({k: v for k, v in card.items() if k != "export_command"}))
+    assets, readme = tmp_path / "assets", tmp_path / "README.md"
+    start = load_script("readme_shipped").START.format(name="figures")
+    readme.write_text(ship_model.README.read_text().replace(start, f"{start}\n| 0.5 | 1 KB |"))
+    monkeypatch.setattr(ship_model, "ASSETS", assets)
+    monkeypatch.setattr(ship_model, "README", readme)
+    with pytest.raises(KNDNetError, match="export_command"):
+        ship_model.ship(export)
+    assert not assets.exists() and "| 0.5 | 1 KB |" in readme.read_text()
+    (export / "model_card.json").write_text(json.dumps(card))
+    ship_model.ship(export)
+    assert sorted(p.name for p in assets.iterdir()) == sorted(ship_model.FILES.values())
+    assert readme.read_text() == ship_model.README.read_text()
