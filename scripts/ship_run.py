@@ -1,13 +1,14 @@
 """Ship a finished `kndnet run`'s KD student, if the shipping rules allow it: one command from a run to the package.
 
-Usage: python scripts/ship_run.py RUN_DIR --calib DATA [--export-out DIR] [--check-only]
+Usage: python scripts/ship_run.py RUN_DIR --calib DATA [--export-out DIR] [--fold-input] [--check-only]
 
 The rules (README, *Shipped model*), checked here in order instead of by hand; the first that fails stops the
 script with its figures, and nothing is shipped:
 1. validation chooses: the run's KD student (RUN_DIR/distill, the EMA weights of its best epoch) must score a
    higher validation macro-F1 than the shipped student on the run's own manifest; the test split is not read;
 2. its probabilities are temperature-scaled on validation (`kndnet calibrate` -> RUN_DIR/distill_calibrated.ckpt);
-3. its exports keep the parity bars on the test split (`kndnet export --int8 --tflite --calib DATA`): the
+3. its exports keep the parity bars on the test split (`kndnet export --int8 --tflite --calib DATA`, with
+   `--fold-input` when asked: it is opt-in until a student ships with it, docs/RESULTS.md): the
    full-integer LiteRT model and the int8 ONNX model each agree with fp32 on at least 97% of the images and lose
    at most 1 macro-F1 point, the bars tests/test_tflite.py holds the shipped files to;
 4. `scripts/ship_model.py` copies the files into the package and rewrites the README's shipped-model blocks.
@@ -68,7 +69,7 @@ def parity_failures(card: dict) -> list[str]:
     return failures
 
 
-def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False) -> dict:
+def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False, fold_input: bool = False) -> dict:
     """Apply the rules to `run`'s KD student; return the export's card (shipped unless `check_only`)."""
     manifest, best = run / "manifest.csv", run / "distill" / "checkpoints" / "best.ckpt"
     for needed in (manifest, best):
@@ -81,7 +82,8 @@ def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False) 
     print(f"rule 1: validation macro-F1 {candidate:.4f} against the shipped student's {shipped:.4f}")
     calibrated = run / "distill_calibrated.ckpt"
     run_kndnet("calibrate", "--model", str(best), "--data", str(manifest), "--out", str(calibrated))
-    run_kndnet("export", "--model", str(calibrated), "--int8", "--tflite", "--calib", calib, "--out", str(export_out))
+    run_kndnet("export", "--model", str(calibrated), "--int8", "--tflite", "--calib", calib, "--out", str(export_out),
+               *(["--fold-input"] if fold_input else []))
     card = json.loads((export_out / "model_card.json").read_text())
     if failures := parity_failures(card):
         raise KNDNetError("rule 3: " + "; ".join(failures) + "; nothing shipped")
@@ -96,10 +98,12 @@ def main() -> int:
     parser.add_argument("run", type=Path, help="a finished `kndnet run` folder")
     parser.add_argument("--calib", required=True, help="data folder or manifest for the int8 calibration images")
     parser.add_argument("--export-out", type=Path, help="export folder (default: runs/export_<run folder name>)")
+    parser.add_argument("--fold-input", action="store_true", help="export LiteRT with `kndnet export --fold-input`")
     parser.add_argument("--check-only", action="store_true", help="apply rules 1-3, ship nothing")
     args = parser.parse_args()
     try:
-        ship_run(args.run, args.calib, args.export_out or Path("runs") / f"export_{args.run.name}", args.check_only)
+        ship_run(args.run, args.calib, args.export_out or Path("runs") / f"export_{args.run.name}", args.check_only,
+                 args.fold_input)
     except KNDNetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

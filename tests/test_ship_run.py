@@ -54,7 +54,7 @@ def _record_commands(monkeypatch, ship_run, validation: dict[str, float], card: 
     monkeypatch.setattr(ship_run, "validation_macro_f1", lambda model, manifest, out: validation[model])
 
     def fake_kndnet(*argv: str) -> None:
-        calls.append(argv[0])
+        calls.append(" ".join([argv[0], *(a for a in argv if a == "--fold-input")]))
         if argv[0] == "export":
             out = Path(argv[argv.index("--out") + 1])
             out.mkdir(parents=True)
@@ -81,8 +81,8 @@ def test_an_export_that_misses_a_bar_is_not_shipped(ship_run, monkeypatch, tmp_p
         ship_run.ship_run(run, "data", tmp_path / "export")
     assert calls == ["calibrate", "export"]
     calls = _record_commands(monkeypatch, ship_run, validation, PASSING)
-    ship_run.ship_run(run, "data", tmp_path / "export2")
-    assert calls == ["calibrate", "export", "ship"]
+    ship_run.ship_run(run, "data", tmp_path / "export2", fold_input=True)
+    assert calls == ["calibrate", "export --fold-input", "ship"]
 
 
 def test_ship_refuses_a_card_the_readme_cannot_quote_before_changing_anything_and_ships_a_good_one(tmp_path,
