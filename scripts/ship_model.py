@@ -39,6 +39,9 @@ def ship(export: Path) -> None:
     atomic_write_text(README, readme)
     print(f"shipped {', '.join(FILES.values())} ({total / 1024:.0f} KB) to {ASSETS}; README.md's shipped-model "
           "blocks rewritten from its card")
+    print("still by hand: README's `kndnet predict` examples (their outputs), the runtime table under *LiteRT and "
+          "microcontrollers* (benchmarks/bench_runtimes.py on the new export), *Shipped model* and *Results* prose, "
+          "docs/RESULTS.md (scripts/make_results.py with the new --shipped-export)")
 
 
 def main() -> None:
