@@ -106,3 +106,24 @@ def test_ship_refuses_a_card_the_readme_cannot_quote_before_changing_anything_an
     ship_model.ship(export)
     assert sorted(p.name for p in assets.iterdir()) == sorted(ship_model.FILES.values())
     assert readme.read_text() == ship_model.README.read_text()
+
+
+@pytest.mark.litert
+@pytest.mark.timeout(1800)
+def test_a_demo_run_ships_end_to_end_into_a_scratch_package(ship_run, tmp_path, monkeypatch):
+    """The real commands, on the demo's run: validation, calibration, LiteRT and ONNX int8 export, the bars, then
+    the files and README blocks written into scratch copies (the package's own are left alone)."""
+    from kndnet.cli import main
+    run = tmp_path / "run"
+    assert main(["demo", "--out", str(run)]) == 0
+    ship_model, readme_shipped = load_script("ship_model"), load_script("readme_shipped")
+    readme = tmp_path / "README.md"
+    readme.write_text(readme_shipped.README.read_text())
+    monkeypatch.setattr(ship_model, "ASSETS", tmp_path / "assets")
+    monkeypatch.setattr(ship_model, "README", readme)
+    card = ship_run.ship_run(run, str(run / "manifest.csv"), tmp_path / "export")
+    assert (run / "distill_calibrated.ckpt").is_file() and card["tflite_int8_float_ops"] == 0
+    assert card["export_command"].startswith("kndnet export --model ") and "--tflite" in card["export_command"]
+    assert json.loads((tmp_path / "assets" / "model_card.json").read_text()) == card
+    assert readme_shipped.stale_blocks(readme.read_text(), card) == []
+    assert readme_shipped.stale_blocks(readme_shipped.README.read_text(), card) == ["export", "figures"]

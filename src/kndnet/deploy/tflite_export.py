@@ -71,8 +71,10 @@ class EdgeStudent(nn.Module):
         self.multiply = not fold_input
         if fold_input:
             fold_input_scale(self.model, 1.0 / std)
-        self.register_buffer("scale", 1.0 / std)
-        self.register_buffer("shift", -mean / std if self.multiply else -mean)
+            self.register_buffer("shift", -mean)
+        else:
+            self.register_buffer("scale", 1.0 / std)
+            self.register_buffer("shift", -mean / std)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.permute(0, 3, 1, 2)
