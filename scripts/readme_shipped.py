@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from kndnet.deploy.model_card import export_summary
+from kndnet.deploy.model_card import export_summary, kilobytes
 from kndnet.errors import KNDNetError
 from kndnet.io import atomic_write_text
 
@@ -33,18 +34,24 @@ START = "<!-- shipped:{name} (written by scripts/readme_shipped.py from the ship
 END = "<!-- /shipped:{name} -->"
 
 
-def _kb(n: int) -> str:
-    return f"{n / 1024:.1f} KB"
-
-
 def export_block(card: dict[str, Any]) -> list[str]:
     """The command that exported the shipped files and what it printed (the card keeps both)."""
     if "export_command" not in card:
         raise KNDNetError("the shipped model card has no export_command: export the student with `kndnet export` "
                           "(which records its command line) before shipping it")
-    out = re.search(r"--out[ =](\S+)", card["export_command"])
-    wrote = [f"wrote {out.group(1)}/MODEL_CARD.md"] if out else []
+    out = _out_folder(shlex.split(card["export_command"]))
+    wrote = [f"wrote {out}/MODEL_CARD.md"] if out else []
     return ["```", f"$ {card['export_command']}", *export_summary(card), *wrote, "```"]
+
+
+def _out_folder(argv: list[str]) -> str | None:
+    """--out's value in a recorded command line (`--out DIR` or `--out=DIR`)."""
+    for i, token in enumerate(argv):
+        if token == "--out" and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith("--out="):
+            return token.removeprefix("--out=")
+    return None
 
 
 def _balanced_accuracy(sensitivity: dict[str, float | None]) -> str:
@@ -56,44 +63,50 @@ def _balanced_accuracy(sensitivity: dict[str, float | None]) -> str:
 def figures_block(card: dict[str, Any]) -> list[str]:
     """The shipped student's scores per runtime on the card's held-out split, with sizes and memory."""
     split, images = card.get("int8_eval_split", "test"), sum(card["eval_images_per_class"].values())
-    rows = [("fp32 (PyTorch, ONNX)", "fp32", "", f"checkpoint {_kb(card['checkpoint_bytes'])}, "
-             f"ONNX {_kb(card['fp32_bytes'])}"),
+    rows = [("fp32 ONNX", "fp32", "", f"{kilobytes(card['fp32_bytes'])} (checkpoint "
+             f"{kilobytes(card['checkpoint_bytes'])})"),
             ("int8 ONNX (QDQ, per-channel)", "int8", f"{card['int8_vs_fp32_top1_agreement']:.3f}",
-             _kb(card["int8_bytes"]))]
+             kilobytes(card["int8_bytes"]))]
     lines = [f"| shipped student, {split} split ({images} images) | accuracy | balanced accuracy | macro-F1 | "
              "melanoma sensitivity | top-1 agreement with fp32 | file |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, prefix, agreement, size in rows:
         sensitivity = card[f"{prefix}_sensitivity"]
         lines.append(f"| {name} | {card[f'{prefix}_accuracy']:.3f} | {_balanced_accuracy(sensitivity)} | "
-                     f"{card[f'{prefix}_macro_f1']:.3f} | {sensitivity['mel']:.3f} | {agreement or '-'} | {size} |")
+                     f"{card[f'{prefix}_macro_f1']:.3f} | {_cell(sensitivity.get('mel'))} | {agreement or '-'} | "
+                     f"{size} |")
     if "tflite_int8_bytes" in card:
         lines.append(f"| int8 LiteRT (full-integer) | {card['tflite_int8_accuracy']:.3f} | - | "
                      f"{card['tflite_int8_macro_f1']:.3f} | - | {card['tflite_int8_vs_torch_fp32_top1_agreement']:.3f} "
-                     f"| {_kb(card['tflite_int8_bytes'])} |")
+                     f"| {kilobytes(card['tflite_int8_bytes'])} |")
     lines += ["", f"{card['parameters']:,} parameters, {card['macs'] / 1e6:.1f} M multiply-accumulates at "
-              f"{card['image_size']} px, int8 peak activations {_kb(card['peak_activation_bytes_int8'])} (graph "
+              f"{card['image_size']} px, int8 peak activations {kilobytes(card['peak_activation_bytes_int8'])} (graph "
               f"liveness){_micro(card)}; probabilities temperature-scaled with T = "
               f"{card['calibration_temperature']:.4f}; colour constancy: {card.get('color_constancy', 'none')}."]
     return lines
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _micro(card: dict[str, Any]) -> str:
     if "tflm_arena_bytes" not in card:
         return ""
-    return (f", TensorFlow Lite Micro arena {_kb(card['tflm_arena_bytes'])} measured and flash "
-            f"{_kb(card['tflite_int8_bytes'])}")
+    return (f", TensorFlow Lite Micro arena {kilobytes(card['tflm_arena_bytes'])} measured and flash "
+            f"{kilobytes(card['tflite_int8_bytes'])}")
 
 
 BLOCKS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"export": export_block, "figures": figures_block}
 
 
 def _span(text: str, name: str) -> tuple[int, int]:
-    """Where block `name`'s generated lines sit in `text`: between the end of its start marker's line and the
-    start of its end marker. Refuses a missing, repeated or reversed marker by name."""
+    """Where block `name`'s generated lines sit in `text`: after its start marker's line, up to its end marker's
+    line, each marker alone on its line. Refuses a missing, repeated, reversed or inline marker by name."""
     start, end = START.format(name=name), END.format(name=name)
-    if text.count(start) != 1 or text.count(end) != 1 or text.index(end) < text.index(start):
+    found = list(re.finditer(rf"^{re.escape(start)}\n(.*?)^{re.escape(end)}$", text, re.MULTILINE | re.DOTALL))
+    if len(found) != 1 or text.count(start) != 1 or text.count(end) != 1:
         raise KNDNetError(f"README block {name!r}: expected one '{start}' line and, after it, one '{end}' line")
-    return text.index(start) + len(start) + 1, text.index(end)
+    return found[0].span(1)
 
 
 def render(text: str, card: dict[str, Any]) -> str:

@@ -10,12 +10,14 @@ so the figures the README quotes are the shipped files' own; prose about the run
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
 from readme_shipped import README, render
 
+from kndnet.errors import KNDNetError
 from kndnet.io import atomic_write_text
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "kndnet" / "assets"
@@ -24,29 +26,40 @@ FILES = {"model.ckpt": "kndnet_student.ckpt", "model_int8.onnx": "kndnet_student
 
 
 def ship(export: Path) -> None:
-    """Copy `export`'s files into the package and rewrite the README's shipped-model blocks from its card; every
-    check (files present, size budget, a card the README can quote) passes before anything is changed."""
+    """Copy `export`'s files into the package and rewrite the README's shipped-model blocks from its card.
+
+    Every check (files present, size budget, a card the README can quote) passes before anything changes; the
+    files are then staged beside their targets and each renamed into place, the README last."""
     missing = [source for source in FILES if not (export / source).is_file()]
     if missing:
-        raise SystemExit(f"{export} lacks {', '.join(missing)}: ship a `kndnet export --int8` folder")
+        raise KNDNetError(f"{export} lacks {', '.join(missing)}: ship a `kndnet export --int8` folder")
     total = sum((export / source).stat().st_size for source in FILES)
     if total >= 1024 * 1024:
-        raise SystemExit(f"{export}'s files are {total / 1024:.0f} KB: over the shipped 1 MB budget")
+        raise KNDNetError(f"{export}'s files are {total / 1024:.0f} KB: over the shipped 1 MB budget")
     readme = render(README.read_text(), json.loads((export / "model_card.json").read_text()))
     ASSETS.mkdir(parents=True, exist_ok=True)
-    for source, target in FILES.items():
-        shutil.copy(export / source, ASSETS / target)
+    staged = {ASSETS / target: ASSETS / f".{target}.staged" for target in FILES.values()}
+    for (source, target) in FILES.items():
+        shutil.copy(export / source, staged[ASSETS / target])
+    for final, stage in staged.items():
+        os.replace(stage, final)
     atomic_write_text(README, readme)
     print(f"shipped {', '.join(FILES.values())} ({total / 1024:.0f} KB) to {ASSETS}; README.md's shipped-model "
           "blocks rewritten from its card")
-    print("still by hand: README's `kndnet predict` examples (their outputs), the runtime table under *LiteRT and "
-          "microcontrollers* (benchmarks/bench_runtimes.py on the new export), *Shipped model* and *Results* prose, "
-          "docs/RESULTS.md (scripts/make_results.py with the new --shipped-export)")
+    print("still by hand: README's `kndnet predict` examples (their outputs), the note under the export lines (its "
+          "time and history), the validation macro-F1 quoted in *Shipped model* and the 64 px paragraph, the runtime "
+          "table under *LiteRT and microcontrollers* (benchmarks/bench_runtimes.py on the new export), *Shipped "
+          "model* and *Results* prose, docs/RESULTS.md (scripts/make_results.py with the new --shipped-export)")
 
 
-def main() -> None:
-    ship(Path(sys.argv[1]))
+def main() -> int:
+    try:
+        ship(Path(sys.argv[1]))
+    except KNDNetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

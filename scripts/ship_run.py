@@ -8,9 +8,10 @@ script with its figures, and nothing is shipped:
    higher validation macro-F1 than the shipped student on the run's own manifest; the test split is not read;
 2. its probabilities are temperature-scaled on validation (`kndnet calibrate` -> RUN_DIR/distill_calibrated.ckpt);
 3. its exports keep the parity bars on the test split (`kndnet export --int8 --tflite --calib DATA`, with
-   `--fold-input` when asked: it is opt-in until a student ships with it, docs/RESULTS.md): the
-   full-integer LiteRT model and the int8 ONNX model each agree with fp32 on at least 97% of the images and lose
-   at most 1 macro-F1 point, the bars tests/test_tflite.py holds the shipped files to;
+   `--fold-input` when asked: it is opt-in until a student ships with it, docs/RESULTS.md), the bars the tests
+   hold the shipped files to: the full-integer LiteRT model agrees with fp32 PyTorch on at least 97% of the images
+   and its macro-F1 is within 1 point (tests/test_tflite.py, which exports the shipped student as its card says it
+   was: folded or not), the int8 ONNX model agrees on at least 95% and is within 3 points (tests/test_realdata.py);
 4. `scripts/ship_model.py` copies the files into the package and rewrites the README's shipped-model blocks.
 `--check-only` stops after rule 3. RESULTS.md (scripts/make_results.py) and the README's prose about the run
 are still written by a person.
@@ -22,25 +23,36 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from ship_model import ship
 
-from kndnet.cli import main as kndnet
+from kndnet.cli import main as cli_main
 from kndnet.errors import KNDNetError
 
-MIN_AGREEMENT = 0.97  # top-1 agreement of an int8 export with fp32 on the test split
-MAX_MACRO_F1_DROP = 0.01  # macro-F1 points an int8 export may lose against fp32 on the test split
-RUNTIMES = {"LiteRT": ("tflite_int8_vs_torch_fp32_top1_agreement", "torch_fp32_macro_f1", "tflite_int8_macro_f1"),
-            "ONNX int8": ("int8_vs_fp32_top1_agreement", "fp32_macro_f1", "int8_macro_f1")}
+
+class ParityBar(NamedTuple):
+    """An int8 export's bar against fp32 on the test split: the card keys it reads and the limits."""
+    agreement_key: str
+    fp32_key: str
+    int8_key: str
+    min_agreement: float
+    max_macro_f1_gap: float
+
+
+BARS = {"LiteRT": ParityBar("tflite_int8_vs_torch_fp32_top1_agreement", "torch_fp32_macro_f1", "tflite_int8_macro_f1",
+                            0.97, 0.01),
+        "ONNX int8": ParityBar("int8_vs_fp32_top1_agreement", "fp32_macro_f1", "int8_macro_f1", 0.95, 0.03)}
 
 
 def run_kndnet(*argv: str) -> None:
     """One kndnet command; its failure stops the ship with the command named."""
-    if kndnet(list(argv)) != 0:
+    if cli_main(list(argv)) != 0:
         raise KNDNetError(f"`kndnet {' '.join(argv)}` failed (message above): nothing shipped")
 
 
 def validation_macro_f1(model: str, manifest: Path, out: Path) -> float:
+    """`model`'s macro-F1 on the manifest's validation split, as `kndnet evaluate` scores it."""
     run_kndnet("evaluate", "--model", model, "--data", str(manifest), "--split", "val", "--out", str(out),
                "--resamples", "200")
     return float(json.loads((out / "metrics.json").read_text())["macro_f1"])
@@ -54,22 +66,24 @@ def validation_refusal(candidate: float, shipped: float) -> str | None:
             f"{candidate:.4f}")
 
 
-def parity_failures(card: dict) -> list[str]:
-    """Rule 3: each export that misses a bar on the card's held-out split, with its figures."""
+def parity_failures(card: dict[str, Any]) -> list[str]:
+    """Rule 3: each export that misses its bar on the card's held-out split, with its figures (the card rounds
+    to 4 decimals, so the gap is compared at that precision)."""
     failures = []
-    for runtime, (agreement_key, fp32_key, int8_key) in RUNTIMES.items():
-        if agreement_key not in card:
+    for runtime, bar in BARS.items():
+        if bar.agreement_key not in card:
             failures.append(f"{runtime}: not in the export's card")
             continue
-        agreement, drop = card[agreement_key], card[fp32_key] - card[int8_key]
-        if agreement < MIN_AGREEMENT or drop > MAX_MACRO_F1_DROP:
-            failures.append(f"{runtime}: top-1 agreement {agreement:.3f} (bar {MIN_AGREEMENT}), macro-F1 "
-                            f"{card[int8_key]:.3f} against fp32 {card[fp32_key]:.3f} (bar: at most "
-                            f"{MAX_MACRO_F1_DROP:.2f} lower)")
+        agreement, gap = card[bar.agreement_key], round(abs(card[bar.fp32_key] - card[bar.int8_key]), 4)
+        if agreement < bar.min_agreement or gap > bar.max_macro_f1_gap:
+            failures.append(f"{runtime}: top-1 agreement {agreement:.3f} (bar {bar.min_agreement}), macro-F1 "
+                            f"{card[bar.int8_key]:.3f} against fp32 {card[bar.fp32_key]:.3f} (bar: within "
+                            f"{bar.max_macro_f1_gap:.2f})")
     return failures
 
 
-def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False, fold_input: bool = False) -> dict:
+def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False,
+             fold_input: bool = False) -> dict[str, Any]:
     """Apply the rules to `run`'s KD student; return the export's card (shipped unless `check_only`)."""
     manifest, best = run / "manifest.csv", run / "distill" / "checkpoints" / "best.ckpt"
     for needed in (manifest, best):

@@ -73,7 +73,7 @@ def test_distill_takes_several_teachers_as_one_ensemble():
 
 def test_the_recorded_command_line_carries_no_folders_of_this_machine(tmp_path):
     from kndnet.cli import portable_command_line
-    argv = ["export", "--model", str(tmp_path / "runs" / "a.ckpt"), f"--out={tmp_path.parent / 'elsewhere'}",
-            "--calib", "../data dir"]
+    argv = ["export", "--model", str(tmp_path / "runs" / "a.ckpt"), f"--out={tmp_path.parent / 'else=where'}",
+            "--calib", "../data dir", "--set", "train.lr=0.1"]
     assert portable_command_line(argv, cwd=tmp_path) == (
-        "kndnet export --model runs/a.ckpt --out=.../elsewhere --calib '../data dir'")
+        "kndnet export --model runs/a.ckpt --out=.../else=where --calib '../data dir' --set train.lr=0.1")

@@ -50,12 +50,14 @@ def test_the_export_block_is_what_kndnet_export_prints(readme_shipped, card):
     assert f"top-1 agreement {card['tflite_int8_vs_torch_fp32_top1_agreement']:.3f}" in block[4]
 
 
-@pytest.mark.parametrize("damage", ["no end", "two starts", "end first"])
+@pytest.mark.parametrize("damage", ["no end", "two starts", "end first", "one line", "text before the end"])
 def test_a_broken_marker_is_refused_by_name(readme_shipped, card, damage):
     start, end = (readme_shipped.START.format(name="figures"), readme_shipped.END.format(name="figures"))
     text = readme_shipped.README.read_text()
     broken = {"no end": text.replace(end, ""), "two starts": text.replace(start, f"{start}\n{start}"),
-              "end first": text.replace(start, "@@").replace(end, start).replace("@@", end)}[damage]
+              "end first": text.replace(start, "@@").replace(end, start).replace("@@", end),
+              "one line": text.replace(end, "").replace(start, f"{start}{end}"),
+              "text before the end": text.replace(end, f"kept? {end}")}[damage]
     with pytest.raises(KNDNetError, match="'figures'"):
         readme_shipped.render(broken, card)
 

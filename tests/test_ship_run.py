@@ -32,13 +32,21 @@ def test_validation_must_prefer_the_candidate(ship_run):
 @pytest.mark.parametrize(("key", "value", "runtime"), [
     ("tflite_int8_vs_torch_fp32_top1_agreement", 0.969, "LiteRT: top-1 agreement 0.969"),
     ("tflite_int8_macro_f1", 0.541, "LiteRT: top-1 agreement 0.987 (bar 0.97), macro-F1 0.541 against fp32 0.560"),
-    ("int8_macro_f1", 0.549, "ONNX int8: "),
+    ("tflite_int8_macro_f1", 0.575, "LiteRT: "),  # a gap either way: the test's bar is |difference|
+    ("int8_macro_f1", 0.525, "ONNX int8: "),
+    ("int8_vs_fp32_top1_agreement", 0.949, "ONNX int8: top-1 agreement 0.949 (bar 0.95)"),
     ("int8_vs_fp32_top1_agreement", None, "ONNX int8: not in the export's card")])
 def test_each_parity_bar_fails_alone_and_by_name(ship_run, key, value, runtime):
     assert ship_run.parity_failures(PASSING) == []
     card = {k: v for k, v in {**PASSING, key: value}.items() if v is not None}
     failures = ship_run.parity_failures(card)
     assert len(failures) == 1 and failures[0].startswith(runtime)
+
+
+def test_a_gap_of_exactly_the_bar_passes_despite_float_rounding(ship_run):
+    card = {**PASSING, "torch_fp32_macro_f1": 0.5678, "tflite_int8_macro_f1": 0.5578}
+    assert 0.5678 - 0.5578 > 0.01 and ship_run.parity_failures(card) == []
+    assert ship_run.parity_failures({**card, "tflite_int8_macro_f1": 0.5577})
 
 
 def _finished_run(tmp_path: Path) -> Path:
@@ -94,9 +102,9 @@ def test_ship_refuses_a_card_the_readme_cannot_quote_before_changing_anything_an
         shutil.copy(ASSETS / target, export / source)
     card = json.loads((export / "model_card.json").read_text())
     (export / "model_card.json").write_text(json.dumps({k: v for k, v in card.items() if k != "export_command"}))
-    assets, readme = tmp_path / "assets", tmp_path / "README.md"
+    assets, readme, original = tmp_path / "assets", tmp_path / "README.md", ship_model.README.read_text()
     start = load_script("readme_shipped").START.format(name="figures")
-    readme.write_text(ship_model.README.read_text().replace(start, f"{start}\n| 0.5 | 1 KB |"))
+    readme.write_text(original.replace(start, f"{start}\n| 0.5 | 1 KB |"))
     monkeypatch.setattr(ship_model, "ASSETS", assets)
     monkeypatch.setattr(ship_model, "README", readme)
     with pytest.raises(KNDNetError, match="export_command"):
@@ -105,7 +113,9 @@ def test_ship_refuses_a_card_the_readme_cannot_quote_before_changing_anything_an
     (export / "model_card.json").write_text(json.dumps(card))
     ship_model.ship(export)
     assert sorted(p.name for p in assets.iterdir()) == sorted(ship_model.FILES.values())
-    assert readme.read_text() == ship_model.README.read_text()
+    assert all((assets / target).read_bytes() == (export / source).read_bytes()
+               for source, target in ship_model.FILES.items())
+    assert readme.read_text() == original  # the stale line is gone, the block rendered from the card again
 
 
 @pytest.mark.litert

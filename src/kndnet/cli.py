@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -53,13 +54,13 @@ def _check_out(args: argparse.Namespace) -> None:
 def portable_command_line(argv: list[str], cwd: Path | None = None) -> str:
     """`kndnet ARGV` as typed, but with each absolute path made relative to the working folder, or cut to
     `.../NAME` outside it: files such as a model card quote the command without the machine's folders."""
-    cwd = (cwd or Path.cwd()).resolve()
+    cwd = Path(os.path.abspath(cwd or Path.cwd()))
 
     def portable(token: str) -> str:
-        flag, eq, value = token.rpartition("=") if token.startswith("--") and "=" in token else ("", "", token)
+        flag, eq, value = token.partition("=") if token.startswith("--") and "=" in token else ("", "", token)
         if not Path(value).is_absolute():
             return token
-        path = Path(value).resolve()
+        path = Path(os.path.abspath(value))  # as typed, symlinks kept
         value = str(path.relative_to(cwd)) if path.is_relative_to(cwd) else f".../{path.name}"
         return f"{flag}{eq}{value}"
 
@@ -69,8 +70,8 @@ def portable_command_line(argv: list[str], cwd: Path | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    args.command_line = portable_command_line(argv)  # provenance, e.g. in an export's model card
     try:
+        args.command_line = portable_command_line(argv)  # provenance, e.g. in an export's model card
         _check_out(args)
         return args.handler(args)
     except KNDNetError as err:

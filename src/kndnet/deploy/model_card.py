@@ -32,8 +32,13 @@ def write_model_card(out_dir: Path, card: dict[str, Any]) -> None:
     atomic_write_text(out_dir / "MODEL_CARD.md", _markdown(card))
 
 
+def kilobytes(n: int | None) -> str:
+    """A file or memory size as the cards and the export print it."""
+    return f"{n / 1024:.1f} KB" if n else "-"
+
+
 def _markdown(card: dict[str, Any]) -> str:
-    kb = lambda n: f"{n / 1024:.1f} KB" if n else "-"  # noqa: E731
+    kb = kilobytes
     lines = [f"# Model card: {card['arch']} ({card['image_size']} px)", "",
              "**Not a medical device.** " + INTENDED_USE, "", "## Costs", "",
              f"- parameters: {card['parameters']:,}",
@@ -129,7 +134,7 @@ def _litert_lines(card: dict[str, Any], kb) -> list[str]:
 def export_summary(card: dict[str, Any]) -> list[str]:
     """What `kndnet export` prints about the files it wrote, from their card alone: the README quotes the shipped
     student's lines from its card (scripts/readme_shipped.py), so they are the command's own words."""
-    kb = lambda n: f"{n / 1024:.1f} KB"  # noqa: E731
+    kb = kilobytes
     split = card.get("int8_eval_split", "test")
     lines = [f"fp32 ONNX: {kb(card['fp32_bytes'])}, parity vs PyTorch max |diff| "
              f"{card['onnx_fp32_vs_torch_max_abs_logit_diff']:.1e}; {card['macs'] / 1e6:.1f} M MACs; "
