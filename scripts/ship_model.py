@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 from readme_shipped import README, render
 
@@ -52,13 +53,18 @@ def ship(export: Path) -> None:
           "model* and *Results* prose, docs/RESULTS.md (scripts/make_results.py with the new --shipped-export)")
 
 
-def main() -> int:
+def exit_code(step: Callable[[], object]) -> int:
+    """Run `step`; a refusal (KNDNetError) prints as one line and exits 2, as the kndnet CLI's do."""
     try:
-        ship(Path(sys.argv[1]))
+        step()
     except KNDNetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main() -> int:
+    return exit_code(lambda: ship(Path(sys.argv[1])))
 
 
 if __name__ == "__main__":

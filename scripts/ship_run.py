@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ship_model import ship
+from ship_model import exit_code, ship
 
 from kndnet.cli import main as cli_main
 from kndnet.errors import KNDNetError
@@ -115,13 +115,8 @@ def main() -> int:
     parser.add_argument("--fold-input", action="store_true", help="export LiteRT with `kndnet export --fold-input`")
     parser.add_argument("--check-only", action="store_true", help="apply rules 1-3, ship nothing")
     args = parser.parse_args()
-    try:
-        ship_run(args.run, args.calib, args.export_out or Path("runs") / f"export_{args.run.name}", args.check_only,
-                 args.fold_input)
-    except KNDNetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    export_out = args.export_out or Path("runs") / f"export_{args.run.name}"
+    return exit_code(lambda: ship_run(args.run, args.calib, export_out, args.check_only, args.fold_input))
 
 
 if __name__ == "__main__":
