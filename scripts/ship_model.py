@@ -39,11 +39,10 @@ def ship(export: Path) -> None:
         raise KNDNetError(f"{export}'s files are {total / 1024:.0f} KB: over the shipped 1 MB budget")
     readme = render(README.read_text(), json.loads((export / "model_card.json").read_text()))
     ASSETS.mkdir(parents=True, exist_ok=True)
-    staged = {ASSETS / target: ASSETS / f".{target}.staged" for target in FILES.values()}
-    for (source, target) in FILES.items():
-        shutil.copy(export / source, staged[ASSETS / target])
-    for final, stage in staged.items():
-        os.replace(stage, final)
+    for source, target in FILES.items():
+        shutil.copy(export / source, ASSETS / f".{target}.staged")
+    for target in FILES.values():
+        os.replace(ASSETS / f".{target}.staged", ASSETS / target)
     atomic_write_text(README, readme)
     print(f"shipped {', '.join(FILES.values())} ({total / 1024:.0f} KB) to {ASSETS}; README.md's shipped-model "
           "blocks rewritten from its card")

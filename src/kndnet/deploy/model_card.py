@@ -38,14 +38,15 @@ def kilobytes(n: int | None) -> str:
 
 
 def _markdown(card: dict[str, Any]) -> str:
-    kb = kilobytes
     lines = [f"# Model card: {card['arch']} ({card['image_size']} px)", "",
              "**Not a medical device.** " + INTENDED_USE, "", "## Costs", "",
              f"- parameters: {card['parameters']:,}",
              f"- multiply-accumulates per image: {card['macs'] / 1e6:.1f} M",
-             f"- files: fp32 ONNX {kb(card.get('fp32_bytes'))}, int8 ONNX {kb(card.get('int8_bytes'))}",
-             f"- peak activation memory at int8 (graph liveness, batch 1): {kb(card['peak_activation_bytes_int8'])}",
-             *_litert_lines(card, kb), *_colour_lines(card), *_decision_rule_lines(card), *_probability_lines(card),
+             f"- files: fp32 ONNX {kilobytes(card.get('fp32_bytes'))}, int8 ONNX "
+             f"{kilobytes(card.get('int8_bytes'))}",
+             "- peak activation memory at int8 (graph liveness, batch 1): "
+             f"{kilobytes(card['peak_activation_bytes_int8'])}",
+             *_litert_lines(card), *_colour_lines(card), *_decision_rule_lines(card), *_probability_lines(card),
              "", "## Classes", "", ", ".join(f"{c.index} {c.code} ({c.name})" for c in CLASSES), ""]
     metrics = {k: v for k, v in card.items() if k.startswith(MEASURED_PREFIXES) and k.endswith(
         ("accuracy", "macro_f1", "agreement", "diff", "images", "steps"))}
@@ -117,15 +118,15 @@ def _colour_lines(card: dict[str, Any]) -> list[str]:
             "before feeding it, as main.cc's white_balance() does (`kndnet export --c-array`)"]
 
 
-def _litert_lines(card: dict[str, Any], kb) -> list[str]:
+def _litert_lines(card: dict[str, Any]) -> list[str]:
     """The LiteRT file and the TFLite Micro arena it was measured to need, when exported with --tflite."""
     if "tflite_int8_bytes" not in card:
         return []
-    lines = [f"- full-integer LiteRT model (flash): {kb(card['tflite_int8_bytes'])}; input "
+    lines = [f"- full-integer LiteRT model (flash): {kilobytes(card['tflite_int8_bytes'])}; input "
              f"{card['tflite_input']}, int8 = pixel / {card['input_scale']:.4g} + ({card['input_zero_point']})",
-             f"- TensorFlow Lite Micro arena (RAM), measured: {kb(card['tflm_arena_bytes'])} (of which tensors "
-             f"{kb(card['tflm_arena_head_bytes'])}), next to the graph-liveness estimate "
-             f"{kb(card['peak_activation_bytes_int8'])}"]
+             f"- TensorFlow Lite Micro arena (RAM), measured: {kilobytes(card['tflm_arena_bytes'])} (of which tensors "
+             f"{kilobytes(card['tflm_arena_head_bytes'])}), next to the graph-liveness estimate "
+             f"{kilobytes(card['peak_activation_bytes_int8'])}"]
     if card.get("trained_image_size") != card["image_size"]:
         lines.append(f"- exported at {card['image_size']} px from weights trained at {card['trained_image_size']} px")
     return lines
@@ -134,23 +135,23 @@ def _litert_lines(card: dict[str, Any], kb) -> list[str]:
 def export_summary(card: dict[str, Any]) -> list[str]:
     """What `kndnet export` prints about the files it wrote, from their card alone: the README quotes the shipped
     student's lines from its card (scripts/readme_shipped.py), so they are the command's own words."""
-    kb = kilobytes
     split = card.get("int8_eval_split", "test")
-    lines = [f"fp32 ONNX: {kb(card['fp32_bytes'])}, parity vs PyTorch max |diff| "
+    lines = [f"fp32 ONNX: {kilobytes(card['fp32_bytes'])}, parity vs PyTorch max |diff| "
              f"{card['onnx_fp32_vs_torch_max_abs_logit_diff']:.1e}; {card['macs'] / 1e6:.1f} M MACs; "
              f"int8 peak activations {card['peak_activation_bytes_int8'] / 1024:.0f} KB"]
     if "int8_bytes" in card:
-        lines.append(f"int8 ONNX: {kb(card['int8_bytes'])}; on {split}: accuracy fp32 {card['fp32_accuracy']:.3f} vs "
-                     f"int8 {card['int8_accuracy']:.3f}, macro-F1 {card['fp32_macro_f1']:.3f} vs "
-                     f"{card['int8_macro_f1']:.3f}, top-1 agreement {card['int8_vs_fp32_top1_agreement']:.3f}")
+        lines.append(f"int8 ONNX: {kilobytes(card['int8_bytes'])}; on {split}: accuracy fp32 "
+                     f"{card['fp32_accuracy']:.3f} vs int8 {card['int8_accuracy']:.3f}, macro-F1 "
+                     f"{card['fp32_macro_f1']:.3f} vs {card['int8_macro_f1']:.3f}, top-1 agreement "
+                     f"{card['int8_vs_fp32_top1_agreement']:.3f}")
     if "tflite_int8_bytes" in card:
-        lines += [f"int8 LiteRT: {kb(card['tflite_int8_bytes'])}, {card['tflite_int8_float_ops']} float ops; on "
+        lines += [f"int8 LiteRT: {kilobytes(card['tflite_int8_bytes'])}, {card['tflite_int8_float_ops']} float ops; on "
                   f"{split}: accuracy fp32 PyTorch {card['torch_fp32_accuracy']:.3f} vs LiteRT "
                   f"{card['tflite_int8_accuracy']:.3f}, macro-F1 {card['torch_fp32_macro_f1']:.3f} vs "
                   f"{card['tflite_int8_macro_f1']:.3f}, top-1 agreement "
                   f"{card['tflite_int8_vs_torch_fp32_top1_agreement']:.3f}",
-                  f"TFLite Micro: arena {kb(card['tflm_arena_bytes'])} (graph-liveness estimate "
-                  f"{kb(card['peak_activation_bytes_int8'])}), flash {kb(card['tflite_int8_bytes'])}; top-1 "
-                  f"agreement with LiteRT {card['tflm_vs_litert_ref_top1_agreement']:.3f} on {card['tflm_images']} "
-                  "images"]
+                  f"TFLite Micro: arena {kilobytes(card['tflm_arena_bytes'])} (graph-liveness estimate "
+                  f"{kilobytes(card['peak_activation_bytes_int8'])}), flash {kilobytes(card['tflite_int8_bytes'])}; "
+                  f"top-1 agreement with LiteRT {card['tflm_vs_litert_ref_top1_agreement']:.3f} on "
+                  f"{card['tflm_images']} images"]
     return lines
