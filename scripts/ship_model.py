@@ -46,10 +46,11 @@ def ship(export: Path) -> None:
     atomic_write_text(README, readme)
     print(f"shipped {', '.join(FILES.values())} ({total / 1024:.0f} KB) to {ASSETS}; README.md's shipped-model "
           "blocks rewritten from its card")
-    print("still by hand: README's `kndnet predict` examples (their outputs), the note under the export lines (its "
-          "time and history), the validation macro-F1 quoted in *Shipped model* and the 64 px paragraph, the runtime "
-          "table under *LiteRT and microcontrollers* (benchmarks/bench_runtimes.py on the new export), *Shipped "
-          "model* and *Results* prose, docs/RESULTS.md (scripts/make_results.py with the new --shipped-export)")
+    print("still by hand: README's `kndnet predict` examples (their outputs: tests/test_readme_examples.py shows "
+          "each stale one), the note under the export lines (its time and history), the validation macro-F1 quoted "
+          "in *Shipped model* and the 64 px paragraph, the runtime table under *LiteRT and microcontrollers* "
+          "(benchmarks/bench_runtimes.py on the new export), *Shipped model* and *Results* prose, docs/RESULTS.md "
+          "(scripts/make_results.py with the new --shipped-export)")
 
 
 def exit_code(step: Callable[[], object]) -> int:

@@ -1,0 +1,115 @@
+"""The README's console examples print what the README says they print.
+
+Each fenced block whose lines start with `$ ` is a session: commands, each followed by the lines it printed, `...`
+standing for lines left out. The blocks made only of cheap, deterministic commands (`kndnet synth`, `prepare`,
+`predict`, `echo TEXT > FILE`) are run here in a scratch folder beside a link to ../shared, and their output must
+match line for line (runs of spaces compared as one). So shipping a new student, or changing what a command prints,
+fails here until the README shows the new output. Blocks that read ../shared are realdata tests.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from kndnet.cli import main
+from kndnet.cpu import has_int8_dot_product
+from tests.conftest import REAL_DATA
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+RUNNABLE = ("kndnet synth ", "kndnet prepare ", "kndnet predict ", "echo ")
+# The README gives the int8 example's first line on CPUs without VNNI in a parenthesis after the block.
+NO_VNNI_FIRST_LINE = re.compile(r"without VNNI.*?the first line reads `([^`]+)`", re.DOTALL)
+
+
+def console_blocks(text: str) -> list[tuple[list[str], str]]:
+    """Each fenced block whose first line is a `$ ` command, with the README text that follows it."""
+    blocks, lines = [], text.splitlines()
+    fences = [i for i, line in enumerate(lines) if line.startswith("```")]
+    for start, end in zip(fences[::2], fences[1::2]):
+        body = lines[start + 1:end]
+        if body and body[0].startswith("$ "):
+            blocks.append((body, "\n".join(lines[end + 1:end + 8])))
+    return blocks
+
+
+def sessions(body: list[str]) -> list[tuple[str, list[str]]]:
+    """[(command, the lines shown after it)] for one block."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in body:
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    return steps
+
+
+def _runnable(body: list[str]) -> bool:
+    return all(command.startswith(RUNNABLE) for command, _ in sessions(body))
+
+
+def _squeezed(line: str) -> str:
+    return " ".join(line.split())
+
+
+def shows(expected: list[str], printed: list[str]) -> bool:
+    """Whether `printed` is what `expected` shows: equal lines in order, `...` standing for one or more."""
+    pattern = "".join(r"(?:[^\n]*\n)+" if line == "..." else re.escape(_squeezed(line)) + r"\n" for line in expected)
+    return re.fullmatch(pattern, "".join(_squeezed(line) + "\n" for line in printed)) is not None
+
+
+def _no_vnni_variant(expected: list[str], after: str) -> list[str]:
+    """The int8 example as a CPU without VNNI prints it: the README's parenthesis gives its first line's scores."""
+    variant = NO_VNNI_FIRST_LINE.search(after)
+    assert variant, "the README no longer says what the int8 example prints on a CPU without VNNI"
+    head = expected[0].split("|")[0]
+    return [f"{head}| {_squeezed(variant.group(1))}", *expected[1:]]
+
+
+def _run(command: str, capsys) -> list[str]:
+    if command.startswith("echo "):
+        text, target = (part.strip() for part in command[len("echo "):].split(">"))
+        Path(target).write_text(shlex.split(text)[0] + "\n")
+        return []
+    capsys.readouterr()
+    main(shlex.split(command)[1:])
+    return capsys.readouterr().out.splitlines()
+
+
+def _params() -> list:
+    blocks = [(body, after) for body, after in console_blocks(README.read_text()) if _runnable(body)]
+    return [pytest.param(body, after, id=sessions(body)[-1][0].split()[1] + f"-{number}",
+                         marks=[pytest.mark.realdata] if "../shared/" in "\n".join(body) else [])
+            for number, (body, after) in enumerate(blocks)]
+
+
+def test_the_readme_has_runnable_examples_of_each_kind():
+    commands = [command for body, _ in console_blocks(README.read_text()) if _runnable(body)
+                for command, _ in sessions(body)]
+    for kind in ("kndnet synth ", "kndnet prepare ", "kndnet predict "):
+        assert any(command.startswith(kind) for command in commands), kind
+
+
+def test_shows_matches_lines_and_elisions():
+    assert shows(["a  b", "...", "z"], ["a b", "c", "d", "z"])
+    assert not shows(["a", "...", "z"], ["a", "z"])  # ... stands for at least one line
+    assert not shows(["a"], ["a", "b"]) and not shows([], ["a"]) and shows([], [])
+    assert not shows(["x 1.0%"], ["x 1.5%"])
+
+
+@pytest.mark.parametrize("body,after", _params())
+def test_a_readme_example_prints_what_the_readme_shows(body, after, tmp_path, monkeypatch, capsys):
+    if "../shared/" in "\n".join(body) and not REAL_DATA.is_dir():
+        pytest.skip(f"needs the real images at {REAL_DATA}")
+    (tmp_path / "shared").symlink_to(REAL_DATA.parents[1], target_is_directory=True)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    for command, expected in sessions(body):
+        printed = _run(command, capsys)
+        if "int8" in command and not has_int8_dot_product() and not shows(expected, printed):
+            expected = _no_vnni_variant(expected, after)
+        assert shows(expected, printed), f"README.md's `{command}` shows\n" + "\n".join(expected) + \
+            "\nbut it printed\n" + "\n".join(printed)
