@@ -429,6 +429,22 @@ def test_demo_quiets_library_chatter_unless_verbose(recwarn) -> None:
     assert len(recwarn.list) == 1
 
 
+def test_training_commands_quiet_libraries_but_keep_epoch_lines_and_own_warnings(recwarn) -> None:
+    import logging
+    import warnings
+
+    import kndnet.training.epoch_log  # noqa: F401  sets kndnet.epochs to INFO, as training does
+    with quiet_libraries(progress=True):
+        warnings.warn_explicit("a library's deprecation", DeprecationWarning, "lib.py", 1, module="lightning.x")
+        warnings.warn_explicit("teacher from random weights", UserWarning, "teachers.py", 1,
+                               module="kndnet.models.teachers")
+        assert logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING
+        assert logging.getLogger("kndnet.epochs").getEffectiveLevel() == logging.INFO
+    assert [str(w.message) for w in recwarn.list] == ["teacher from random weights"]
+    with quiet_libraries():
+        assert logging.getLogger("kndnet.epochs").getEffectiveLevel() == logging.WARNING  # the demo's
+
+
 def test_exported_files_carry_no_absolute_paths_of_the_training_machine(tmp_path) -> None:
     assert main(["export", "--out", str(tmp_path)]) == 0
     card = (tmp_path / "model_card.json").read_text() + (tmp_path / "MODEL_CARD.md").read_text()

@@ -114,6 +114,7 @@ def test_ddp_on_cpu_trains_in_both_ranks(synth_manifest, tmp_path):
            "--set", "data.num_workers=0", "--set", "train.progress_bar=false", "--set", "train.compile=false"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 2/2" in result.stdout and "GPU available" not in result.stderr  # quiet, not silent (-v)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert len(summary["samples_per_rank"]) == 2 and min(summary["samples_per_rank"]) > 0

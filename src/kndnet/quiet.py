@@ -1,9 +1,10 @@
-"""Quiet library chatter for commands a newcomer runs first (`kndnet demo`).
+"""Quiet library chatter for the commands that train (`kndnet demo`, `run`, `train`, `distill`).
 
 Lightning logs tips, "GPU available" and `limit_train_batches` notices at INFO, and libraries raise
-deprecation and user warnings (echoing a source line each); none of it is about the user's input.
-Inside `quiet_libraries()` only warnings-level log records and kndnet's own output show; `-v` turns
-it off. Errors are untouched: they still stop the command with their message.
+deprecation and user warnings (echoing a source line each, with the machine's paths); none of it is about the
+user's input, and a long run's log repeats it at every stage. Inside `quiet_libraries()` only warnings-level log
+records and kndnet's own output show; `-v` turns it off. Errors are untouched: they still stop the command with
+their message.
 """
 
 from __future__ import annotations
@@ -18,20 +19,26 @@ CHATTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch
 
 
 @contextlib.contextmanager
-def quiet_libraries(verbose: bool = False) -> Iterator[None]:
-    """Hide INFO logs of CHATTY_LOGGERS and Python warnings for the block, unless `verbose`."""
+def quiet_libraries(verbose: bool = False, progress: bool = False) -> Iterator[None]:
+    """Hide INFO logs of CHATTY_LOGGERS and Python warnings for the block, unless `verbose`.
+
+    With `progress` (long commands: `run`, `train`, `distill`) the one line per epoch and kndnet's own warnings
+    (a teacher from random weights, an int8 teacher that fell back to fp32) still show; `demo` hides both."""
     if verbose:
         yield
         return
     import lightning.pytorch  # noqa: F401  importing it sets its loggers to INFO: do that before quieting them
 
-    loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    names = [name for name in CHATTY_LOGGERS if not (progress and name.startswith("kndnet"))]
+    loggers = [logging.getLogger(name) for name in names]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
             lg.setLevel(logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if progress:
+                warnings.filterwarnings("default", module=r"kndnet(\.|$)")
             yield
     finally:
         for lg, level in zip(loggers, levels):

@@ -39,6 +39,12 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
+def verbose_flag(p: argparse.ArgumentParser) -> None:
+    """`-v`: the library chatter the training commands hide (kndnet.quiet) shows again."""
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show library logs and warnings (Lightning tips, deprecations)")
+
+
 SPLITS = ("test", "val", "train", "all")  # the order --help shows; the splits are data.selection.SPLITS
 
 

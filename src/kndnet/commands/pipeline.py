@@ -5,28 +5,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kndnet.commands import command, positive_int
+from kndnet.commands import command, positive_int, verbose_flag
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="pipeline recipe: a YAML file or demo | cpu | method")
     p.add_argument("--data", required=True, help="data folder (any layout `prepare` reads)")
     p.add_argument("--out", required=True, help="run folder; re-running skips finished stages")
+    verbose_flag(p)
 
 
 @command("run", "the whole method: prepare, teacher, cache, student, KD, evaluate, export, bench, report",
          _run_args)
 def _run(args: argparse.Namespace) -> int:
     from kndnet.pipeline import recipe_path, run_pipeline
-    run_pipeline(recipe_path(args.config), args.data, args.out)
+    from kndnet.quiet import quiet_libraries
+    with quiet_libraries(args.verbose, progress=True):
+        run_pipeline(recipe_path(args.config), args.data, args.out)
     return 0
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--lesions-per-class", type=positive_int, default=14)
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also show library logs and warnings (Lightning tips, deprecations)")
+    verbose_flag(p)
 
 
 @command("demo", "the whole pipeline on generated data in a few minutes (2 CPU cores)", _demo_args)

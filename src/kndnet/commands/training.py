@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kndnet.commands import command, config_flag, config_overrides, positive_int
+from kndnet.commands import command, config_flag, config_overrides, positive_int, verbose_flag
 from kndnet.commands.data import data_config_args
 
 
@@ -24,6 +24,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set train.weight_decay=0.01 (repeatable)")
     p.add_argument("--force", action="store_true", help="retrain even if the run has finished")
+    verbose_flag(p)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -57,9 +58,11 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
 
 def _run_fit(role: str, args: argparse.Namespace) -> int:
     from kndnet.config import load_config
+    from kndnet.quiet import quiet_libraries
     from kndnet.training.fit import fit
     cfg = load_config(args.config, config_overrides(args), role=role)
-    summary = fit(cfg, args.out, force=args.force)
+    with quiet_libraries(args.verbose, progress=True):
+        summary = fit(cfg, args.out, force=args.force)
     if summary.get("interrupted") is None:
         print(f"{role}: best val macro-F1 {summary['best_val_macro_f1']} at epoch {summary['best_epoch']} "
               f"({summary['epochs_run']} epochs, {summary['parameters']:,} parameters)")
