@@ -21,6 +21,7 @@ import yaml
 
 from kndnet.evaluation.metrics import with_ci
 from kndnet.io import atomic_write_text
+from kndnet.stage_times import compute_section, run_compute
 
 KEPT_START = "<!-- hand-kept: make_results.py carries this block over verbatim -->"
 KEPT_END = "<!-- end of the hand-kept block -->"
@@ -185,6 +186,7 @@ def results_page(run: Path, out: Path, mcu: Path | None, shipped: Path | None = 
         f"- batch-1 latency on one thread of this 2-core machine: PyTorch eager "
         f"{bench['torch_eager_1thread_b1_p50_ms']} ms, ONNX Runtime fp32 {bench['ort_fp32_1thread_b1_p50_ms']} ms, "
         f"int8 {bench['ort_int8_1thread_b1_p50_ms']} ms", "",
+        *compute_section(run_compute(run)),
     ]
     if mcu:
         lines += _mcu_section(mcu)

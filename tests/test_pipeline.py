@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -62,10 +63,19 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     cast_row = next(line for line in section.splitlines() if line.startswith("| student + KD | ")).split(" | ")
     assert cast_row[3].startswith(f"{cast['macro_f1']:.3f} [")  # the cast's macro-F1 with its CI
     assert cast_row[4] == f"{summary['kd_test']['macro_f1']:.3f} |"  # beside the plain one
+    compute = summary["compute"]
+    assert list(compute["stage_minutes"])[:3] == ["prepare", "teacher", "ensemble"]
+    assert set(compute["epoch_seconds"]) == {"teacher", "student", "distill"}
+    assert compute["kd_vs_alone_epoch"] == pytest.approx(
+        compute["epoch_seconds"]["distill"]["median"] / compute["epoch_seconds"]["student"]["median"], abs=0.01)
+    assert f"A KD epoch took {compute['kd_vs_alone_epoch']:.2f}x a student-alone epoch" in report
     outputs = ["teacher/checkpoints/last.ckpt", "distill/checkpoints/last.ckpt", "export/model_int8.onnx"]
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in outputs}
     assert main(["demo", "--out", str(tmp_path)]) == 0
     assert {name: (tmp_path / name).stat().st_mtime_ns for name in outputs} == before
+    times = pd.read_csv(tmp_path / "stage_times.csv")
+    assert times["stage"].value_counts().to_dict() == {stage: 2 for stage in times["stage"].unique()}
+    assert times["finished"].all() and len(times) == 2 * 10  # every stage, in both starts
 
 
 def test_a_stage_config_points_at_the_run_and_leaves_the_recipe_alone(tmp_path):
@@ -171,3 +181,5 @@ def _results_page_names_both_members_and_keeps_the_hand_kept_block(run, recipe, 
     assert teacher_row.split(" | ")[4].count(" + ") == 1  # each member's parameter count
     assert "old page" not in page and "## Is the KD gain real?" in page
     assert "| student + KD | " in page.split("## Under a simulated colour cast")[1]
+    compute = page.split("## Compute")[1]  # the run's stage times and each trained model's epochs
+    assert "| teacher_test_efficientnet_gn | " in compute and "| ensemble | " in compute

@@ -4,7 +4,8 @@ Stages: prepare -> teacher -> the teacher's other ensemble members, if any (`mod
 views cache -> student alone -> distillation (warm start from the student, cached teacher views) ->
 evaluation of all three on the held-out test split (+ TTA) -> int8 export -> bench -> report.md. A
 finished stage leaves its marker file (written last) and is skipped on a re-run, saying so; an
-interrupted training stage resumes from its last checkpoint.
+interrupted training stage resumes from its last checkpoint. Each stage's wall time, over every start, goes
+to stage_times.csv (kndnet.stage_times) and the report's Compute section.
 
 A pipeline recipe is a YAML with a `common` section (keys of the Config object, shared by every
 stage, e.g. the data split) and one section per role (`teacher`, `student`, `distill`) whose keys
@@ -79,6 +80,7 @@ def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any]:
     """Run every stage into `out`; returns the final comparison summary."""
     from kndnet.pipeline_stages import STAGES, Run
+    from kndnet.stage_times import timed_stage
     out = Path(out)
     configs = stage_configs(recipe, data)
     with run_lock(out) as owned:
@@ -88,5 +90,6 @@ def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> d
         run = Run(configs, out, log)
         for name, stage in STAGES:
             log(f"== {name}")
-            stage(run)
+            with timed_stage(out, name):
+                stage(run)
     return json.loads((out / "summary.json").read_text())

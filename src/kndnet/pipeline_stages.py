@@ -220,6 +220,7 @@ def _bench(run: Run) -> None:
 
 def _report(run: Run) -> None:
     from kndnet.evaluation.compare import compare
+    from kndnet.stage_times import compute_section, run_compute
     out = run.out
     teacher = f"teacher (mean of {1 + len(run.ensemble)})" if run.ensemble else "teacher"
     names = [teacher, "student alone", "student + KD"]
@@ -237,9 +238,11 @@ def _report(run: Run) -> None:
                                                           ("kd", "distill"))}},
                "int8": {k: card[k] for k in ("int8_bytes", "int8_accuracy", "int8_macro_f1")},
                "latency_ms_1thread_b1": {k: bench[f"{k}_1thread_b1_p50_ms"]
-                                         for k in ("torch_eager", "ort_fp32", "ort_int8")}}
+                                         for k in ("torch_eager", "ort_fp32", "ort_int8")},
+               "compute": run_compute(out)}
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "report.md", _report_text(table, cast_table, kd, card, bench))
+    atomic_write_text(out / "report.md", _report_text(table, cast_table, kd, card, bench,
+                                                      compute_section(summary["compute"])))
     run.log(f"wrote {out / 'report.md'}")
     run.report = summary
 
@@ -254,7 +257,7 @@ def _cast_table(names: list[str], pairs: list[tuple[dict, dict]]) -> str:
     return "\n".join(lines)
 
 
-def _report_text(table: str, cast_table: str, kd: dict, card: dict, bench: dict) -> str:
+def _report_text(table: str, cast_table: str, kd: dict, card: dict, bench: dict, compute: list[str]) -> str:
     return "\n".join([
         "# KNDNet run report", "", "Held-out, lesion-grouped test split; 95% bootstrap CIs in brackets.", "",
         table, "", f"Student + KD with horizontal-flip TTA: macro-F1 {kd['tta_macro_f1']:.3f}.", "",
@@ -268,6 +271,7 @@ def _report_text(table: str, cast_table: str, kd: dict, card: dict, bench: dict)
         f"- int8 peak activation memory {card['peak_activation_bytes_int8'] / 1024:.0f} KB",
         f"- batch-1 latency, one thread: PyTorch eager {bench['torch_eager_1thread_b1_p50_ms']} ms, ONNX Runtime "
         f"fp32 {bench['ort_fp32_1thread_b1_p50_ms']} ms, int8 {bench['ort_int8_1thread_b1_p50_ms']} ms", "",
+        *compute,
         "![comparison](comparison.png) ![KD confusion matrix](eval/distill/confusion_matrix.png)", "",
         "Research use only: not a medical device.", ""])
 
