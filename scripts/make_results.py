@@ -21,7 +21,7 @@ import yaml
 
 from kndnet.evaluation.metrics import with_ci
 from kndnet.io import atomic_write_text
-from kndnet.stage_times import compute_section, run_compute
+from kndnet.stage_times import compute_section, folder_epoch_seconds, run_compute
 
 KEPT_START = "<!-- hand-kept: make_results.py carries this block over verbatim -->"
 KEPT_END = "<!-- end of the hand-kept block -->"
@@ -111,10 +111,8 @@ def _run_of(eval_dir: Path) -> Path | None:
 
 def _epoch_cost(trained: Path | None) -> str:
     """Median training seconds per epoch and the epochs run (robust to a run paused or shared for a while)."""
-    if trained is None or not (trained / "metrics.csv").is_file():
-        return "-"
-    seconds = pd.read_csv(trained / "metrics.csv")["train_seconds"]
-    return f"{seconds.median():.0f} x {len(seconds)}"
+    seconds = folder_epoch_seconds(trained) if trained else None
+    return f"{seconds['median']:.0f} x {seconds['epochs']}" if seconds else "-"
 
 
 def lever_table(run: Path, levers: list[str]) -> list[str]:

@@ -434,10 +434,11 @@ def test_training_commands_quiet_libraries_but_keep_epoch_lines_and_own_warnings
     import warnings
 
     import kndnet.training.epoch_log  # noqa: F401  sets kndnet.epochs to INFO, as training does
+    from kndnet.errors import KNDNetWarning
     with quiet_libraries(progress=True):
-        warnings.warn_explicit("a library's deprecation", DeprecationWarning, "lib.py", 1, module="lightning.x")
-        warnings.warn_explicit("teacher from random weights", UserWarning, "teachers.py", 1,
-                               module="kndnet.models.teachers")
+        warnings.warn("a library's deprecation, blamed on its caller", DeprecationWarning)
+        warnings.warn("a library's notice", UserWarning)
+        warnings.warn("teacher from random weights", KNDNetWarning)
         assert logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING
         assert logging.getLogger("kndnet.epochs").getEffectiveLevel() == logging.INFO
     assert [str(w.message) for w in recwarn.list] == ["teacher from random weights"]

@@ -13,19 +13,38 @@ def _metrics(folder, seconds) -> None:
     pd.DataFrame({"epoch": range(len(seconds)), "train_seconds": seconds}).to_csv(folder / "metrics.csv", index=False)
 
 
-def test_an_interrupted_start_is_recorded_and_a_resumed_one_adds_to_it(tmp_path):
+def _times(out, rows) -> None:
+    pd.DataFrame(rows, columns=["start", "stage", "status", "seconds"]).to_csv(out / "stage_times.csv", index=False)
+
+
+def test_each_start_is_recorded_as_it_ended(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with timed_stage(tmp_path, "teacher"):
             raise KeyboardInterrupt
-    for stage in ("teacher", "student"):
-        with timed_stage(tmp_path, stage):
-            pass
+    with timed_stage(tmp_path, "teacher"):
+        pass
+    with timed_stage(tmp_path, "student") as entry:
+        entry["status"] = "skipped"
+    with timed_stage(tmp_path, "distill", enabled=False):  # a DDP rank that does not own the run folder
+        pass
     times = pd.read_csv(tmp_path / "stage_times.csv")
-    assert times["stage"].tolist() == ["teacher", "teacher", "student"]
-    assert times["finished"].tolist() == [False, True, True]
-    times.loc[:, "seconds"] = [600.0, 300.0, 60.0]
-    times.to_csv(tmp_path / "stage_times.csv", index=False)
-    assert run_compute(tmp_path)["stage_minutes"] == {"teacher": 15.0, "student": 1.0}
+    assert times["stage"].tolist() == ["teacher"] * 4 + ["student"] * 2
+    assert times["status"].tolist() == ["started", "raised", "started", "ran", "started", "skipped"]
+    assert times["seconds"].isna().tolist() == [True, False] * 3
+
+
+def test_minutes_sum_the_timed_starts_and_name_the_untimed_ones(tmp_path):
+    _times(tmp_path, [("t0", "teacher", "started", None), ("t0", "teacher", "raised", 600.0),
+                      ("t1", "teacher", "started", None),  # killed outright: no end row
+                      ("t2", "teacher", "started", None), ("t2", "teacher", "ran", 300.0),
+                      ("t2", "student", "started", None), ("t2", "student", "skipped", 0.2),
+                      ("t2", "report", "started", None)])  # running now: neither timed nor killed
+    stages = run_compute(tmp_path)["stages"]
+    assert stages == {"teacher": {"seconds": 900.0, "killed_starts": 1},
+                      "student": {"seconds": None, "killed_starts": 0}}
+    section = "\n".join(compute_section(run_compute(tmp_path)))
+    assert "| teacher | 15.0 (+ 1 start killed untimed) |" in section
+    assert "| student | not recorded |" in section and "| all timed | 15.0 |" in section
 
 
 def test_epoch_seconds_cover_every_training_folder_and_give_the_kd_cost(tmp_path):
@@ -49,4 +68,14 @@ def test_a_run_without_a_student_alone_has_no_kd_cost_ratio(tmp_path):
     compute = run_compute(tmp_path)
     assert compute["kd_vs_alone_epoch"] is None
     section = "\n".join(compute_section(compute))
-    assert "| distill |" in section and "| all |" in section and "A KD epoch" not in section
+    assert "| distill |" in section and "| all timed |" in section and "A KD epoch" not in section
+
+
+def test_a_record_that_cannot_be_written_warns_and_the_stage_goes_on(tmp_path):
+    from kndnet.errors import KNDNetWarning
+    (tmp_path / "stage_times.csv").mkdir()  # not a file: appending to it fails
+    ran = False
+    with pytest.warns(KNDNetWarning, match="could not record the stage time"):
+        with timed_stage(tmp_path, "teacher"):
+            ran = True
+    assert ran

@@ -81,6 +81,25 @@ def test_interrupted_run_resumes_to_the_same_epochs_with_optimizer_state(synth_m
     assert last["lr_schedulers"][0]["last_epoch"] == 4
 
 
+class _CtrlC(Callback):
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_how_to_resume(synth_manifest, tmp_path, capsys):
+    """Lightning answers Ctrl-C with a log line the quiet commands hide, then exits: kndnet says how to go on."""
+    import signal
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            fit(tiny_config("student", synth_manifest, **{"train.epochs": 3}), tmp_path, extra_callbacks=[_CtrlC()])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert f"interrupted: re-run the same command to resume {tmp_path}" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "summary.json").exists()
+
+
 class _BatchLog(Callback):
     """A fingerprint of every training batch (its images' sum, in order), per epoch."""
 

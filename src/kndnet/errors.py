@@ -16,6 +16,11 @@ def _worker_message(text: str, name: str) -> str | None:
     return message if sep else None
 
 
+class KNDNetWarning(UserWarning):
+    """kndnet's own warnings (a teacher from random weights, an int8 teacher that fell back to fp32): the
+    training commands hide library warnings but never these (kndnet.quiet)."""
+
+
 class KNDNetError(Exception):
     """Base class: the CLI prints these without a traceback and exits non-zero."""
 

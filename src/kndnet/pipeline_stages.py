@@ -43,14 +43,16 @@ class Run:
     export: Summary | None = None
     bench: Summary | None = None
     report: Summary | None = None
+    found_done: list[bool] = field(default_factory=list)  # the current stage's completeness checks (_finished)
 
 
 def _finished(run: Run, marker: Path, why: str) -> bool:
     """The one completeness check: a stage's marker file is written last, so it means finished."""
-    if marker.is_file():
+    done = marker.is_file()
+    run.found_done.append(done)
+    if done:
         run.log(f"skipped: {marker} exists ({why})")
-        return True
-    return False
+    return done
 
 
 def _stage_config(run: Run, role: str) -> Config:

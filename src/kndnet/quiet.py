@@ -14,6 +14,8 @@ import logging
 import warnings
 from collections.abc import Iterator
 
+from kndnet.errors import KNDNetWarning
+
 CHATTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch._dynamo",
                   "huggingface_hub", "timm", "kndnet.epochs")
 
@@ -38,7 +40,7 @@ def quiet_libraries(verbose: bool = False, progress: bool = False) -> Iterator[N
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if progress:
-                warnings.filterwarnings("default", module=r"kndnet(\.|$)")
+                warnings.simplefilter("default", KNDNetWarning)
             yield
     finally:
         for lg, level in zip(loggers, levels):

@@ -2,61 +2,101 @@
 stage's seconds per epoch.
 
 Why: a result is only reproducible on a budget if its compute is known, stage by stage (the KD epoch against the
-student-alone epoch is the cost of distillation). The run folder keeps one row per stage per start in
-stage_times.csv, written as each stage ends (finished, skipped or interrupted), so a resumed run adds its rows to
-the earlier ones; the report turns them into its Compute section.
+student-alone epoch is the cost of distillation). The run folder keeps stage_times.csv, appended to as stages
+start and end: a `started` row, then one row with the seconds and how the stage ended (`ran`, `skipped`: its
+output was there, `raised`: an error or Ctrl-C). A start killed outright (SIGKILL, out of memory) leaves only its
+`started` row, so the report can say that it was not timed; a resumed run adds its rows to the earlier ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from kndnet.data.manifest import write_csv_atomic
+from kndnet.errors import KNDNetWarning
 
 TIMES_NAME = "stage_times.csv"
+COLUMNS = ("start", "stage", "status", "seconds")
+TIMED = ("ran", "raised")  # rows whose seconds are compute spent; `skipped` rows found the work done
 TRAINING_FOLDERS = ("teacher", "teacher_*", "student", "distill")  # run sub-folders with a metrics.csv
 
 
-@contextlib.contextmanager
-def timed_stage(out: Path, stage: str) -> Iterator[None]:
-    """Time the block and append (start, stage, seconds, finished) to out/stage_times.csv, also when it raises."""
-    started, clock = datetime.now(timezone.utc), time.perf_counter()
-    finished = False
+def _append(path: Path, row: dict[str, object]) -> None:
+    """One line added to the CSV (a header first when it is new); a failure warns, never masks the stage's own
+    outcome: the timing is a record, not part of the run."""
     try:
-        yield
-        finished = True
+        new = not path.is_file()
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+    except OSError as err:
+        warnings.warn(f"could not record the stage time in {path} ({err}); the run goes on", KNDNetWarning)
+
+
+@contextlib.contextmanager
+def timed_stage(out: Path, stage: str, enabled: bool = True) -> Iterator[dict[str, str]]:
+    """Time the block into out/stage_times.csv. Yields the row's status (`ran`), which the caller may set to
+    `skipped`; an exception sets `raised` and propagates. `enabled` False (a DDP rank that does not own the run
+    folder) records nothing."""
+    entry = {"status": "ran"}
+    if not enabled:
+        yield entry
+        return
+    path, started = out / TIMES_NAME, datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _append(path, {"start": started, "stage": stage, "status": "started", "seconds": ""})
+    clock = time.perf_counter()
+    try:
+        yield entry
+    except BaseException:
+        entry["status"] = "raised"
+        raise
     finally:
-        row = pd.DataFrame([{"start": started.isoformat(timespec="seconds"), "stage": stage,
-                             "seconds": round(time.perf_counter() - clock, 1), "finished": finished}])
-        path = out / TIMES_NAME
-        write_csv_atomic(pd.concat([pd.read_csv(path), row]) if path.is_file() else row, path)
+        _append(path, {"start": started, "stage": stage, "status": entry["status"],
+                       "seconds": round(time.perf_counter() - clock, 1)})
 
 
-def stage_minutes(out: Path) -> dict[str, float]:
-    """Wall minutes of each stage, summed over every start of the run, in the order the stages first ran."""
+def stage_times(out: Path) -> dict[str, dict[str, object]]:
+    """Per stage, in the order the stages first ran: seconds of compute summed over every timed start (None when
+    every start found it done, e.g. it ran before stage_times.csv existed), and the starts killed untimed. A
+    `started` row at the very end is the stage running now (the report, when it calls this): left out."""
     path = out / TIMES_NAME
     if not path.is_file():
         return {}
-    seconds = pd.read_csv(path).groupby("stage", sort=False)["seconds"].sum()
-    return {stage: round(value / 60, 1) for stage, value in seconds.items()}
+    rows = pd.read_csv(path)
+    if len(rows) and rows["status"].iloc[-1] == "started":
+        rows = rows.iloc[:-1]
+    result = {}
+    for stage, group in rows.groupby("stage", sort=False):
+        ended = group[group["status"] != "started"]
+        timed = ended[ended["status"].isin(TIMED)]
+        result[stage] = {"seconds": round(float(timed["seconds"].sum()), 1) if len(timed) else None,
+                         "killed_starts": int((group["status"] == "started").sum() - len(ended))}
+    return result
+
+
+def folder_epoch_seconds(folder: Path) -> dict[str, float] | None:
+    """One training run's epochs, median and total training seconds (its metrics.csv), or None."""
+    metrics = folder / "metrics.csv"
+    seconds = pd.read_csv(metrics)["train_seconds"].dropna() if metrics.is_file() else []
+    if not len(seconds):
+        return None
+    return {"epochs": len(seconds), "median": round(float(seconds.median()), 1),
+            "total": round(float(seconds.sum()), 1)}
 
 
 def epoch_seconds(out: Path) -> dict[str, dict[str, float]]:
-    """For each training folder of the run: epochs run, the median and total training seconds (metrics.csv)."""
-    result = {}
-    for pattern in TRAINING_FOLDERS:
-        for metrics in sorted(out.glob(f"{pattern}/metrics.csv")):
-            seconds = pd.read_csv(metrics)["train_seconds"].dropna()
-            if len(seconds):
-                result[metrics.parent.name] = {"epochs": len(seconds), "median": round(float(seconds.median()), 1),
-                                               "total": round(float(seconds.sum()), 1)}
-    return result
+    """`folder_epoch_seconds` of each training folder of the run (teacher, its ensemble members, student, distill)."""
+    folders = (folder for pattern in TRAINING_FOLDERS for folder in sorted(out.glob(pattern)) if folder.is_dir())
+    return {folder.name: seconds for folder in folders if (seconds := folder_epoch_seconds(folder))}
 
 
 def kd_cost_ratio(epochs: dict[str, dict[str, float]]) -> float | None:
@@ -67,20 +107,28 @@ def kd_cost_ratio(epochs: dict[str, dict[str, float]]) -> float | None:
 
 
 def run_compute(out: Path) -> dict[str, object]:
-    """The run's compute, for summary.json and the report: stage minutes, epoch seconds, the KD cost ratio."""
+    """The run's compute, for summary.json and the report: stage times, epoch seconds, the KD cost ratio."""
     epochs = epoch_seconds(out)
-    return {"stage_minutes": stage_minutes(out), "epoch_seconds": epochs, "kd_vs_alone_epoch": kd_cost_ratio(epochs)}
+    return {"stages": stage_times(out), "epoch_seconds": epochs, "kd_vs_alone_epoch": kd_cost_ratio(epochs)}
 
 
-def compute_section(compute: dict) -> list[str]:
+def _minutes(stage: dict[str, object]) -> str:
+    text = "not recorded" if stage["seconds"] is None else f"{stage['seconds'] / 60:.1f}"
+    killed = stage["killed_starts"]
+    return text + (f" (+ {killed} start{'s' if killed > 1 else ''} killed untimed)" if killed else "")
+
+
+def compute_section(compute: dict[str, object]) -> list[str]:
     """The report's Compute section (markdown lines) from `run_compute`'s figures."""
-    minutes, epochs, ratio = compute["stage_minutes"], compute["epoch_seconds"], compute["kd_vs_alone_epoch"]
+    stages, epochs, ratio = compute["stages"], compute["epoch_seconds"], compute["kd_vs_alone_epoch"]
     lines = ["## Compute", ""]
-    if minutes:
-        lines += ["Wall time of each stage, summed over every start of the run (`stage_times.csv`); the report's "
-                  "own is not in it yet.", "", "| stage | minutes |", "| --- | --- |",
-                  *(f"| {stage} | {value:.1f} |" for stage, value in minutes.items()),
-                  f"| all | {sum(minutes.values()):.1f} |", ""]
+    if stages:
+        total = sum(stage["seconds"] or 0.0 for stage in stages.values()) / 60
+        lines += ["Wall time of each stage, summed over every start of the run that timed it (`stage_times.csv`; "
+                  "the report stage of the start that wrote this page is not in it).", "",
+                  "| stage | minutes |", "| --- | --- |",
+                  *(f"| {name} | {_minutes(stage)} |" for name, stage in stages.items()),
+                  f"| all timed | {total:.1f} |", ""]
     else:
         lines += ["Stage times were not recorded (a run started before `stage_times.csv` existed).", ""]
     if epochs:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from kndnet.checkpoint import ModelSpec
-from kndnet.errors import ConfigError
+from kndnet.errors import ConfigError, KNDNetWarning
 
 INT8_CALIBRATION_IMAGES = 128  # training images whose activation ranges set the int8 scales
 INT8_CHECK_IMAGES = 384        # other training images on which int8 and fp32 must agree (128 left
@@ -159,5 +159,5 @@ def _quantised(fp32_path: Path, spec: ModelSpec, rows: pd.DataFrame,
     warnings.warn(f"distill.teacher_int8: the int8 copies of teacher {source} agree with its fp32 self on {tried} "
                   f"of {len(check)} training images (< {MIN_INT8_AGREEMENT}), so they would teach other labels: "
                   "this teacher runs in fp32 (slower). Set distill.teacher_int8 false to skip the check",
-                  stacklevel=2)
+                  KNDNetWarning, stacklevel=2)
     return None, max(agreements.values()), None

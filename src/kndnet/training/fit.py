@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,12 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
         module.attach_online_teachers(teacher_checkpoints(cfg.distill),
                                       resolve_teacher_runtime(cfg.distill.teacher_runtime, on_cpu), train_rows)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None, weights_only=True)
+    except SystemExit:  # Lightning's exit after Ctrl-C; its own notice is a log line the quiet commands hide
+        print(f"interrupted: re-run the same command to resume {run_dir} from its last finished epoch",
+              file=sys.stderr)
+        raise
     if trainer.interrupted or not trainer.is_global_zero:
         return {"interrupted": trainer.interrupted}
     summary = _summary(cfg, module, trainer, run_dir, time.perf_counter() - start)

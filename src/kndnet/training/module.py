@@ -36,7 +36,7 @@ from kndnet.checkpoint import (
 from kndnet.config import Config, config_from_dict, teacher_checkpoints
 from kndnet.distill.losses import distillation_loss
 from kndnet.distill.onnx_teacher import onnxruntime_teacher
-from kndnet.errors import CheckpointError, ConfigError
+from kndnet.errors import CheckpointError, ConfigError, KNDNetWarning
 from kndnet.models import create_model
 from kndnet.training.datamodule import prior_exponent
 from kndnet.training.mixing import build_mixer, mix_batch, mix_images
@@ -156,7 +156,7 @@ class LesionClassifier(L.LightningModule):
             return None
         if self._teacher_runtime != "onnxruntime":
             warnings.warn("distill.teacher_int8 quantises ONNX Runtime teachers; the PyTorch teacher "
-                          f"(teacher_runtime {self._teacher_runtime}) runs unquantised")
+                          f"(teacher_runtime {self._teacher_runtime}) runs unquantised", KNDNetWarning)
             return None
         if train_rows is None:
             raise ConfigError("distill.teacher_int8 calibrates the teachers on training images: attach them "
@@ -314,7 +314,7 @@ def _cpu_has_native_bf16() -> bool:
     native = any(cpu_bf16_instructions().values())
     if not native:
         warnings.warn("distill.teacher_bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 would be "
-                      "emulated and slower than fp32; the online teacher runs in fp32")
+                      "emulated and slower than fp32; the online teacher runs in fp32", KNDNetWarning)
     return native
 
 
