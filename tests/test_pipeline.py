@@ -187,3 +187,27 @@ def _results_page_names_both_members_and_keeps_the_hand_kept_block(run, recipe, 
     assert "| student + KD | " in page.split("## Under a simulated colour cast")[1]
     compute = page.split("## Compute")[1]  # the run's stage times and each trained model's epochs
     assert "| teacher_test_efficientnet_gn | " in compute and "| ensemble | " in compute
+
+
+@pytest.mark.slow
+def test_run_under_ddp_trains_every_stage_on_both_ranks_and_reports_once(synth_dir, tmp_path):
+    """`kndnet run` with two devices: Lightning re-runs the command as rank 1, which must join each training
+    stage (the demo's cached teacher views included) and leave the rest to rank 0."""
+    import subprocess
+    import sys
+    recipe = yaml.safe_load(recipe_path("demo").read_text())
+    recipe["common"]["train"].update({"devices": "2", "strategy": "ddp", "accelerator": "cpu"})
+    for role in ("teacher", "student", "distill"):
+        recipe[role]["train"]["epochs"] = 1
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "kndnet.cli", "run", "--config", str(tmp_path / "ddp.yaml"),
+                             "--data", str(synth_dir), "--out", str(out)], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines.count("== report") == 1 and lines.count("== teacher") == 1  # rank 1 logs nothing
+    for role in ("teacher", "student", "distill"):
+        assert json.loads((out / role / "summary.json").read_text())["world_size"] == 2, role
+    assert (out / "report.md").is_file() and (out / "teacher_cache" / "teacher_cache.json").is_file()
+    ended = pd.read_csv(out / "stage_times.csv").query("status != 'started'")
+    assert ended["stage"].tolist() == [name for name, _ in STAGES]  # rank 0's rows only

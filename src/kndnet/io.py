@@ -134,20 +134,27 @@ def _try_lock(lock: Path) -> bool:
     return True
 
 
+def ddp_rank() -> int:
+    """This process's local DDP rank: Lightning's launcher re-runs the command in a process per further device
+    with LOCAL_RANK set (torchrun sets it too); 0 for the process a user started."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[bool]:
     """Hold `folder/.lock` (holding our PID) for the block; refuse while a live process holds it.
 
     Yields True when this call took the lock, False when this process (or its parent) already held it.
     A lock whose PID is dead (a killed run) is stale and taken over. A lock held by this process or
-    its parent is ours: Lightning's DDP launcher re-runs the same command in child processes.
+    its parent is ours: Lightning's DDP launcher re-runs the same command in child processes. Those (DDP
+    ranks above 0) never take a lock: one that reaches a stage's folder first would lock rank 0 out of it.
     """
     from kndnet.errors import BusyError
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     owned = False
-    while not owned:
+    while not owned and not ddp_rank():
         if _try_lock(lock):
             owned = True
             break

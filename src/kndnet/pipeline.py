@@ -21,7 +21,7 @@ from typing import Any
 
 from kndnet.config import ROLES, Config, DistillConfig, ensemble_archs, load_config, recipe_path
 from kndnet.errors import ConfigError
-from kndnet.io import atomic_write_text, clean_stale_temporaries, run_lock
+from kndnet.io import atomic_write_text, clean_stale_temporaries, ddp_rank, run_lock
 
 __all__ = ["ROLES", "recipe_path", "run_pipeline", "stage_configs"]
 
@@ -77,22 +77,27 @@ def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
                           "architecture, but model.ensemble adds others; use lite-pypi or timm weights")
 
 
-def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any]:
-    """Run every stage into `out`; returns the final comparison summary."""
-    from kndnet.pipeline_stages import STAGES, Run
+def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any] | None:
+    """Run every stage into `out`; returns the final comparison summary (None on a DDP rank other than 0).
+
+    Under DDP (train.devices > 1 on one machine) every rank runs the same training stages in the same order, so
+    each joins rank 0's fits; only rank 0 logs, caches teacher views, evaluates, exports and reports."""
+    from kndnet.pipeline_stages import STAGES, TRAINING_STAGES, Run
     from kndnet.stage_times import timed_stage
-    out = Path(out)
+    out, rank = Path(out), ddp_rank()
+    log = log if rank == 0 else (lambda _: None)
     configs = stage_configs(recipe, data)
     with run_lock(out) as owned:
         if owned and clean_stale_temporaries(out):
             log(f"removed temporaries a killed run left in {out}")
-        atomic_write_text(out / "recipe.yaml", Path(recipe).read_text())
-        run = Run(configs, out, log)
-        for name, stage in STAGES:
+        if rank == 0:
+            atomic_write_text(out / "recipe.yaml", Path(recipe).read_text())
+        run = Run(configs, out, log, rank=rank)
+        for name, stage in STAGES if rank == 0 else [s for s in STAGES if s[0] in TRAINING_STAGES]:
             log(f"== {name}")
             with timed_stage(out, name, enabled=owned) as entry:
                 run.found_done = []
                 stage(run)
                 if run.found_done and all(run.found_done):
                     entry["status"] = "skipped"
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text()) if rank == 0 else None

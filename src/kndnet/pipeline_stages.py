@@ -44,6 +44,7 @@ class Run:
     bench: Summary | None = None
     report: Summary | None = None
     found_done: list[bool] = field(default_factory=list)  # the current stage's completeness checks (_finished)
+    rank: int = 0  # a DDP rank other than 0 only joins the training stages (io.ddp_rank)
 
 
 def _finished(run: Run, marker: Path, why: str) -> bool:
@@ -94,7 +95,8 @@ def _fit_stage(run: Run, cfg: Config, folder: Path, name: str) -> Summary:
             (folder / "checkpoints" / "last.ckpt").is_file():
         run.log(f"resuming the interrupted run from {folder / 'checkpoints' / 'last.ckpt'}")
     summary = fit(cfg, folder)
-    run.log(f"{name}: best val macro-F1 {summary['best_val_macro_f1']} ({summary['epochs_run']} epochs)")
+    if not run.rank:  # other ranks get the checkpoint's path only
+        run.log(f"{name}: best val macro-F1 {summary['best_val_macro_f1']} ({summary['epochs_run']} epochs)")
     return summary
 
 
@@ -150,8 +152,8 @@ def _cache_teacher(run: Run) -> None:
         run.log("no teacher cache: the teacher runs online (distill.views is 0)")
         return
     folder = run.out / "teacher_cache"
-    if not _finished(run, folder / INDEX_NAME, "written after the last view"):
-        cache_teacher_for_config(cfg, folder)
+    if not run.rank and not _finished(run, folder / INDEX_NAME, "written after the last view"):
+        cache_teacher_for_config(cfg, folder)  # rank 0 alone; the others meet it at the next training stage
     run.teacher_cache = folder
 
 
@@ -278,6 +280,7 @@ def _report_text(table: str, cast_table: str, kd: dict, card: dict, bench: dict,
         "Research use only: not a medical device.", ""])
 
 
+TRAINING_STAGES = ("prepare", "teacher", "ensemble", "teacher_cache", "student", "distill")  # what DDP ranks > 0 run
 STAGES: list[tuple[str, Callable[[Run], None]]] = [
     ("prepare", _prepare), ("teacher", _train("teacher")), ("ensemble", _train_ensemble),
     ("teacher_cache", _cache_teacher),

@@ -134,8 +134,9 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
         print(f"interrupted: re-run the same command to resume {run_dir} from its last finished epoch",
               file=sys.stderr)
         raise
-    if trainer.interrupted or not trainer.is_global_zero:
-        return {"interrupted": trainer.interrupted}
+    if trainer.interrupted or not trainer.is_global_zero:  # another DDP rank: rank 0 writes the results
+        return {"interrupted": trainer.interrupted, "rank": trainer.global_rank,
+                "best_checkpoint": str(trainer.checkpoint_callback.best_model_path)}
     summary = _summary(cfg, module, trainer, run_dir, time.perf_counter() - start)
     atomic_write_json(summary_path, summary)
     return summary
