@@ -87,6 +87,7 @@ class _CtrlC(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume(synth_manifest, tmp_path, capsys):
     """Lightning answers Ctrl-C with a log line the quiet commands hide, then exits: kndnet says how to go on."""
     import signal
