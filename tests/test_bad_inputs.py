@@ -446,6 +446,19 @@ def test_training_commands_quiet_libraries_but_keep_epoch_lines_and_own_warnings
         assert logging.getLogger("kndnet.epochs").getEffectiveLevel() == logging.WARNING  # the demo's
 
 
+def test_kndnet_warnings_print_as_one_line_without_kndnets_source_file(tmp_path, monkeypatch) -> None:
+    import warnings
+
+    from kndnet.errors import KNDNetWarning, format_warning
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() installs its own: undone after
+    assert main(["synth", "--out", str(tmp_path / "s"), "--lesions-per-class", "1"]) == 0
+    assert warnings.formatwarning is format_warning
+    shown = warnings.formatwarning("teacher from random weights", KNDNetWarning, "/site/kndnet/teachers.py", 114)
+    assert shown == "warning: teacher from random weights\n"
+    library = warnings.formatwarning("a library's notice", UserWarning, "/site/lib.py", 3)
+    assert library.startswith("/site/lib.py:3: UserWarning: a library's notice")
+
+
 def test_exported_files_carry_no_absolute_paths_of_the_training_machine(tmp_path) -> None:
     assert main(["export", "--out", str(tmp_path)]) == 0
     card = (tmp_path / "model_card.json").read_text() + (tmp_path / "MODEL_CARD.md").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 
 def _worker_message(text: str, name: str) -> str | None:
     """The original message inside a DataLoader worker's re-raise text, or None.
@@ -19,6 +21,21 @@ def _worker_message(text: str, name: str) -> str | None:
 class KNDNetWarning(UserWarning):
     """kndnet's own warnings (a teacher from random weights, an int8 teacher that fell back to fp32): the
     training commands hide library warnings but never these (kndnet.quiet)."""
+
+
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   line: str | None = None) -> str:
+    """`warning: MESSAGE` for kndnet's own warnings, Python's format for the rest.
+
+    Why: Python prints a warning as `FILE:LINE: CATEGORY: MESSAGE` plus the source line, which names kndnet's
+    installed source file, not the user's input; the user needs the message alone, as errors print it.
+    `kndnet.cli.main` installs this as `warnings.formatwarning`."""
+    if issubclass(category, KNDNetWarning):
+        return f"warning: {message}\n"
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
 
 
 class KNDNetError(Exception):
