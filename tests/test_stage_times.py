@@ -79,3 +79,23 @@ def test_a_record_that_cannot_be_written_warns_and_the_stage_goes_on(tmp_path):
         with timed_stage(tmp_path, "teacher"):
             ran = True
     assert ran
+
+
+def test_a_row_cut_short_by_a_killed_write_costs_only_that_row(tmp_path):
+    path = tmp_path / "stage_times.csv"
+    with timed_stage(tmp_path, "teacher"):
+        pass
+    with open(path, "a") as handle:
+        handle.write("2026-12-05T07:13:23+00:00,stud")  # killed mid-row: no newline
+    with timed_stage(tmp_path, "distill"):  # the next start begins a line of its own
+        pass
+    stages = run_compute(tmp_path)["stages"]
+    assert list(stages) == ["teacher", "distill"] and stages["distill"]["killed_starts"] == 0
+
+
+def test_an_unreadable_record_warns_and_the_report_goes_on(tmp_path):
+    from kndnet.errors import KNDNetWarning
+    (tmp_path / "stage_times.csv").write_text("start,stage,status,seconds\na,b,c,d,e,f\n\"unclosed\n")
+    with pytest.warns(KNDNetWarning, match="stage_times.csv could not be read"):
+        stages = run_compute(tmp_path)["stages"]
+    assert stages == {}

@@ -32,14 +32,23 @@ def _append(path: Path, row: dict[str, object]) -> None:
     """One line added to the CSV (a header first when it is new); a failure warns, never masks the stage's own
     outcome: the timing is a record, not part of the run."""
     try:
-        new = not path.is_file()
+        new = not path.is_file() or not path.stat().st_size
+        cut_short = not new and not _ends_with_newline(path)  # a write killed mid-row: start a line of our own
         with open(path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, COLUMNS)
             if new:
                 writer.writeheader()
+            if cut_short:
+                handle.write("\n")
             writer.writerow(row)
     except OSError as err:
         warnings.warn(f"could not record the stage time in {path} ({err}); the run goes on", KNDNetWarning)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
 
 
 @contextlib.contextmanager
@@ -68,10 +77,7 @@ def stage_times(out: Path) -> dict[str, dict[str, object]]:
     """Per stage, in the order the stages first ran: seconds of compute summed over every timed start (None when
     every start found it done, e.g. it ran before stage_times.csv existed), and the starts killed untimed. A
     `started` row at the very end is the stage running now (the report, when it calls this): left out."""
-    path = out / TIMES_NAME
-    if not path.is_file():
-        return {}
-    rows = pd.read_csv(path)
+    rows = _read_rows(out / TIMES_NAME)
     if len(rows) and rows["status"].iloc[-1] == "started":
         rows = rows.iloc[:-1]
     result = {}
@@ -79,8 +85,23 @@ def stage_times(out: Path) -> dict[str, dict[str, object]]:
         ended = group[group["status"] != "started"]
         timed = ended[ended["status"].isin(TIMED)]
         result[stage] = {"seconds": round(float(timed["seconds"].sum()), 1) if len(timed) else None,
-                         "killed_starts": int((group["status"] == "started").sum() - len(ended))}
+                         "killed_starts": max(0, int((group["status"] == "started").sum()) - len(ended))}
     return result
+
+
+def _read_rows(path: Path) -> pd.DataFrame:
+    """stage_times.csv's rows; a row cut short by a killed write is dropped, and a file that cannot be read at all
+    warns and counts as none, so a damaged record never stops a run's report."""
+    if not path.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    try:
+        rows = pd.read_csv(path, on_bad_lines="skip", dtype={"start": str, "stage": str, "status": str})
+        rows = rows[list(COLUMNS)].dropna(subset=["stage", "status"])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError, UnicodeDecodeError) as err:
+        warnings.warn(f"{path} could not be read ({err}); its stage times are left out of the report "
+                      "(delete the file to start a new record)", KNDNetWarning)
+        return pd.DataFrame(columns=COLUMNS)
+    return rows.assign(seconds=pd.to_numeric(rows["seconds"], errors="coerce"))
 
 
 def folder_epoch_seconds(folder: Path) -> dict[str, float] | None:
