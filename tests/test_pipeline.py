@@ -65,7 +65,7 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert cast_row[3].startswith(f"{cast['macro_f1']:.3f} [")  # the cast's macro-F1 with its CI
     assert cast_row[4] == f"{summary['kd_test']['macro_f1']:.3f} |"  # beside the plain one
     compute = summary["compute"]
-    assert list(compute["stages"]) == [name for name, _ in STAGES[:-1]]  # the report times itself after writing
+    assert list(compute["stages"]) == [stage.name for stage in STAGES[:-1]]  # the report times itself after writing
     assert set(compute["epoch_seconds"]) == {"teacher", "student", "distill"}
     medians = {role: pd.read_csv(tmp_path / role / "metrics.csv")["train_seconds"].median()
                for role in ("student", "distill")}
@@ -73,13 +73,34 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert f"A KD epoch took {compute['kd_vs_alone_epoch']:.2f}x a student-alone epoch" in report
     outputs = ["teacher/checkpoints/last.ckpt", "distill/checkpoints/last.ckpt", "export/model_int8.onnx"]
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in outputs}
+    recast = tmp_path / "eval" / "teacher_cast" / "metrics.json"  # as if scored at another cast: scored again
+    recast.write_text(json.dumps({**json.loads(recast.read_text()), "colour_cast": 0.1}))
     assert main(["demo", "--out", str(tmp_path)]) == 0
     assert {name: (tmp_path / name).stat().st_mtime_ns for name in outputs} == before
+    assert json.loads(recast.read_text())["colour_cast"] == 0.2
     ended = pd.read_csv(tmp_path / "stage_times.csv").query("status != 'started'")
-    assert ended["stage"].tolist() == [name for name, _ in STAGES] * 2  # every stage, in both starts
+    assert ended["stage"].tolist() == [stage.name for stage in STAGES] * 2  # every stage, in both starts
     second = ended.iloc[len(STAGES):].set_index("stage")["status"]
     assert second[["prepare", "teacher", "student", "distill", "export", "bench"]].eq("skipped").all()
     assert second["report"] == "ran"  # rewritten from the stages' outputs every time
+    assert second["evaluate"] == "ran"  # it scored the teacher again: compute, not a skip
+
+
+def test_run_refuses_the_launches_it_cannot_split_into_ranks(tmp_path, monkeypatch):
+    from kndnet.pipeline import run_pipeline
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"common": {"train": {"num_nodes": 2}}}))
+    with pytest.raises(KNDNetError, match="train.num_nodes is 2 .teacher, student, distill.: `kndnet run` trains"):
+        run_pipeline(path, "/data", tmp_path / "out")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-1")  # what torchrun sets in every process it starts
+    with pytest.raises(KNDNetError, match="`kndnet run` under torchrun is not supported"):
+        run_pipeline("demo", "/data", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_stage_says_whether_ddp_ranks_beyond_0_run_it():
+    every_rank = [stage.name for stage in STAGES if stage.every_rank]
+    assert every_rank == ["prepare", "teacher", "ensemble", "teacher_cache", "student", "distill"]
 
 
 def test_a_stage_config_points_at_the_run_and_leaves_the_recipe_alone(tmp_path):
@@ -210,4 +231,4 @@ def test_run_under_ddp_trains_every_stage_on_both_ranks_and_reports_once(synth_d
         assert json.loads((out / role / "summary.json").read_text())["world_size"] == 2, role
     assert (out / "report.md").is_file() and (out / "teacher_cache" / "teacher_cache.json").is_file()
     ended = pd.read_csv(out / "stage_times.csv").query("status != 'started'")
-    assert ended["stage"].tolist() == [name for name, _ in STAGES]  # rank 0's rows only
+    assert ended["stage"].tolist() == [stage.name for stage in STAGES]  # rank 0's rows only

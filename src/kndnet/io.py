@@ -136,7 +136,8 @@ def _try_lock(lock: Path) -> bool:
 
 def ddp_rank() -> int:
     """This process's local DDP rank: Lightning's launcher re-runs the command in a process per further device
-    with LOCAL_RANK set (torchrun sets it too); 0 for the process a user started."""
+    with LOCAL_RANK set; 0 for the process a user started. One machine only: on several nodes each has a
+    LOCAL_RANK 0 (`kndnet run` refuses those launches, kndnet.pipeline._check_launch)."""
     return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
 

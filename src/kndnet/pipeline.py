@@ -77,27 +77,46 @@ def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
                           "architecture, but model.ensemble adds others; use lite-pypi or timm weights")
 
 
+def _check_launch(recipe: str | Path, configs: dict[str, Config]) -> None:
+    """Refuse the DDP launches `kndnet run` cannot split its stages under: it tells rank 0 (which alone locks,
+    evaluates, exports and reports) by LOCAL_RANK, which Lightning's own launcher sets on one machine. Under
+    torchrun every rank also starts `prepare` at once, and on several nodes each node has a LOCAL_RANK 0."""
+    import torch
+
+    nodes = {role: cfg.train.num_nodes for role, cfg in configs.items() if cfg.train.num_nodes > 1}
+    if nodes:
+        raise ConfigError(f"{recipe}: train.num_nodes is {max(nodes.values())} ({', '.join(nodes)}): `kndnet run` "
+                          "trains on one machine (train.devices N); on several nodes run each stage with "
+                          "`kndnet train` / `kndnet distill --num-nodes N`")
+    if torch.distributed.is_available() and torch.distributed.is_torchelastic_launched():
+        raise ConfigError("`kndnet run` under torchrun is not supported: start it as one process with "
+                          "train.devices N (Lightning launches the other ranks), or run each stage under torchrun "
+                          "with `kndnet train` / `kndnet distill`")
+
+
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any] | None:
     """Run every stage into `out`; returns the final comparison summary (None on a DDP rank other than 0).
 
     Under DDP (train.devices > 1 on one machine) every rank runs the same training stages in the same order, so
     each joins rank 0's fits; only rank 0 logs, caches teacher views, evaluates, exports and reports."""
-    from kndnet.pipeline_stages import STAGES, TRAINING_STAGES, Run
+    from kndnet.pipeline_stages import STAGES, Run
     from kndnet.stage_times import timed_stage
     out, rank = Path(out), ddp_rank()
     log = log if rank == 0 else (lambda _: None)
     configs = stage_configs(recipe, data)
+    _check_launch(recipe, configs)
     with run_lock(out) as owned:
         if owned and clean_stale_temporaries(out):
             log(f"removed temporaries a killed run left in {out}")
         if rank == 0:
             atomic_write_text(out / "recipe.yaml", Path(recipe).read_text())
         run = Run(configs, out, log, rank=rank)
-        for name, stage in STAGES if rank == 0 else [s for s in STAGES if s[0] in TRAINING_STAGES]:
-            log(f"== {name}")
-            with timed_stage(out, name, enabled=owned) as entry:
+        stages = STAGES if rank == 0 else [stage for stage in STAGES if stage.every_rank]
+        for stage in stages:
+            log(f"== {stage.name}")
+            with timed_stage(out, stage.name, enabled=owned) as entry:
                 run.found_done = []
-                stage(run)
+                stage.run(run)
                 if run.found_done and all(run.found_done):
                     entry["status"] = "skipped"
     return json.loads((out / "summary.json").read_text()) if rank == 0 else None

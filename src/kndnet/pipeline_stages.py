@@ -11,7 +11,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import yaml
 
@@ -191,6 +191,7 @@ def _evaluate_role(run: Run, predictor: Callable[[], Any], role: str, rows: pd.D
         if metrics.get("colour_cast", 0.0) == cast:
             return metrics
         run.log(f"{target.name} was scored at another colour cast: scoring it again at {cast}")
+        run.found_done.append(False)  # the stage does work after all: its time is compute, not a skip
     tta_mode = "hflip" if role == "distill" and not cast else "none"
     plain, tta = score(predictor(), rows, tta_mode, cast_sigma=cast)
     write_evaluation(predictor(), plain, target, str(run.manifest), "test", tta, tta_mode, cast_sigma=cast)
@@ -280,10 +281,18 @@ def _report_text(table: str, cast_table: str, kd: dict, card: dict, bench: dict,
         "Research use only: not a medical device.", ""])
 
 
-TRAINING_STAGES = ("prepare", "teacher", "ensemble", "teacher_cache", "student", "distill")  # what DDP ranks > 0 run
-STAGES: list[tuple[str, Callable[[Run], None]]] = [
-    ("prepare", _prepare), ("teacher", _train("teacher")), ("ensemble", _train_ensemble),
-    ("teacher_cache", _cache_teacher),
-    ("student", _train("student")), ("distill", _distill), ("evaluate", _evaluate),
-    ("export", _export), ("bench", _bench), ("report", _report),
+class Stage(NamedTuple):
+    """One step of `kndnet run`. `every_rank`: under DDP each rank runs it (it trains, or the training after it
+    needs its result); the others run on rank 0 alone."""
+    name: str
+    run: Callable[[Run], None]
+    every_rank: bool
+
+
+STAGES: list[Stage] = [
+    Stage("prepare", _prepare, True), Stage("teacher", _train("teacher"), True),
+    Stage("ensemble", _train_ensemble, True), Stage("teacher_cache", _cache_teacher, True),
+    Stage("student", _train("student"), True), Stage("distill", _distill, True),
+    Stage("evaluate", _evaluate, False), Stage("export", _export, False), Stage("bench", _bench, False),
+    Stage("report", _report, False),
 ]

@@ -50,11 +50,12 @@ def is_manifest(path: Path) -> bool:
     return set(MANIFEST_COLUMNS) <= set(header)
 
 
-def resolve_manifest(cfg: Config, run_dir: Path, refresh: bool = False) -> pd.DataFrame:
+def resolve_manifest(cfg: Config, run_dir: Path, refresh: bool = False, write: bool = True) -> pd.DataFrame:
     """Use cfg.data.path as a manifest, or prepare one from a data folder, into the run directory.
 
     The run's own copy is reused on a resume; `refresh` (`--force`) reads the data again, so a
-    retrained run never uses the labels or image list of data that has changed since.
+    retrained run never uses the labels or image list of data that has changed since. Without `write` (a DDP
+    rank other than 0, beside rank 0 writing the copy) a given manifest is read, not copied.
     """
     target = run_dir / MANIFEST_NAME
     if target.is_file() and not (refresh and cfg.data.path):
@@ -64,6 +65,7 @@ def resolve_manifest(cfg: Config, run_dir: Path, refresh: bool = False) -> pd.Da
     source = Path(cfg.data.path)
     if is_manifest(source):
         manifest = load_manifest(source)
-        write_manifest(manifest, target)
+        if write:
+            write_manifest(manifest, target)
         return manifest
     return prepare(cfg.data, run_dir).manifest

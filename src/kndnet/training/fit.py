@@ -29,7 +29,7 @@ from kndnet.data.selection import class_counts, resolve_manifest, split_rows
 from kndnet.distill.onnx_teacher import resolve_teacher_runtime
 from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import CheckpointError, ConfigError, DataError
-from kndnet.io import atomic_write_json, clean_stale_temporaries, run_lock
+from kndnet.io import atomic_write_json, clean_stale_temporaries, ddp_rank, run_lock
 from kndnet.models import count_parameters
 from kndnet.training.datamodule import LesionDataModule
 from kndnet.training.epoch_log import EpochMetricsWriter
@@ -106,7 +106,8 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
 
 def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | None, force: bool) -> dict[str, Any]:
     summary_path = run_dir / "summary.json"
-    if force:
+    writer = not ddp_rank()  # rank 0 writes the run's files: another rank starts when rank 0 is already training
+    if force and writer:
         _clear_results(run_dir)
     else:
         _refuse_another_recipe(cfg, run_dir)
@@ -114,11 +115,12 @@ def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | No
             return json.loads(summary_path.read_text())
     last, resumed_after = _resumable(run_dir / "checkpoints" / "last.ckpt")
     L.seed_everything(stream_seed(cfg.data.seed, resumed_after), workers=True, verbose=False)
-    manifest = resolve_manifest(cfg, run_dir, refresh=force)
+    manifest = resolve_manifest(cfg, run_dir, refresh=force and writer, write=writer)
     train_rows = split_rows(manifest, "train", cfg.data.val_fold)
     train_counts = class_counts(train_rows)
     refuse_untrainable_classes(manifest, train_counts, run_dir / MANIFEST_NAME)
-    save_config(cfg, run_dir / "config.yaml")
+    if writer:
+        save_config(cfg, run_dir / "config.yaml")
     teacher_cache = _teacher_cache(cfg)
     data = LesionDataModule(cfg, manifest, Path(cfg.data.cache_dir or run_dir / "cache"), teacher_cache)
     module = LesionClassifier(cfg.to_dict(), train_counts)
