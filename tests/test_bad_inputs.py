@@ -441,6 +441,7 @@ def test_training_commands_quiet_libraries_but_keep_epoch_lines_and_own_warnings
         warnings.warn("teacher from random weights", KNDNetWarning)
         assert logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING
         assert logging.getLogger("kndnet.epochs").getEffectiveLevel() == logging.INFO
+        assert not logging.getLogger("torch.utils.cpp_extension").isEnabledFor(logging.WARNING)  # "No CUDA runtime"
     assert [str(w.message) for w in recwarn.list] == ["teacher from random weights"]
     with quiet_libraries():
         assert logging.getLogger("kndnet.epochs").getEffectiveLevel() == logging.WARNING  # the demo's

@@ -18,6 +18,9 @@ from kndnet.errors import KNDNetWarning
 
 CHATTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch._dynamo",
                   "huggingface_hub", "timm", "kndnet.epochs")
+# Loggers whose warnings are not about the user's run: torch.compile's C++ toolchain lookup warns "No CUDA runtime
+# is found" on CPU machines that have a CUDA folder; hidden up to ERROR.
+MISLEADING_LOGGERS = ("torch.utils.cpp_extension",)
 
 
 @contextlib.contextmanager
@@ -32,11 +35,12 @@ def quiet_libraries(verbose: bool = False, progress: bool = False) -> Iterator[N
     import lightning.pytorch  # noqa: F401  importing it sets its loggers to INFO: do that before quieting them
 
     names = [name for name in CHATTY_LOGGERS if not (progress and name.startswith("kndnet"))]
-    loggers = [logging.getLogger(name) for name in names]
+    quiet_levels = {**dict.fromkeys(names, logging.WARNING), **dict.fromkeys(MISLEADING_LOGGERS, logging.ERROR)}
+    loggers = [logging.getLogger(name) for name in quiet_levels]
     levels = [lg.level for lg in loggers]
     try:
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
+        for lg, level in zip(loggers, quiet_levels.values()):
+            lg.setLevel(level)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if progress:
