@@ -98,6 +98,19 @@ def test_run_refuses_the_launches_it_cannot_split_into_ranks(tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("env, rank", [({}, 0), ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, 0),
+                                       ({"LOCAL_RANK": "1", "NODE_RANK": "0"}, 1),  # Lightning's second process
+                                       ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, 1),  # the first one of node 1
+                                       ({"RANK": "3", "LOCAL_RANK": "1"}, 3)])  # torchrun
+def test_only_the_global_rank_0_counts_as_rank_0(monkeypatch, env, rank):
+    from kndnet.io import ddp_rank
+    for name in ("RANK", "NODE_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert ddp_rank() == rank
+
+
 def test_every_stage_says_whether_ddp_ranks_beyond_0_run_it():
     every_rank = [stage.name for stage in STAGES if stage.every_rank]
     assert every_rank == ["prepare", "teacher", "ensemble", "teacher_cache", "student", "distill"]

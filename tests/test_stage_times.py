@@ -89,6 +89,10 @@ def test_a_row_cut_short_by_a_killed_write_costs_only_that_row(tmp_path):
         handle.write("2026-12-05T07:13:23+00:00,stud")  # killed mid-row: no newline
     with timed_stage(tmp_path, "distill"):  # the next start begins a line of its own
         pass
+    times = pd.read_csv(path, on_bad_lines="skip")
+    assert times.query("stage == 'distill'")["status"].tolist() == ["started", "ran"]  # its start row kept
+    with open(path, "a") as handle:
+        handle.write("2026-12-05T08:00:00+00:00,distill,ra")  # cut inside the status: not a row
     stages = run_compute(tmp_path)["stages"]
     assert list(stages) == ["teacher", "distill"] and stages["distill"]["killed_starts"] == 0
 

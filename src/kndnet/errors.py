@@ -23,7 +23,7 @@ class KNDNetWarning(UserWarning):
     training commands hide library warnings but never these (kndnet.quiet)."""
 
 
-_PYTHON_FORMATWARNING = warnings.formatwarning
+_EARLIER_FORMATWARNING = warnings.formatwarning  # Python's, or a formatter installed before kndnet
 
 
 def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -35,7 +35,7 @@ def format_warning(message: Warning | str, category: type[Warning], filename: st
     `kndnet.cli.main` installs this as `warnings.formatwarning`."""
     if issubclass(category, KNDNetWarning):
         return f"warning: {message}\n"
-    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+    return _EARLIER_FORMATWARNING(message, category, filename, lineno, line)
 
 
 class KNDNetError(Exception):

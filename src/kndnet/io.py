@@ -135,10 +135,11 @@ def _try_lock(lock: Path) -> bool:
 
 
 def ddp_rank() -> int:
-    """This process's local DDP rank: Lightning's launcher re-runs the command in a process per further device
-    with LOCAL_RANK set; 0 for the process a user started. One machine only: on several nodes each has a
-    LOCAL_RANK 0 (`kndnet run` refuses those launches, kndnet.pipeline._check_launch)."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+    """0 for the process of global DDP rank 0 (the process a user started), else a rank above 0: Lightning's
+    launcher re-runs the command in a process per further device with LOCAL_RANK set, and on other nodes NODE_RANK
+    is set; launchers that start every rank (torchrun) set RANK. The first of those that is not 0 is returned."""
+    ranks = (int(os.environ.get(name) or 0) for name in ("RANK", "NODE_RANK", "LOCAL_RANK"))
+    return next((rank for rank in ranks if rank), 0)
 
 
 @contextlib.contextmanager

@@ -3,8 +3,8 @@
 Lightning logs tips, "GPU available" and `limit_train_batches` notices at INFO, and libraries raise
 deprecation and user warnings (echoing a source line each, with the machine's paths); none of it is about the
 user's input, and a long run's log repeats it at every stage. Inside `quiet_libraries()` only warnings-level log
-records and kndnet's own output show; `-v` turns it off. Errors are untouched: they still stop the command with
-their message.
+records and kndnet's own output show (MISLEADING_LOGGERS' warnings not even those); `-v` turns it off. Errors are
+untouched: they still stop the command with their message.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from kndnet.errors import KNDNetWarning
 
 TIMES_NAME = "stage_times.csv"
 COLUMNS = ("start", "stage", "status", "seconds")
+STATUSES = ("started", "ran", "skipped", "raised")
 TIMED = ("ran", "raised")  # rows whose seconds are compute spent; `skipped` rows found the work done
 TRAINING_FOLDERS = ("teacher", "teacher_*", "student", "distill")  # run sub-folders with a metrics.csv
 
@@ -90,14 +91,15 @@ def stage_times(out: Path) -> dict[str, dict[str, object]]:
 
 
 def _read_rows(path: Path) -> pd.DataFrame:
-    """stage_times.csv's rows; a row cut short by a killed write is dropped, and a file that cannot be read at all
-    warns and counts as none, so a damaged record never stops a run's report."""
+    """stage_times.csv's rows; a row cut short by a killed write (too few or too many fields, an unknown status) is
+    dropped, and a file that cannot be read at all warns and counts as none, so a damaged record never stops a run's
+    report."""
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
     try:
         rows = pd.read_csv(path, on_bad_lines="skip", dtype={"start": str, "stage": str, "status": str})
-        rows = rows[list(COLUMNS)].dropna(subset=["stage", "status"])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError, UnicodeDecodeError) as err:
+        rows = rows[list(COLUMNS)][rows["status"].isin(STATUSES)].dropna(subset=["stage"])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError, UnicodeDecodeError, OSError) as err:
         warnings.warn(f"{path} could not be read ({err}); its stage times are left out of the report "
                       "(delete the file to start a new record)", KNDNetWarning)
         return pd.DataFrame(columns=COLUMNS)
@@ -151,7 +153,8 @@ def compute_section(compute: dict[str, object]) -> list[str]:
                   *(f"| {name} | {_minutes(stage)} |" for name, stage in stages.items()),
                   f"| all timed | {total:.1f} |", ""]
     else:
-        lines += ["Stage times were not recorded (a run started before `stage_times.csv` existed).", ""]
+        lines += ["Stage times were not recorded (no readable `stage_times.csv`: a run started before it existed, "
+                  "or the file is damaged).", ""]
     if epochs:
         lines += ["| model | epochs | median training s per epoch | training minutes |", "| --- | --- | --- | --- |",
                   *(f"| {name} | {e['epochs']} | {e['median']:.1f} | {e['total'] / 60:.1f} |"

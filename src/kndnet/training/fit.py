@@ -106,9 +106,10 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
 
 def _fit_locked(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | None, force: bool) -> dict[str, Any]:
     summary_path = run_dir / "summary.json"
-    writer = not ddp_rank()  # rank 0 writes the run's files: another rank starts when rank 0 is already training
-    if force and writer:
-        _clear_results(run_dir)
+    writer = not ddp_rank()  # rank 0 alone writes and clears the run's files; the other ranks read them
+    if force:
+        if writer:
+            _clear_results(run_dir)
     else:
         _refuse_another_recipe(cfg, run_dir)
         if summary_path.is_file():
