@@ -78,9 +78,10 @@ def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
 
 
 def _check_launch(recipe: str | Path, configs: dict[str, Config]) -> None:
-    """Refuse the DDP launches `kndnet run` cannot split its stages under: it tells rank 0 (which alone locks,
-    evaluates, exports and reports) by LOCAL_RANK, which Lightning's own launcher sets on one machine. Under
-    torchrun every rank also starts `prepare` at once, and on several nodes each node has a LOCAL_RANK 0."""
+    """Refuse the DDP launches `kndnet run` is not built for: it runs under Lightning's own launcher on one
+    machine, where rank 0 (which alone locks, evaluates, exports and reports) starts first and the other ranks join
+    its first fit. Under torchrun every rank would start `prepare` at once; on several nodes each node's processes
+    would need rank 0's run folder on a shared disk, and nothing here checks that."""
     import torch
 
     nodes = {role: cfg.train.num_nodes for role, cfg in configs.items() if cfg.train.num_nodes > 1}
