@@ -92,9 +92,12 @@ def test_a_row_cut_short_by_a_killed_write_costs_only_that_row(tmp_path):
     times = pd.read_csv(path, on_bad_lines="skip")
     assert times.query("stage == 'distill'")["status"].tolist() == ["started", "ran"]  # its start row kept
     with open(path, "a") as handle:
-        handle.write("2026-12-05T08:00:00+00:00,distill,ra")  # cut inside the status: not a row
+        handle.write("2026-12-05T08:00:00+00:00,distill,started,\n")  # a start killed outright, then
+        handle.write("2026-12-05T08:00:00+00:00,distill,ra")  # a row cut inside its status: not an end
+    with timed_stage(tmp_path, "student"):
+        pass
     stages = run_compute(tmp_path)["stages"]
-    assert list(stages) == ["teacher", "distill"] and stages["distill"]["killed_starts"] == 0
+    assert list(stages) == ["teacher", "distill", "student"] and stages["distill"]["killed_starts"] == 1
 
 
 def test_an_unreadable_record_warns_and_the_report_goes_on(tmp_path):
