@@ -30,7 +30,7 @@ from kndnet.data.cache import build_cache
 from kndnet.data.manifest import load_manifest
 from kndnet.data.synth import write_synthetic
 from kndnet.deploy.bench import noisy_timings, speedup_line
-from kndnet.errors import ImageError
+from kndnet.errors import ImageError, KNDNetWarning
 from kndnet.io import COMPLETE_MARKER, is_complete, staged_folder
 from kndnet.quiet import quiet_libraries
 from kndnet.shipped import SHIPPED_CHECKPOINT, SHIPPED_INT8
@@ -434,7 +434,6 @@ def test_training_commands_quiet_libraries_but_keep_epoch_lines_and_own_warnings
     import warnings
 
     import kndnet.training.epoch_log  # noqa: F401  sets kndnet.epochs to INFO, as training does
-    from kndnet.errors import KNDNetWarning
     with quiet_libraries(progress=True):
         warnings.warn("a library's deprecation, blamed on its caller", DeprecationWarning)
         warnings.warn("a library's notice", UserWarning)
@@ -447,17 +446,25 @@ def test_training_commands_quiet_libraries_but_keep_epoch_lines_and_own_warnings
         assert logging.getLogger("kndnet.epochs").getEffectiveLevel() == logging.WARNING  # the demo's
 
 
-def test_kndnet_warnings_print_as_one_line_without_kndnets_source_file(tmp_path, monkeypatch) -> None:
+def test_kndnet_warnings_print_as_one_line_without_kndnets_source_file(monkeypatch) -> None:
+    import argparse
     import warnings
 
-    from kndnet.errors import KNDNetWarning, format_warning
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() installs its own: undone after
-    assert main(["synth", "--out", str(tmp_path / "s"), "--lesions-per-class", "1"]) == 0
-    assert warnings.formatwarning is format_warning
-    shown = warnings.formatwarning("teacher from random weights", KNDNetWarning, "/site/kndnet/teachers.py", 114)
-    assert shown == "warning: teacher from random weights\n"
-    library = warnings.formatwarning("a library's notice", UserWarning, "/site/lib.py", 3)
-    assert library.startswith("/site/lib.py:3: UserWarning: a library's notice")
+    import kndnet.cli
+    earlier, shown = warnings.formatwarning, []
+
+    def handler(args) -> int:  # a command that warns, as a teacher from random weights would (pytest records
+        for category in (KNDNetWarning, UserWarning):  # warnings itself, so the formatter is called directly)
+            shown.append(warnings.formatwarning("a notice", category, "/site/kndnet/teachers.py", 114))
+        return 0
+
+    parser = argparse.ArgumentParser(prog="kndnet")
+    parser.set_defaults(command="warn", handler=handler)
+    monkeypatch.setattr(kndnet.cli, "build_parser", lambda: parser)  # a command line of that one command
+    assert main([]) == 0
+    assert shown[0] == "warning: a notice\n"
+    assert shown[1].startswith("/site/kndnet/teachers.py:114: UserWarning: a notice")  # others: Python's format
+    assert warnings.formatwarning is earlier  # main() leaves no global formatter behind
 
 
 def test_exported_files_carry_no_absolute_paths_of_the_training_machine(tmp_path) -> None:

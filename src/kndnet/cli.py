@@ -12,11 +12,10 @@ import errno
 import os
 import shlex
 import sys
-import warnings
 from pathlib import Path
 
 from kndnet.commands import COMMANDS, app, data, deploy, evaluation, pipeline, training  # noqa: F401,I001 (registers)
-from kndnet.errors import KNDNetError, format_warning
+from kndnet.errors import KNDNetError, one_line_warnings
 
 # Commands whose --out names a file, not a folder (checked by the command itself).
 OUT_IS_FILE = {"calibrate"}
@@ -71,7 +70,12 @@ def portable_command_line(argv: list[str], cwd: Path | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = format_warning  # kndnet's warnings print as one line, like its errors
+    with one_line_warnings():  # kndnet's warnings print as one line, like its errors
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    """The command's handler; the user's input errors and file-system refusals as one line and exit 2."""
     try:
         args.command_line = portable_command_line(argv)  # provenance, e.g. in an export's model card
         _check_out(args)

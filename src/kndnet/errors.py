@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 
 def _worker_message(text: str, name: str) -> str | None:
@@ -23,19 +25,34 @@ class KNDNetWarning(UserWarning):
     training commands hide library warnings but never these (kndnet.quiet)."""
 
 
-_EARLIER_FORMATWARNING = warnings.formatwarning  # Python's, or a formatter installed before kndnet
-
-
 def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                    line: str | None = None) -> str:
     """`warning: MESSAGE` for kndnet's own warnings, Python's format for the rest.
 
     Why: Python prints a warning as `FILE:LINE: CATEGORY: MESSAGE` plus the source line, which names kndnet's
     installed source file, not the user's input; the user needs the message alone, as errors print it.
-    `kndnet.cli.main` installs this as `warnings.formatwarning`."""
+    `one_line_warnings` installs this as `warnings.formatwarning`."""
     if issubclass(category, KNDNetWarning):
         return f"warning: {message}\n"
-    return _EARLIER_FORMATWARNING(message, category, filename, lineno, line)
+    return _earlier_formatwarning(message, category, filename, lineno, line)
+
+
+_earlier_formatwarning = warnings.formatwarning  # the formatter `one_line_warnings` found (Python's at import)
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """kndnet's warnings print as `warning: MESSAGE` inside the block (`kndnet.cli.main`); the formatter found
+    before it formats the rest and is back afterwards, so calling `main` from Python changes no global state."""
+    global _earlier_formatwarning
+    earlier = warnings.formatwarning
+    if earlier is not format_warning:  # a nested main (a test calling main inside main) keeps the outer one's
+        _earlier_formatwarning = earlier
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = earlier
 
 
 class KNDNetError(Exception):
