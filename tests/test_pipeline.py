@@ -75,7 +75,11 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in outputs}
     recast = tmp_path / "eval" / "teacher_cast" / "metrics.json"  # as if scored at another cast: scored again
     recast.write_text(json.dumps({**json.loads(recast.read_text()), "colour_cast": 0.1}))
+    capsys.readouterr()
     assert main(["demo", "--out", str(tmp_path)]) == 0
+    log = capsys.readouterr().out.splitlines()
+    assert "teacher_cast was scored at another colour cast: scoring it again at 0.2" in log
+    assert not [line for line in log if line.startswith("skipped:") and "teacher_cast" in line]  # not both
     assert {name: (tmp_path / name).stat().st_mtime_ns for name in outputs} == before
     assert json.loads(recast.read_text())["colour_cast"] == 0.2
     ended = pd.read_csv(tmp_path / "stage_times.csv").query("status != 'started'")
@@ -87,13 +91,19 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
 
 
 def test_run_refuses_the_launches_it_cannot_split_into_ranks(tmp_path, monkeypatch):
-    from kndnet.pipeline import run_pipeline
+    from kndnet.pipeline import _check_launch, run_pipeline
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"common": {"train": {"num_nodes": 2}}}))
     with pytest.raises(KNDNetError, match="train.num_nodes is 2 .teacher, student, distill.: `kndnet run` trains"):
         run_pipeline(path, "/data", tmp_path / "out")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-1")  # what torchrun sets in every process it starts
     with pytest.raises(KNDNetError, match="`kndnet run` under torchrun is not supported"):
+        run_pipeline("demo", "/data", tmp_path / "out")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task (sbatch's default): allowed
+    _check_launch("demo", stage_configs("demo", "/data"))
+    monkeypatch.setenv("SLURM_NTASKS", "2")  # `srun -n 2 kndnet run`: each task would run the whole pipeline
+    with pytest.raises(KNDNetError, match="SLURM_NTASKS is 2: `kndnet run` started as several srun tasks"):
         run_pipeline("demo", "/data", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

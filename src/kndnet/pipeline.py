@@ -16,6 +16,7 @@ which is what makes the ablation honest.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from kndnet.errors import ConfigError
 from kndnet.io import atomic_write_text, clean_stale_temporaries, ddp_rank, run_lock
 
 __all__ = ["ROLES", "recipe_path", "run_pipeline", "stage_configs"]
+
+# Task counts other launchers export to every process they start (Lightning's SLURM and MPI environments read them).
+LAUNCHER_WORLD_SIZES = {"SLURM_NTASKS": "srun", "OMPI_COMM_WORLD_SIZE": "mpirun", "PMI_SIZE": "MPI"}
 
 
 def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | None = None) -> dict[str, Config]:
@@ -80,7 +84,7 @@ def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
 def _check_launch(recipe: str | Path, configs: dict[str, Config]) -> None:
     """Refuse the DDP launches `kndnet run` is not built for: it runs under Lightning's own launcher on one
     machine, where rank 0 (which alone locks, evaluates, exports and reports) starts first and the other ranks join
-    its first fit. Under torchrun every rank would start `prepare` at once; on several nodes each node's processes
+    its first fit. Under torchrun, or as several srun or mpirun tasks, every rank would start `prepare` at once; on several nodes each node's processes
     would need rank 0's run folder on a shared disk, and nothing here checks that."""
     import torch
 
@@ -93,6 +97,12 @@ def _check_launch(recipe: str | Path, configs: dict[str, Config]) -> None:
         raise ConfigError("`kndnet run` under torchrun is not supported: start it as one process with "
                           "train.devices N (Lightning launches the other ranks), or run each stage under torchrun "
                           "with `kndnet train` / `kndnet distill`")
+    for variable, launcher in LAUNCHER_WORLD_SIZES.items():
+        if int(os.environ.get(variable, "1") or 1) > 1:
+            raise ConfigError(f"{variable} is {os.environ[variable]}: `kndnet run` started as several {launcher} "
+                              "tasks would run the whole pipeline once per task; start it as one task (e.g. "
+                              "`srun -n 1`) with train.devices N, or run each stage under the launcher with "
+                              "`kndnet train` / `kndnet distill`")
 
 
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any] | None:

@@ -186,16 +186,16 @@ def _evaluate_role(run: Run, predictor: Callable[[], Any], role: str, rows: pd.D
     finished at the same cast. `predictor()` gives the model (the teacher's row: the ensemble, if there is one)."""
     from kndnet.evaluation.report import write_evaluation
     from kndnet.evaluation.run import score
-    if _finished(run, target / COMPLETE_MARKER, f"{target.name} evaluated"):
-        metrics = json.loads((target / "metrics.json").read_text())
-        if metrics.get("colour_cast", 0.0) == cast:
-            return metrics
+    marker, metrics = target / COMPLETE_MARKER, target / "metrics.json"
+    if marker.is_file() and json.loads(metrics.read_text()).get("colour_cast", 0.0) != cast:
         run.log(f"{target.name} was scored at another colour cast: scoring it again at {cast}")
-        run.found_done.append(False)  # the stage does work after all: its time is compute, not a skip
+        run.found_done.append(False)  # the stage does work: its time is compute, not a skip
+    elif _finished(run, marker, f"{target.name} evaluated"):
+        return json.loads(metrics.read_text())
     tta_mode = "hflip" if role == "distill" and not cast else "none"
     plain, tta = score(predictor(), rows, tta_mode, cast_sigma=cast)
     write_evaluation(predictor(), plain, target, str(run.manifest), "test", tta, tta_mode, cast_sigma=cast)
-    return json.loads((target / "metrics.json").read_text())  # as a resumed run reads it
+    return json.loads(metrics.read_text())  # as a resumed run reads it
 
 
 def _export(run: Run) -> None:
