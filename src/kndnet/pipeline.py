@@ -84,8 +84,8 @@ def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:
 def _check_launch(recipe: str | Path, configs: dict[str, Config]) -> None:
     """Refuse the DDP launches `kndnet run` is not built for: it runs under Lightning's own launcher on one
     machine, where rank 0 (which alone locks, evaluates, exports and reports) starts first and the other ranks join
-    its first fit. Under torchrun, or as several srun or mpirun tasks, every rank would start `prepare` at once; on several nodes each node's processes
-    would need rank 0's run folder on a shared disk, and nothing here checks that."""
+    its first fit. Under torchrun, or as several srun or mpirun tasks, every rank would start `prepare` at once; on
+    several nodes each node's processes would need rank 0's run folder on a shared disk, and nothing checks that."""
     import torch
 
     nodes = {role: cfg.train.num_nodes for role, cfg in configs.items() if cfg.train.num_nodes > 1}
