@@ -100,8 +100,9 @@ def test_run_refuses_the_launches_it_cannot_split_into_ranks(tmp_path, monkeypat
     with pytest.raises(KNDNetError, match="`kndnet run` under torchrun is not supported"):
         run_pipeline("demo", "/data", tmp_path / "out")
     monkeypatch.delenv("TORCHELASTIC_RUN_ID")
-    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task (sbatch's default): allowed
-    _check_launch("demo", stage_configs("demo", "/data"))
+    for tasks in ("1", "", "n/a"):  # one task (sbatch's default), or no count: allowed
+        monkeypatch.setenv("SLURM_NTASKS", tasks)
+        _check_launch("demo", stage_configs("demo", "/data"))
     monkeypatch.setenv("SLURM_NTASKS", "2")  # `srun -n 2 kndnet run`: each task would run the whole pipeline
     with pytest.raises(KNDNetError, match="SLURM_NTASKS is 2: `kndnet run` started as several srun tasks"):
         run_pipeline("demo", "/data", tmp_path / "out")

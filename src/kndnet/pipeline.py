@@ -98,8 +98,9 @@ def _check_launch(recipe: str | Path, configs: dict[str, Config]) -> None:
                           "train.devices N (Lightning launches the other ranks), or run each stage under torchrun "
                           "with `kndnet train` / `kndnet distill`")
     for variable, launcher in LAUNCHER_WORLD_SIZES.items():
-        if int(os.environ.get(variable, "1") or 1) > 1:
-            raise ConfigError(f"{variable} is {os.environ[variable]}: `kndnet run` started as several {launcher} "
+        tasks = os.environ.get(variable, "").strip()
+        if tasks.isdigit() and int(tasks) > 1:  # anything else is not a task count this check can read
+            raise ConfigError(f"{variable} is {tasks}: `kndnet run` started as several {launcher} "
                               "tasks would run the whole pipeline once per task; start it as one task (e.g. "
                               "`srun -n 1`) with train.devices N, or run each stage under the launcher with "
                               "`kndnet train` / `kndnet distill`")
