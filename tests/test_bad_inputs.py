@@ -451,20 +451,25 @@ def test_kndnet_warnings_print_as_one_line_without_kndnets_source_file(monkeypat
     import warnings
 
     import kndnet.cli
-    earlier, shown = warnings.formatwarning, []
+    shown = []
+
+    def site_format(message, category, filename, lineno, line=None) -> str:  # one installed before kndnet's
+        return f"site: {category.__name__}: {message}"
 
     def handler(args) -> int:  # a command that warns, as a teacher from random weights would (pytest records
         for category in (KNDNetWarning, UserWarning):  # warnings itself, so the formatter is called directly)
             shown.append(warnings.formatwarning("a notice", category, "/site/kndnet/teachers.py", 114))
+        if len(shown) == 2:  # main inside main: the inner one wraps the outer one's formatter
+            assert main([]) == 0
         return 0
 
     parser = argparse.ArgumentParser(prog="kndnet")
     parser.set_defaults(command="warn", handler=handler)
     monkeypatch.setattr(kndnet.cli, "build_parser", lambda: parser)  # a command line of that one command
+    monkeypatch.setattr(warnings, "formatwarning", site_format)
     assert main([]) == 0
-    assert shown[0] == "warning: a notice\n"
-    assert shown[1].startswith("/site/kndnet/teachers.py:114: UserWarning: a notice")  # others: Python's format
-    assert warnings.formatwarning is earlier  # main() leaves no global formatter behind
+    assert shown == ["warning: a notice\n", "site: UserWarning: a notice"] * 2  # others: the earlier format
+    assert warnings.formatwarning is site_format  # main() leaves no global formatter behind
 
 
 def test_exported_files_carry_no_absolute_paths_of_the_training_machine(tmp_path) -> None:

@@ -100,11 +100,30 @@ def test_run_refuses_the_launches_it_cannot_split_into_ranks(tmp_path, monkeypat
     with pytest.raises(KNDNetError, match="`kndnet run` under torchrun is not supported"):
         run_pipeline("demo", "/data", tmp_path / "out")
     monkeypatch.delenv("TORCHELASTIC_RUN_ID")
-    for tasks in ("1", "", "n/a"):  # one task (sbatch's default), or no count: allowed
-        monkeypatch.setenv("SLURM_NTASKS", tasks)
-        _check_launch("demo", stage_configs("demo", "/data"))
-    monkeypatch.setenv("SLURM_NTASKS", "2")  # `srun -n 2 kndnet run`: each task would run the whole pipeline
-    with pytest.raises(KNDNetError, match="SLURM_NTASKS is 2: `kndnet run` started as several srun tasks"):
+    one_device, two_devices = stage_configs("demo", "/data"), stage_configs(
+        "demo", "/data", overrides={"train.devices": "2", "train.strategy": "ddp"})
+    allowed = [({"SLURM_NTASKS": "1"}, one_device),  # an sbatch job of one task: one process, one device
+               ({"SLURM_NTASKS": "n/a"}, one_device),  # not a count: taken as one
+               ({"SLURM_NTASKS": "4", "SLURM_JOB_NAME": "interactive"}, two_devices),  # Lightning starts the ranks
+               ({"PMI_SIZE": "1"}, two_devices)]  # `mpiexec -n 1`
+    for env, configs in allowed:
+        with monkeypatch.context() as scoped:
+            for name, value in env.items():
+                scoped.setenv(name, value)
+            _check_launch("demo", configs)
+    refused = [({"SLURM_NTASKS": "2"}, "this SLURM job has 2 task.s. .SLURM_NTASKS. and the recipe train.devices 1"),
+               ({"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train"}, "has 1 task.s. .SLURM_NTASKS. and the recipe "
+                                                                   "train.devices 2: under SLURM"),
+               ({"OMPI_COMM_WORLD_SIZE": "2"}, "OMPI_COMM_WORLD_SIZE is 2: `kndnet run` started as 2 MPI tasks"),
+               ({"PMI_SIZE": "3"}, "PMI_SIZE is 3: `kndnet run` started as 3 MPI tasks")]
+    for env, message in refused:
+        with monkeypatch.context() as scoped:
+            for name, value in env.items():
+                scoped.setenv(name, value)
+            with pytest.raises(KNDNetError, match=message):
+                _check_launch("demo", two_devices if "train.devices 2" in message else one_device)
+    monkeypatch.setenv("SLURM_NTASKS", "2")  # `srun -n 2 kndnet run`: refused before anything is written
+    with pytest.raises(KNDNetError, match="this SLURM job has 2 task"):
         run_pipeline("demo", "/data", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

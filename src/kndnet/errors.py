@@ -25,30 +25,23 @@ class KNDNetWarning(UserWarning):
     training commands hide library warnings but never these (kndnet.quiet)."""
 
 
-def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                   line: str | None = None) -> str:
-    """`warning: MESSAGE` for kndnet's own warnings, Python's format for the rest.
-
-    Why: Python prints a warning as `FILE:LINE: CATEGORY: MESSAGE` plus the source line, which names kndnet's
-    installed source file, not the user's input; the user needs the message alone, as errors print it.
-    `one_line_warnings` installs this as `warnings.formatwarning`."""
-    if issubclass(category, KNDNetWarning):
-        return f"warning: {message}\n"
-    return _earlier_formatwarning(message, category, filename, lineno, line)
-
-
-_earlier_formatwarning = warnings.formatwarning  # the formatter `one_line_warnings` found (Python's at import)
-
-
 @contextlib.contextmanager
 def one_line_warnings() -> Iterator[None]:
-    """kndnet's warnings print as `warning: MESSAGE` inside the block (`kndnet.cli.main`); the formatter found
-    before it formats the rest and is back afterwards, so calling `main` from Python changes no global state."""
-    global _earlier_formatwarning
+    """Inside the block (`kndnet.cli.main`) kndnet's warnings print as `warning: MESSAGE`; the formatter found on
+    entry formats the rest, and is back afterwards, so calling `main` from Python leaves no global state behind.
+
+    Why: Python prints a warning as `FILE:LINE: CATEGORY: MESSAGE` plus the source line, which names kndnet's
+    installed source file, not the user's input; the user needs the message alone, as errors print it. Each block
+    wraps the formatter it found (no module state), so nested blocks and formatters installed by others compose."""
     earlier = warnings.formatwarning
-    if earlier is not format_warning:  # a nested main (a test calling main inside main) keeps the outer one's
-        _earlier_formatwarning = earlier
-    warnings.formatwarning = format_warning
+
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+        if issubclass(category, KNDNetWarning):
+            return f"warning: {message}\n"
+        return earlier(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
     try:
         yield
     finally:

@@ -26,8 +26,8 @@ from kndnet.io import atomic_write_text, clean_stale_temporaries, ddp_rank, run_
 
 __all__ = ["ROLES", "recipe_path", "run_pipeline", "stage_configs"]
 
-# Task counts other launchers export to every process they start (Lightning's SLURM and MPI environments read them).
-LAUNCHER_WORLD_SIZES = {"SLURM_NTASKS": "srun", "OMPI_COMM_WORLD_SIZE": "mpirun", "PMI_SIZE": "MPI"}
+# Task counts MPI launchers (Open MPI's mpirun; MPICH's and Intel MPI's hydra) export to every process they start.
+MPI_WORLD_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 
 def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | None = None) -> dict[str, Config]:
@@ -97,13 +97,33 @@ def _check_launch(recipe: str | Path, configs: dict[str, Config]) -> None:
         raise ConfigError("`kndnet run` under torchrun is not supported: start it as one process with "
                           "train.devices N (Lightning launches the other ranks), or run each stage under torchrun "
                           "with `kndnet train` / `kndnet distill`")
-    for variable, launcher in LAUNCHER_WORLD_SIZES.items():
-        tasks = os.environ.get(variable, "").strip()
-        if tasks.isdigit() and int(tasks) > 1:  # anything else is not a task count this check can read
-            raise ConfigError(f"{variable} is {tasks}: `kndnet run` started as several {launcher} "
-                              "tasks would run the whole pipeline once per task; start it as one task (e.g. "
-                              "`srun -n 1`) with train.devices N, or run each stage under the launcher with "
-                              "`kndnet train` / `kndnet distill`")
+    _check_task_launchers(configs)
+
+
+def _task_count(variable: str) -> int:
+    """A launcher's task count from the environment; 1 when unset or not a number this check can read."""
+    tasks = os.environ.get(variable, "").strip()
+    return int(tasks) if tasks.isdigit() else 1
+
+
+def _check_task_launchers(configs: dict[str, Config]) -> None:
+    """Refuse srun and mpirun launches: each task they start would run the whole pipeline. Under SLURM, Lightning
+    (as its SLURMEnvironment decides: SLURM_NTASKS set, a job name other than bash or interactive) takes the ranks
+    from srun's tasks and starts none itself, so one task with train.devices N would never see its other ranks."""
+    for variable in MPI_WORLD_SIZES:
+        if (tasks := _task_count(variable)) > 1:
+            raise ConfigError(f"{variable} is {tasks}: `kndnet run` started as {tasks} MPI tasks would run the whole "
+                              "pipeline once per task; start it as one process with train.devices N (Lightning "
+                              "starts the other ranks), or run each stage with `kndnet train` / `kndnet distill`")
+    if "SLURM_NTASKS" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return
+    devices = max(int(cfg.train.devices) if cfg.train.devices.isdigit() else 1 for cfg in configs.values())
+    if (tasks := _task_count("SLURM_NTASKS")) > 1 or devices > 1:
+        raise ConfigError(f"this SLURM job has {tasks} task(s) (SLURM_NTASKS) and the recipe train.devices "
+                          f"{devices}: under SLURM, Lightning makes each srun task a rank and starts no ranks "
+                          "itself, so `kndnet run` runs as one task on one device there; for DDP run each stage "
+                          "with `kndnet train` / `kndnet distill` under srun (one task per device), or set "
+                          "SLURM_JOB_NAME=interactive to let Lightning start the ranks itself as on one machine")
 
 
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any] | None:
