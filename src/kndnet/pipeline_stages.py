@@ -187,11 +187,12 @@ def _evaluate_role(run: Run, predictor: Callable[[], Any], role: str, rows: pd.D
     from kndnet.evaluation.report import write_evaluation
     from kndnet.evaluation.run import score
     marker, metrics = target / COMPLETE_MARKER, target / "metrics.json"
-    if marker.is_file() and json.loads(metrics.read_text()).get("colour_cast", 0.0) != cast:
+    found = json.loads(metrics.read_text()) if marker.is_file() else None  # read once, checked, then returned
+    if found is not None and found.get("colour_cast", 0.0) != cast:
         run.log(f"{target.name} was scored at another colour cast: scoring it again at {cast}")
         run.found_done.append(False)  # the stage does work: its time is compute, not a skip
     elif _finished(run, marker, f"{target.name} evaluated"):
-        return json.loads(metrics.read_text())
+        return found
     tta_mode = "hflip" if role == "distill" and not cast else "none"
     plain, tta = score(predictor(), rows, tta_mode, cast_sigma=cast)
     write_evaluation(predictor(), plain, target, str(run.manifest), "test", tta, tta_mode, cast_sigma=cast)
