@@ -479,3 +479,13 @@ def test_exported_files_carry_no_absolute_paths_of_the_training_machine(tmp_path
     for text in (card, config):
         assert "/work/" not in text and str(tmp_path) not in text
     assert is_complete(tmp_path) and not list(tmp_path.glob(".staged.partial-*"))
+
+
+def test_a_reader_that_closes_the_pipe_stops_kndnet_quietly(tmp_path) -> None:
+    """`kndnet predict DIR | head`: when stdout's reader leaves, no traceback, the shell's SIGPIPE code."""
+    command = [sys.executable, "-c", "import sys; from kndnet.cli import main; sys.exit(main())",
+               "synth", "--out", str(tmp_path / "lesions"), "--lesions-per-class", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before kndnet has imported torch, so its first line meets a closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr

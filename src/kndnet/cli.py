@@ -11,6 +11,7 @@ import argparse
 import errno
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -79,7 +80,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         args.command_line = portable_command_line(argv)  # provenance, e.g. in an export's model card
         _check_out(args)
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not as a traceback at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except KNDNetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -88,6 +93,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise
         print(f"error: cannot write or read {err.filename or 'a file'}: {err.strerror}", file=sys.stderr)
         return 2
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (`kndnet predict DIR | head`): stop quietly, as Unix tools do, with the
+    shell's code for SIGPIPE; stdout goes to /dev/null so the interpreter's final flush cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
