@@ -1,14 +1,14 @@
 """Ship a finished `kndnet run`'s KD student, if the shipping rules allow it: one command from a run to the package.
 
-Usage: python scripts/ship_run.py RUN_DIR --calib DATA [--export-out DIR] [--fold-input] [--check-only]
+Usage: python scripts/ship_run.py RUN_DIR --calib DATA [--export-out DIR] [--no-fold-input] [--check-only]
 
 The rules (README, *Shipped model*), checked here in order instead of by hand; the first that fails stops the
 script with its figures, and nothing is shipped:
 1. validation chooses: the run's KD student (RUN_DIR/distill, the EMA weights of its best epoch) must score a
    higher validation macro-F1 than the shipped student on the run's own manifest; the test split is not read;
 2. its probabilities are temperature-scaled on validation (`kndnet calibrate` -> RUN_DIR/distill_calibrated.ckpt);
-3. its exports keep the parity bars on the test split (`kndnet export --int8 --tflite --calib DATA`, with
-   `--fold-input` when asked: it is opt-in until a student ships with it, docs/RESULTS.md), the bars the tests
+3. its exports keep the parity bars on the test split (`kndnet export --int8 --tflite --calib DATA`, the input's
+   1/std folded into the stem conv as export does by default, or `--no-fold-input`), the bars the tests
    hold the shipped files to: the full-integer LiteRT model agrees with fp32 PyTorch on at least 97% of the images
    and its macro-F1 is within 1 point (tests/test_tflite.py, which exports the shipped student as its card says it
    was: folded or not), the int8 ONNX model agrees on at least 95% and is within 3 points (tests/test_realdata.py);
@@ -83,7 +83,7 @@ def parity_failures(card: dict[str, Any]) -> list[str]:
 
 
 def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False,
-             fold_input: bool = False) -> dict[str, Any]:
+             fold_input: bool = True) -> dict[str, Any]:
     """Apply the rules to `run`'s KD student; return the export's card (shipped unless `check_only`)."""
     manifest, best = run / "manifest.csv", run / "distill" / "checkpoints" / "best.ckpt"
     for needed in (manifest, best):
@@ -97,7 +97,7 @@ def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False,
     calibrated = run / "distill_calibrated.ckpt"
     run_kndnet("calibrate", "--model", str(best), "--data", str(manifest), "--out", str(calibrated))
     run_kndnet("export", "--model", str(calibrated), "--int8", "--tflite", "--calib", calib, "--out", str(export_out),
-               *(["--fold-input"] if fold_input else []))
+               *([] if fold_input else ["--no-fold-input"]))
     card = json.loads((export_out / "model_card.json").read_text())
     if failures := parity_failures(card):
         raise KNDNetError("rule 3: " + "; ".join(failures) + "; nothing shipped")
@@ -112,7 +112,8 @@ def main() -> int:
     parser.add_argument("run", type=Path, help="a finished `kndnet run` folder")
     parser.add_argument("--calib", required=True, help="data folder or manifest for the int8 calibration images")
     parser.add_argument("--export-out", type=Path, help="export folder (default: runs/export_<run folder name>)")
-    parser.add_argument("--fold-input", action="store_true", help="export LiteRT with `kndnet export --fold-input`")
+    parser.add_argument("--no-fold-input", dest="fold_input", action="store_false",
+                        help="export LiteRT with `kndnet export --no-fold-input` (the MUL by 1/std kept)")
     parser.add_argument("--check-only", action="store_true", help="apply rules 1-3, ship nothing")
     args = parser.parse_args()
     export_out = args.export_out or Path("runs") / f"export_{args.run.name}"

@@ -62,7 +62,7 @@ def _record_commands(monkeypatch, ship_run, validation: dict[str, float], card: 
     monkeypatch.setattr(ship_run, "validation_macro_f1", lambda model, manifest, out: validation[model])
 
     def fake_kndnet(*argv: str) -> None:
-        calls.append(" ".join([argv[0], *(a for a in argv if a == "--fold-input")]))
+        calls.append(" ".join([argv[0], *(a for a in argv if a.endswith("fold-input"))]))
         if argv[0] == "export":
             out = Path(argv[argv.index("--out") + 1])
             out.mkdir(parents=True)
@@ -87,10 +87,10 @@ def test_an_export_that_misses_a_bar_is_not_shipped(ship_run, monkeypatch, tmp_p
     calls = _record_commands(monkeypatch, ship_run, validation, {**PASSING, "tflite_int8_macro_f1": 0.541})
     with pytest.raises(KNDNetError, match="rule 3: LiteRT"):
         ship_run.ship_run(run, "data", tmp_path / "export")
-    assert calls == ["calibrate", "export"]
+    assert calls == ["calibrate", "export"]  # folded: export's default
     calls = _record_commands(monkeypatch, ship_run, validation, PASSING)
-    ship_run.ship_run(run, "data", tmp_path / "export2", fold_input=True)
-    assert calls == ["calibrate", "export --fold-input", "ship"]
+    ship_run.ship_run(run, "data", tmp_path / "export2", fold_input=False)
+    assert calls == ["calibrate", "export --no-fold-input", "ship"]
 
 
 def test_ship_refuses_a_card_the_readme_cannot_quote_before_changing_anything_and_ships_a_good_one(tmp_path,

@@ -86,6 +86,7 @@ def test_tflite_is_full_integer_with_int8_input(exported_tflite):
     assert "QUANTIZE" not in counts and "DEQUANTIZE" not in counts and counts["CONV_2D"] == 10
     assert card["tflite_input"].startswith("int8") and card["input_zero_point"] == -128
     assert card["input_scale"] == 1.0  # fixed, not calibrated: int8 = pixel - 128, lossless
+    assert card["tflite_input_folded"] is True  # the student's default: 1/std folded into its stem conv
     assert card["trained_image_size"] == 128 and card["image_size"] == 32
 
 
@@ -224,7 +225,7 @@ def test_litert_bench_runner_runs_batch_one_and_thirty_two(exported_tflite):
 def _export_real(real_data, out, *extra):
     """The shipped student exported as its card says it was (with --fold-input or without)."""
     shipped_card = json.loads((ASSETS / "model_card.json").read_text())
-    fold = ["--fold-input"] if shipped_card.get("tflite_input_folded") else []
+    fold = ["--fold-input"] if shipped_card.get("tflite_input_folded") else ["--no-fold-input"]
     assert main(["export", "--model", "kndnet-student", "--tflite", "--calib", str(real_data), "--out", str(out),
                  *fold, *extra]) == 0
     return json.loads((out / "model_card.json").read_text())

@@ -1,4 +1,5 @@
-"""`kndnet export --tflite --fold-input`: the input's 1/std folded into the student's stem conv.
+"""`kndnet export --tflite` (`--fold-input`, its default for the student): the input's 1/std folded into the
+student's stem conv.
 
 The fold must change nothing in float (border pixels included, where the stem conv pads), leave no MUL for the
 normalisation in the full-integer graph, still track PyTorch, and refuse a model without the student's stem.
@@ -12,7 +13,7 @@ import torch
 
 from kndnet.checkpoint import ModelSpec
 from kndnet.config import load_config
-from kndnet.deploy.tflite_export import EdgeStudent, nhwc_pixels
+from kndnet.deploy.tflite_export import EdgeStudent, foldable_stem, nhwc_pixels
 from kndnet.errors import KNDNetError
 from kndnet.models import create_model
 from tests.helpers import randomise_batchnorm_statistics
@@ -48,16 +49,21 @@ def test_a_model_without_the_student_stem_is_refused_by_name():
     cfg = load_config(role="teacher", overrides={"model.arch": "test_efficientnet", "model.pretrained": "none",
                                                  "data.image_size": 32})
     model, spec = create_model(cfg.model).eval(), ModelSpec.from_config(cfg)
-    with pytest.raises(KNDNetError, match="--fold-input needs the kndnet student's stem"):
+    assert foldable_stem(model) is None  # so `kndnet export --tflite` keeps its MUL by default
+    with pytest.raises(KNDNetError, match="--fold-input needs the kndnet student's stem.*--no-fold-input"):
         EdgeStudent(model, spec, fold_input=True)
+    student, _ = _student()
+    assert foldable_stem(student) is student.stem[0]
 
 
 def test_fold_input_without_a_litert_export_is_refused(tmp_path, capsys):
+    """Asked for by name it is refused without a LiteRT graph; as the default (or --no-fold-input) it is not."""
     from kndnet.cli import main
     from kndnet.shipped import SHIPPED_CHECKPOINT
     code = main(["export", "--model", str(SHIPPED_CHECKPOINT), "--fold-input", "--out", str(tmp_path / "e")])
     assert code == 2 and "--fold-input changes the LiteRT graph only: add --tflite" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+    assert main(["export", "--model", str(SHIPPED_CHECKPOINT), "--no-fold-input", "--out", str(tmp_path / "f")]) == 0
 
 
 @pytest.mark.litert

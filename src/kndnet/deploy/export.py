@@ -71,7 +71,8 @@ class LiteRTOptions:
     tflite: bool = False
     c_array: bool = False
     image_size: int = 0  # 0: the size the model was trained at
-    fold_input: bool = False  # the input's 1/std folded into the stem conv (tflite_export.EdgeStudent)
+    fold_input: bool | None = None  # the input's 1/std folded into the stem conv (tflite_export.EdgeStudent);
+    # None: folded when the model has the student's stem conv (the default), the MUL otherwise
 
 
 def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_count: int = 200,
@@ -86,7 +87,7 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
     made it (the README's shipped-model blocks quote it: scripts/readme_shipped.py).
     """
     litert = litert or LiteRTOptions()
-    if litert.fold_input and not (litert.tflite or litert.c_array):
+    if litert.fold_input is True and not (litert.tflite or litert.c_array):
         raise ConfigError("--fold-input changes the LiteRT graph only: add --tflite (or --c-array), or drop it")
     if litert.tflite or litert.c_array:
         from kndnet.inference_tflite import check_litert_installed
@@ -102,8 +103,10 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
         card = _export_into(tmp, model, spec, cfg, images if int8 else None)
         card["trained_image_size"] = trained_size
         if litert.tflite or litert.c_array:
-            from kndnet.deploy.tflite_report import export_tflite  # the optional LiteRT extra
-            card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array, fold_input=litert.fold_input))
+            from kndnet.deploy.tflite_export import foldable_stem  # the optional LiteRT extra
+            from kndnet.deploy.tflite_report import export_tflite
+            fold = foldable_stem(model) is not None if litert.fold_input is None else litert.fold_input
+            card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array, fold_input=fold))
         if images is not None:
             card["int8_eval_split"] = eval_split
         if command:

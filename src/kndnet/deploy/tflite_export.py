@@ -8,7 +8,8 @@ by litert-torch, no TensorFlow involved. Three changes to the network make every
   point -128: int8 = pixel - 128), so it is lossless and firmware feeds camera bytes without float maths (a
   calibrated range clipped the brightest pixels of generated images: scale 0.98); NHWC is the layout TFLite
   kernels use. The graph normalises the pixels itself, (pixel - mean) / std as one MUL and one ADD; with
-  `fold_input` (`kndnet export --fold-input`) it is one ADD, minus the mean pixel, and the 1/std scale is
+  `fold_input` (`kndnet export`'s default for the student since runs/v34's shipped with it; `--no-fold-input`
+  keeps the MUL) it is one ADD, minus the mean pixel, and the 1/std scale is
   folded into the student's stem convolution weights (quantised at a finer smallest scale than the usual
   2^-12, which those products fall below): exact, padding included, since zero still means the mean pixel.
   The MUL costs twice: its three multipliers (~0.017) are stored at the smallest scale, 2^-12, so each colour
@@ -81,14 +82,21 @@ class EdgeStudent(nn.Module):
         return self.model((x * self.scale if self.multiply else x) + self.shift)
 
 
+def foldable_stem(model: nn.Module) -> nn.Conv2d | None:
+    """The kndnet student's stem convolution (RGB in), which `--fold-input` folds the input's 1/std into; None for
+    a model without one (a timm teacher), which keeps the MUL."""
+    stem = getattr(model, "stem", None)
+    conv = stem[0] if isinstance(stem, nn.Sequential) and len(stem) else None
+    return conv if isinstance(conv, nn.Conv2d) and conv.in_channels == 3 else None
+
+
 def fold_input_scale(model: nn.Module, scale: torch.Tensor) -> None:
     """Multiply the student's stem conv weights by a per-input-channel `scale` (1 x 3 x 1 x 1), so the graph need
     not: conv(w, s * x) = conv(w * s, x), zero padding included. Raises for a model without that stem."""
-    stem = getattr(model, "stem", None)
-    conv = stem[0] if isinstance(stem, nn.Sequential) and len(stem) else None
-    if not isinstance(conv, nn.Conv2d) or conv.in_channels != scale.numel():
+    conv = foldable_stem(model)
+    if conv is None or conv.in_channels != scale.numel():
         raise KNDNetError(f"--fold-input needs the kndnet student's stem convolution; {type(model).__name__} has "
-                          "none: export it without --fold-input")
+                          "none: export it with --no-fold-input")
     with torch.no_grad():
         conv.weight.mul_(scale.view(1, -1, 1, 1))
 
