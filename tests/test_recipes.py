@@ -84,8 +84,9 @@ def test_cpu_v5_is_cpu_v4_with_int8_teachers_and_says_so_on_a_resume():
 
 
 def test_cpu_is_cpu_v5_with_the_teachers_at_lr_1e3_and_says_so_on_a_resume():
-    """cpu_v5 must stay the runs/v20 recipe (the shipped student's): `cpu` changes the teachers' learning rate alone
-    (runs/v30), so both students' sections are the same and a runs/v20 teacher folder is not resumed as a cpu one."""
+    """cpu_v5 must stay the runs/v20 recipe (the student shipped until runs/v34): `cpu` changes the teachers' learning
+    rate alone (runs/v30), so both students' sections are the same and a runs/v20 teacher folder is not resumed as a
+    cpu one."""
     from kndnet.config import recipe_differences
     for role in ROLES:
         now, before = load_config("cpu", role=role).to_dict(), load_config("cpu_v5", role=role).to_dict()

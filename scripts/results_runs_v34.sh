@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The command that regenerated docs/RESULTS.md from runs/v34 (`kndnet run --config cpu ... --out runs/v34`) and
+# runs/export_v34 (its KD student, temperature-scaled, exported with --tflite and the input fold); run from the
+# repository root after those exist (`python scripts/ship_run.py runs/v34 --calib ../shared/data/ham10000`).
+set -euo pipefail
+.venv/bin/python scripts/make_results.py runs/v34 --recipe cpu --shipped-export runs/export_v34 \
+  --note "Teacher: the mean logit of the two members \`kndnet run\` trained (\`model.ensemble\`) at lr 1e-3, validation macro-F1 Lite2 0.630, Lite0 0.630; test 0.712 together, which meets the issue's 0.70 teacher goal (runs/v32, the same recipe on an AMX machine: 0.707)." \
+  --note "Run: \`kndnet run --config cpu --data ../shared/data/ham10000 --out runs/v34\` on an AMD EPYC with AVX2 only (no AVX-512, VNNI or AMX), started at code ee29d51 and resumed over three sessions at c6bf931 (the same training code, frozen worktree), finished 2026-12-05 12:48. Had it run alone, about 3 h 50 min of wall time (docs/BENCH.md, from the log's per-epoch minutes): Lite2 teacher 65 min, Lite0 45, student alone 45, KD 85 (127 with a test run beside it), evaluation, export, bench and report 4; over the issue's 150 minutes on this CPU (runs/v32 took 1 h 40 min on an AMX machine). Shipped by \`python scripts/ship_run.py runs/v34 --calib ../shared/data/ham10000 --fold-input --check-only\` (code d1418ac; the fold is export's default since), then \`python scripts/ship_model.py runs/export_v34\`. This page: \`bash scripts/results_runs_v34.sh\`." \
+  --lever "student alone (cpu recipe: 128 px, views cut at 160 px, mixup/CutMix, EMA 0.998, Shades of Gray, 25 epochs)=eval/student" \
+  --lever "+ function-matching KD from the Lite2 + Lite0 ensemble (teachers at lr 1e-3), online in int8 ONNX Runtime (KL at T 1, 0.1 on labels)=eval/distill" \
+  --lever-note "Row 2 minus row 1 is the loss alone (the run report's paired test). Cost on this AVX2-only CPU, epochs with the cores to themselves: KD median 191 s per epoch against 94 s alone, 2.03x (docs/BENCH.md), over the issue's 1.8x; the same recipe measured 1.40x on a VNNI machine (runs/v20) and 1.92x on an AMX one (runs/v32). The s/epoch column is the median over all epochs, disturbed ones included."
