@@ -489,3 +489,14 @@ def test_a_reader_that_closes_the_pipe_stops_kndnet_quietly(tmp_path) -> None:
     proc.stdout.close()  # before kndnet has imported torch, so its first line meets a closed pipe
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_a_broken_pipe_other_than_stdouts_is_not_taken_for_a_reader_that_left(monkeypatch) -> None:
+    """A loader worker's or a subprocess's broken pipe is a failure: re-raised, not a quiet exit 141."""
+    from kndnet import cli
+
+    def handler(args):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(cli, "_check_out", lambda args: None)
+    with pytest.raises(BrokenPipeError):
+        cli._run(argparse.Namespace(handler=handler), ["predict", "x.jpg"])

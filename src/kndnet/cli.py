@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import select
 import shlex
 import signal
 import sys
@@ -84,7 +85,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         sys.stdout.flush()  # a reader that left (`| head`) shows here, not as a traceback at interpreter exit
         return code
     except BrokenPipeError:
-        return _reader_gone()
+        if not _stdout_reader_gone():  # another pipe (a loader worker, a subprocess): a real failure
+            raise
+        return _quiet_exit_for_sigpipe()
     except KNDNetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -95,10 +98,26 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
 
 
-def _reader_gone() -> int:
-    """stdout's reader closed the pipe (`kndnet predict DIR | head`): stop quietly, as Unix tools do, with the
-    shell's code for SIGPIPE; stdout goes to /dev/null so the interpreter's final flush cannot fail again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it: poll reports POLLERR on such a write end (Linux, macOS).
+    False for anything else, including a stdout without a file descriptor (a notebook, pytest's capture)."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _quiet_exit_for_sigpipe() -> int:
+    """stdout's reader left (`kndnet predict DIR | head`): stop quietly, as Unix tools do, with the shell's code
+    for SIGPIPE; stdout now writes to /dev/null, so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
     return 128 + signal.SIGPIPE
 
 
