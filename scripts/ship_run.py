@@ -1,6 +1,6 @@
 """Ship a finished `kndnet run`'s KD student, if the shipping rules allow it: one command from a run to the package.
 
-Usage: python scripts/ship_run.py RUN_DIR --calib DATA [--export-out DIR] [--no-fold-input] [--check-only]
+Usage: python scripts/ship_run.py RUN_DIR --calib DATA [--export-out DIR] [--[no-]fold-input] [--check-only]
 
 The rules (README, *Shipped model*), checked here in order instead of by hand; the first that fails stops the
 script with its figures, and nothing is shipped:
@@ -112,8 +112,9 @@ def main() -> int:
     parser.add_argument("run", type=Path, help="a finished `kndnet run` folder")
     parser.add_argument("--calib", required=True, help="data folder or manifest for the int8 calibration images")
     parser.add_argument("--export-out", type=Path, help="export folder (default: runs/export_<run folder name>)")
-    parser.add_argument("--no-fold-input", dest="fold_input", action="store_false",
-                        help="export LiteRT with `kndnet export --no-fold-input` (the MUL by 1/std kept)")
+    parser.add_argument("--fold-input", action=argparse.BooleanOptionalAction, default=True,
+                        help="fold the input's 1/std into the stem conv, as `kndnet export` does by default "
+                             "(--no-fold-input: keep the MUL)")
     parser.add_argument("--check-only", action="store_true", help="apply rules 1-3, ship nothing")
     args = parser.parse_args()
     export_out = args.export_out or Path("runs") / f"export_{args.run.name}"

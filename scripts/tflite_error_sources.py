@@ -61,7 +61,7 @@ def weight_only_logits(model, spec, pixels: torch.Tensor, folder: Path) -> np.nd
 def simulated_logits(model, spec, calib: torch.Tensor, pixels: torch.Tensor) -> np.ndarray:
     """The PT2E quantise/dequantise graph that litert-torch converts, run in PyTorch (calibrated on the pixels a
     device feeds it, as `convert_tflite` does)."""
-    edge = te.EdgeStudent(model, spec).eval()
+    edge = te.EdgeStudent(model, spec, te.resolve_fold(model, None)).eval()  # as export builds it by default
     sample = (torch.zeros(1, spec.image_size, spec.image_size, 3),)
     with torch.no_grad():
         qdq, _ = te._quantise(edge, sample, device_pixels(calib, spec))
@@ -78,7 +78,7 @@ def per_layer_sqnr(model, spec, calib: torch.Tensor, pixels: torch.Tensor) -> li
         prepare_for_propagation_comparison,
         quantize_pt2e,
     )
-    edge = te.EdgeStudent(model, spec).eval()
+    edge = te.EdgeStudent(model, spec, te.resolve_fold(model, None)).eval()  # as export builds it by default
     exported = torch.export.export(edge, (torch.zeros(1, spec.image_size, spec.image_size, 3),))
     generate_numeric_debug_handle(exported)
     reference = prepare_for_propagation_comparison(copy.deepcopy(exported.module()))

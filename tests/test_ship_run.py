@@ -137,3 +137,12 @@ def test_a_demo_run_ships_end_to_end_into_a_scratch_package(ship_run, tmp_path, 
     assert json.loads((tmp_path / "assets" / "model_card.json").read_text()) == card
     assert readme_shipped.stale_blocks(readme.read_text(), card) == []
     assert readme_shipped.stale_blocks(readme_shipped.README.read_text(), card) == ["export", "figures"]
+
+
+@pytest.mark.parametrize(("flags", "folded"), [([], True), (["--fold-input"], True), (["--no-fold-input"], False)])
+def test_the_command_line_folds_by_default_and_takes_both_spellings(ship_run, monkeypatch, flags, folded):
+    """`--fold-input` (the default, as in commands quoted by RESULTS.md) and `--no-fold-input` both parse."""
+    seen = []
+    monkeypatch.setattr(ship_run, "ship_run", lambda run, calib, out, check_only, fold: seen.append(fold))
+    monkeypatch.setattr("sys.argv", ["ship_run.py", "runs/v34", "--calib", "data", *flags])
+    assert ship_run.main() == 0 and seen == [folded]

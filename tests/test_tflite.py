@@ -78,6 +78,18 @@ def exported_tflite(synth_manifest, tmp_path_factory):
 
 
 @pytest.mark.litert
+def test_no_fold_input_keeps_the_normalising_mul(exported_tflite, synth_manifest, tmp_path):
+    """`--no-fold-input` exports the graph with the MUL by 1/std that the default folds into the stem conv."""
+    from kndnet.deploy.tflite_export import op_census
+    out = tmp_path / "unfolded"
+    assert main(["export", "--model", "kndnet-student", "--image-size", "32", "--tflite", "--no-fold-input",
+                 "--calib", str(synth_manifest), "--calib-count", "16", "--out", str(out)]) == 0
+    assert json.loads((out / "model_card.json").read_text())["tflite_input_folded"] is False
+    unfolded, folded = op_census(out / "model_int8.tflite")[0], op_census(exported_tflite / "model_int8.tflite")[0]
+    assert unfolded["MUL"] == folded["MUL"] + 1 and unfolded["CONV_2D"] == folded["CONV_2D"]
+
+
+@pytest.mark.litert
 def test_tflite_is_full_integer_with_int8_input(exported_tflite):
     from kndnet.deploy.tflite_export import op_census
     card = json.loads((exported_tflite / "model_card.json").read_text())

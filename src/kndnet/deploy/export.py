@@ -67,12 +67,13 @@ def int8_report(fp32: Path, int8: Path, images: torch.Tensor, labels: np.ndarray
 
 @dataclasses.dataclass
 class LiteRTOptions:
-    """What `--tflite`, `--c-array`, `--image-size` and `--fold-input` ask of an export."""
+    """What `--tflite`, `--c-array`, `--image-size` and `--[no-]fold-input` ask of an export. `fold_input`: the
+    input's 1/std folded into the stem conv (tflite_export.EdgeStudent); None, the default, folds wherever the model
+    has a stem conv to fold it into (tflite_export.resolve_fold)."""
     tflite: bool = False
     c_array: bool = False
     image_size: int = 0  # 0: the size the model was trained at
-    fold_input: bool | None = None  # the input's 1/std folded into the stem conv (tflite_export.EdgeStudent);
-    # None: folded when the model has the student's stem conv (the default), the MUL otherwise
+    fold_input: bool | None = None
 
 
 def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_count: int = 200,
@@ -103,9 +104,9 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
         card = _export_into(tmp, model, spec, cfg, images if int8 else None)
         card["trained_image_size"] = trained_size
         if litert.tflite or litert.c_array:
-            from kndnet.deploy.tflite_export import foldable_stem  # the optional LiteRT extra
+            from kndnet.deploy.tflite_export import resolve_fold  # the optional LiteRT extra
             from kndnet.deploy.tflite_report import export_tflite
-            fold = foldable_stem(model) is not None if litert.fold_input is None else litert.fold_input
+            fold = resolve_fold(model, litert.fold_input)
             card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array, fold_input=fold))
         if images is not None:
             card["int8_eval_split"] = eval_split

@@ -83,11 +83,17 @@ class EdgeStudent(nn.Module):
 
 
 def foldable_stem(model: nn.Module) -> nn.Conv2d | None:
-    """The kndnet student's stem convolution (RGB in), which `--fold-input` folds the input's 1/std into; None for
-    a model without one (a timm teacher), which keeps the MUL."""
+    """The RGB convolution that opens the model's `stem` Sequential (the kndnet student's), which `--fold-input`
+    folds the input's 1/std into; None for a model without one (a timm EfficientNet teacher), which keeps the MUL."""
     stem = getattr(model, "stem", None)
     conv = stem[0] if isinstance(stem, nn.Sequential) and len(stem) else None
     return conv if isinstance(conv, nn.Conv2d) and conv.in_channels == 3 else None
+
+
+def resolve_fold(model: nn.Module, requested: bool | None) -> bool:
+    """Whether the LiteRT graph folds the input's 1/std into the stem: as `requested`, or by default (None)
+    wherever the model has a stem to fold it into (the default since runs/v34's student shipped folded)."""
+    return foldable_stem(model) is not None if requested is None else requested
 
 
 def fold_input_scale(model: nn.Module, scale: torch.Tensor) -> None:
@@ -117,13 +123,13 @@ def nhwc_pixels(images: torch.Tensor) -> torch.Tensor:
 
 
 def convert_tflite(model: nn.Module, spec: ModelSpec, path: str | Path,
-                   calibration: torch.Tensor | None = None, fold_input: bool = False) -> Path:
+                   calibration: torch.Tensor | None = None, fold_input: bool | None = None) -> Path:
     """Write `model` as .tflite at spec.image_size, batch 1: float when `calibration` is None, else
     full-integer int8 calibrated on those uint8 N x 3 x H x W images (refused if any op stays float);
-    `fold_input` folds the input's 1/std into the stem conv (EdgeStudent)."""
+    `fold_input` folds the input's 1/std into the stem conv (EdgeStudent; None: resolve_fold's default)."""
     litert_torch = require_litert("litert_torch")
     litert_torch.config.show_progress = False
-    edge = EdgeStudent(model, spec, fold_input).eval()
+    edge = EdgeStudent(model, spec, resolve_fold(model, fold_input)).eval()
     sample = (torch.zeros(1, spec.image_size, spec.image_size, 3),)
     with torch.no_grad():
         if calibration is None:
