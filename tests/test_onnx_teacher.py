@@ -66,6 +66,29 @@ def test_attached_onnxruntime_ensemble_matches_the_pytorch_ensemble(synth_manife
     assert torch.allclose(logits["onnxruntime"], logits["torch"], atol=1e-4)
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_teacher_size_scores_every_member_at_that_size(synth_manifest, tmp_path, runtime):
+    """`distill.teacher_size`: each member scores the view resized to that size, not to its trained size, in
+    either runtime (the ONNX graph is exported and checked at that size)."""
+    a = _teacher_checkpoint(synth_manifest, tmp_path / "a.ckpt")
+    b = _teacher_checkpoint(synth_manifest, tmp_path / "b.ckpt", **{"data.image_size": 40})
+    module = _module(synth_manifest, **{"distill.teacher_runtime": runtime, "distill.teacher_size": 36})
+    module.attach_online_teachers([str(a), str(b)], runtime)
+    assert module._teacher_sizes == [36, 36]
+    x = torch.randn(2, 3, 48, 48)
+    expected = torch.stack([load_model(p)[0].eval()(torch.nn.functional.interpolate(
+        x, size=(36, 36), mode="bilinear", antialias=True)) for p in (a, b)]).mean(0)
+    assert torch.allclose(module._teacher_logits({}, x), expected.detach(), atol=1e-4)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"distill.teacher_size": 16}, "too small for a teacher"),
+    ({"distill.teacher_size": 128, "distill.teacher_cache": "runs/tcache"}, "drop one of the two")])
+def test_a_teacher_size_that_cannot_apply_is_refused_by_name(synth_manifest, overrides, message):
+    with pytest.raises(ConfigError, match=f"distill.teacher_size.*{message}"):
+        tiny_config("distill", synth_manifest, **overrides)
+
+
 @pytest.mark.parametrize("on_cpu", [True, False])
 def test_auto_runtime_picks_onnxruntime_on_the_cpu_and_torch_on_an_accelerator(on_cpu):
     assert resolve_teacher_runtime("auto", on_cpu) == ("onnxruntime" if on_cpu else "torch")

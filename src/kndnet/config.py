@@ -104,6 +104,9 @@ class DistillConfig:
     teacher_prior_shift: bool = False  # move the teacher's logits from the class prior its sampler showed it
                                    # to the one the student's sampler shows (logit adjustment, Menon et al. 2021)
     teacher_hflip: bool = False    # online teacher: average its logits over the view and its mirror
+    teacher_size: int = 0          # online teacher: 0 scores each view at the size each teacher was trained at;
+                                   # N at N px (128 = the student's view: 0.64x the teachers' compute of 160,
+                                   # but off its training size a teacher loses accuracy, docs/RESULTS.md runs/v35)
     teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
     teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU only, fp32; 1.5-1.8x PyTorch here)
                                    # | auto (onnxruntime when training on the CPU, torch on an accelerator)
@@ -265,7 +268,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.warmup_epochs": (0, None), "train.mixup_alpha": (0.0, None), "train.cutmix_alpha": (0.0, None),
     "train.ema_decay": (0.0, 0.999999), "train.progressive_start": (0, None), "train.progressive_until": (0.0, 1.0),
     "distill.temperature": (1e-6, None), "distill.alpha": (0.0, 1.0),
-    "distill.dkd_beta": (0.0, None), "distill.views": (0, None),
+    "distill.dkd_beta": (0.0, None), "distill.views": (0, None), "distill.teacher_size": (0, None),
 }
 
 
@@ -289,6 +292,7 @@ def validate(cfg: Config) -> Config:
                           "views are made at view_size and then shrunk to image_size (0 turns this off)")
     _validate_ensemble(cfg)
     _validate_transfer(cfg.role, cfg.distill)
+    _validate_teacher_size(cfg.distill)
     if cfg.train.progressive_start > cfg.data.image_size:
         raise ConfigError(f"train.progressive_start {cfg.train.progressive_start} is above data.image_size "
                           f"{cfg.data.image_size}; progressive resizing grows the input up to image_size")
@@ -307,6 +311,18 @@ def _validate_transfer(role: str, distill: DistillConfig) -> None:
         raise ConfigError("distill.transfer_images needs the online teacher, but distill.teacher_cache is set "
                           "and holds logits for the manifest's images only; drop the cache (the teacher then "
                           "scores every batch) or the transfer images")
+
+
+def _validate_teacher_size(distill: DistillConfig) -> None:
+    """A scoring size is for the online teacher, and must leave an EfficientNet something to see."""
+    if not distill.teacher_size:
+        return
+    if distill.teacher_size < 32:
+        raise ConfigError(f"distill.teacher_size {distill.teacher_size} px is too small for a teacher to score; "
+                          "give at least 32, or 0 for each teacher's trained size")
+    if distill.teacher_cache:
+        raise ConfigError("distill.teacher_size sets the online teacher's input, but distill.teacher_cache is set "
+                          "and its logits were scored at each teacher's trained size; drop one of the two")
 
 
 def _comma_list(value: str) -> list[str]:

@@ -13,6 +13,7 @@ and, being what validation selected, the weights every loader of the checkpoint 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -138,6 +139,7 @@ class LesionClassifier(L.LightningModule):
         self._teacher, self._teacher_sizes = [], []
         for path in paths:
             teacher, spec = load_model(path)
+            spec = dataclasses.replace(spec, image_size=self.cfg.distill.teacher_size or spec.image_size)
             theirs = _pixels_and_classes(spec)
             if theirs != ours:
                 raise CheckpointError(f"teacher {path} reads pixels and classes as {theirs} but the student "
@@ -197,7 +199,8 @@ class LesionClassifier(L.LightningModule):
         return torch.stack(member_logits).mean(dim=0) + self.teacher_shift
 
     def _member_logits(self, teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """One teacher on the view (at the size it was trained on), and on its mirror when asked."""
+        """One teacher on the view (at the size it was trained on, or distill.teacher_size), and on its mirror
+        when asked."""
         logits = teacher(x).float()
         if self.cfg.distill.teacher_hflip:
             logits = (logits + teacher(x.flip(-1)).float()) / 2
