@@ -21,6 +21,7 @@ from kndnet.app.build import MODEL_FILE
 from kndnet.app.drive import PHONE, chromium, open_app, predict
 from kndnet.checkpoint import load_model
 from kndnet.classes import CLASS_CODES
+from kndnet.cpu import has_int8_dot_product
 from kndnet.data import write_synthetic
 from kndnet.explain import explain_batch
 from kndnet.inference import OnnxPredictor, load_image, softmax
@@ -35,6 +36,10 @@ REAL_IMAGES = 50
 # a level where the decoders round differently (0 measured here); the resize arithmetic itself is exact.
 MAX_PIXEL_DIFF = 1
 MIN_EXACT_PIXELS = 0.999
+# The browser's WASM int8 kernels compute in integers, as ONNX Runtime does on x86 CPUs with VNNI; without VNNI,
+# Python runs the int8 file's QDQ arithmetic in float instead (kndnet.cpu), which rounds differently: up to 0.029
+# in a probability on these 50 images for runs/v34's student on an AMD EPYC (AVX2), calls all equal.
+MAX_PROB_DIFF = 0.02 if has_int8_dot_product() else 0.05
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +154,7 @@ def test_real_images_match_python_onnx_runtime_and_grad_cam(page, app_url, real_
     diff = np.abs(pixels.astype(int) - images.permute(0, 2, 3, 1).numpy().astype(int))
     assert diff.max() <= MAX_PIXEL_DIFF and (diff == 0).mean() >= MIN_EXACT_PIXELS, (diff.max(), (diff == 0).mean())
     agreement = (web_probs.argmax(1) == python_probs.argmax(1)).mean()
-    assert agreement >= 0.98 and np.abs(web_probs - python_probs).max() <= 0.02, \
+    assert agreement >= 0.98 and np.abs(web_probs - python_probs).max() <= MAX_PROB_DIFF, \
         (agreement, np.abs(web_probs - python_probs).max())
 
     correlations = _cam_correlations(browser_runs, images)
