@@ -105,8 +105,8 @@ class DistillConfig:
                                    # to the one the student's sampler shows (logit adjustment, Menon et al. 2021)
     teacher_hflip: bool = False    # online teacher: average its logits over the view and its mirror
     teacher_size: int = 0          # online teacher: 0 scores each view at the size each teacher was trained at;
-                                   # N at N px (128 = the student's view: 0.64x the teachers' compute of 160,
-                                   # but off its training size a teacher loses accuracy, docs/RESULTS.md runs/v35)
+                                   # N at N px (off its training size a teacher loses accuracy, and at 128 px the
+                                   # `cpu` KD epoch was no faster: docs/RESULTS.md, runs/v35)
     teacher_bf16: bool = False     # online teacher: bf16 autocast (inference only; 1.7x on AMX/AVX-512 CPUs)
     teacher_runtime: str = "torch"  # online teacher: torch | onnxruntime (CPU only, fp32; 1.5-1.8x PyTorch here)
                                    # | auto (onnxruntime when training on the CPU, torch on an accelerator)
