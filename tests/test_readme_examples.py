@@ -60,11 +60,15 @@ def _squeezed(line: str) -> str:
     return " ".join(line.split())
 
 
+def _match(expected: list[str], printed: list[str], line_pattern) -> re.Match | None:
+    """`printed` against `expected` with each shown line as `line_pattern` makes it, `...` standing for one or more."""
+    pattern = "".join(r"(?:[^\n]*\n)+" if line.strip() == "..." else line_pattern(line) + r"\n" for line in expected)
+    return re.fullmatch(pattern, "".join(_squeezed(line) + "\n" for line in printed))
+
+
 def shows(expected: list[str], printed: list[str]) -> bool:
     """Whether `printed` is what `expected` shows: equal lines in order, `...` standing for one or more."""
-    pattern = "".join(r"(?:[^\n]*\n)+" if line.strip() == "..." else re.escape(_squeezed(line)) + r"\n"
-                      for line in expected)
-    return re.fullmatch(pattern, "".join(_squeezed(line) + "\n" for line in printed)) is not None
+    return _match(expected, printed, lambda line: re.escape(_squeezed(line))) is not None
 
 
 def measured_with_vnni(after: str) -> bool:
@@ -86,8 +90,7 @@ def _loose(line: str) -> str:
 
 def shows_nearly(expected: list[str], printed: list[str]) -> bool:
     """`shows` with the calls kept and each probability allowed PERCENT_TOLERANCE points."""
-    pattern = "".join(r"(?:[^\n]*\n)+" if line.strip() == "..." else _loose(line) + r"\n" for line in expected)
-    match = re.fullmatch(pattern, "".join(_squeezed(line) + "\n" for line in printed))
+    match = _match(expected, printed, _loose)
     if match is None:
         return False
     shown = [float(value) for line in expected if line.strip() != "..." for value in PERCENT.findall(line)]

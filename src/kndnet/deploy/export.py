@@ -104,10 +104,9 @@ def export(model_path: Path, out_dir: Path, int8: bool, data: str | None, calib_
         card = _export_into(tmp, model, spec, cfg, images if int8 else None)
         card["trained_image_size"] = trained_size
         if litert.tflite or litert.c_array:
-            from kndnet.deploy.tflite_export import resolve_fold  # the optional LiteRT extra
-            from kndnet.deploy.tflite_report import export_tflite
-            fold = resolve_fold(model, litert.fold_input)
-            card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array, fold_input=fold))
+            from kndnet.deploy.tflite_report import export_tflite  # the optional LiteRT extra
+            card.update(export_tflite(tmp, model, spec, *images, c_array=litert.c_array,
+                                      fold_input=litert.fold_input))
         if images is not None:
             card["int8_eval_split"] = eval_split
         if command:

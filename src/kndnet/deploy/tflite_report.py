@@ -17,7 +17,7 @@ import torch
 from kndnet.checkpoint import ModelSpec
 from kndnet.deploy.c_array import write_c_array
 from kndnet.deploy.onnx_export import logits_parity
-from kndnet.deploy.tflite_export import convert_tflite, op_census
+from kndnet.deploy.tflite_export import convert_tflite, op_census, resolve_fold
 from kndnet.deploy.tflite_micro import run_micro
 from kndnet.evaluation.metrics import CI_METRICS
 from kndnet.inference_tflite import TflitePredictor
@@ -32,8 +32,10 @@ def scores(logits: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, flo
 
 def export_tflite(out_dir: Path, model: torch.nn.Module, spec: ModelSpec, calib: torch.Tensor,
                   held_out: torch.Tensor, labels: np.ndarray, c_array: bool = False,
-                  fold_input: bool = False) -> dict[str, Any]:
-    """Write model_int8.tflite (and the C array) into `out_dir`; return the model card's entries."""
+                  fold_input: bool | None = None) -> dict[str, Any]:
+    """Write model_int8.tflite (and the C array) into `out_dir`; return the model card's entries, which say
+    whether the input was folded (`fold_input`, or resolve_fold's default when None)."""
+    fold_input = resolve_fold(model, fold_input)
     path = convert_tflite(model, spec, out_dir / "model_int8.tflite", calib, fold_input)
     counts, floats = op_census(path)
     litert = TflitePredictor(path)
