@@ -36,6 +36,8 @@ class DataConfig:
                                    # the views a K-view teacher cache scores (matched KD baseline)
     view_size: int = 0             # 0: train views are made at image_size; N: made at N px, then resized to
                                    # image_size on the device (an online teacher scores the N px view)
+    crop_scale_min: float = 0.8    # random crops cover this fraction of the image or more (the method: 0.8)
+    jitter_strength: float = 1.0   # scales the method's brightness/contrast/saturation jitter (hue unchanged)
     num_workers: int = 2
     batch_size: int = 32
 
@@ -260,6 +262,7 @@ CHOICES = {
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.folds": (2, None), "data.test_fraction": (0.0, 0.9), "data.image_size": (8, None),
     "data.resize_ratio": (1.0, None), "data.train_views": (0, None), "data.view_size": (0, None),
+    "data.crop_scale_min": (0.05, 1.0), "data.jitter_strength": (0.0, 9.0),
     "data.num_workers": (0, None), "data.batch_size": (1, None), "model.width": (0.1, None),
     "model.num_classes": (2, None), "model.freeze_fraction": (0.0, 1.0), "model.dropout": (0.0, 0.99),
     "model.teacher_dropout": (0.0, 0.99), "model.teacher_drop_path": (0.0, 0.99),

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from kndnet.classes import CLASS_CODES
 from kndnet.data.cache import DecodedCache
 from kndnet.data.images import load_rgb_array
-from kndnet.data.transforms import apply_view, eval_view, fixed_view, sample_view
+from kndnet.data.transforms import METHOD_AUGMENT, Augment, apply_view, eval_view, fixed_view, sample_view
 
 UNLABELLED = -1  # the label of a transfer image (distill.transfer_images): only the teacher scores it
 
@@ -35,21 +35,21 @@ class EvalView:
 class RandomView:
     """A fresh random crop-and-flip per access: plain training."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, augment: Augment = METHOD_AUGMENT) -> None:
+        self.size, self.augment = size, augment
 
     def __call__(self, image: torch.Tensor, i: int, image_id: str) -> dict[str, Any]:
-        return {"image": apply_view(image, sample_view(*image.shape[-2:]), self.size)}
+        return {"image": apply_view(image, sample_view(*image.shape[-2:], augment=self.augment), self.size)}
 
 
 class FixedView:
     """View `k` of each image, reproducible from (image id, k, seed): what the teacher cache scores."""
 
-    def __init__(self, size: int, seed: int, k: int) -> None:
-        self.size, self.seed, self.k = size, seed, k
+    def __init__(self, size: int, seed: int, k: int, augment: Augment = METHOD_AUGMENT) -> None:
+        self.size, self.seed, self.k, self.augment = size, seed, k, augment
 
     def __call__(self, image: torch.Tensor, i: int, image_id: str) -> dict[str, Any]:
-        return {"image": fixed_view(image, image_id, self.k, self.seed, self.size)}
+        return {"image": fixed_view(image, image_id, self.k, self.seed, self.size, self.augment)}
 
 
 class DrawnView:
@@ -61,13 +61,14 @@ class DrawnView:
     differ in the loss alone.
     """
 
-    def __init__(self, size: int, seed: int, views: int, teacher_logits: np.ndarray | None = None) -> None:
-        self.size, self.seed, self.teacher_logits = size, seed, teacher_logits
+    def __init__(self, size: int, seed: int, views: int, teacher_logits: np.ndarray | None = None,
+                 augment: Augment = METHOD_AUGMENT) -> None:
+        self.size, self.seed, self.teacher_logits, self.augment = size, seed, teacher_logits, augment
         self.views = teacher_logits.shape[1] if teacher_logits is not None else views
 
     def __call__(self, image: torch.Tensor, i: int, image_id: str) -> dict[str, Any]:
         k = int(torch.randint(0, self.views, ()))
-        item: dict[str, Any] = {"image": fixed_view(image, image_id, k, self.seed, self.size)}
+        item: dict[str, Any] = {"image": fixed_view(image, image_id, k, self.seed, self.size, self.augment)}
         if self.teacher_logits is not None:
             item["teacher_logits"] = torch.from_numpy(np.asarray(self.teacher_logits[i, k], np.float32))
         return item

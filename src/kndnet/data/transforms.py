@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,34 @@ CROP_SCALE = (0.8, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 MAX_ROTATION = 30.0
 JITTER = {"brightness": 0.1, "contrast": 0.1, "saturation": 0.05, "hue": 0.05}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """How strong the random views are (`data.crop_scale_min`, `data.jitter_strength`).
+
+    The defaults are the method's views. Function matching (Beyer et al., CVPR 2022) trains on far more
+    aggressive crops ("inception crop", down to 8% of the image) because the teacher, not the label, says
+    what a crop shows: a crop that cuts the lesion off gets the teacher's doubt, not a confident wrong label.
+    `jitter_strength` scales the brightness, contrast and saturation ranges; hue stays the method's, since
+    a lesion's hue carries its class (vascular lesions are red).
+    """
+    crop_scale_min: float = CROP_SCALE[0]
+    jitter_strength: float = 1.0
+
+    @classmethod
+    def of(cls, data: Any) -> "Augment":
+        """The augmentation a config's data section asks for (a DataConfig)."""
+        return cls(data.crop_scale_min, data.jitter_strength)
+
+    def jitter_range(self, name: str) -> float:
+        return JITTER[name] if name == "hue" else JITTER[name] * self.jitter_strength
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+METHOD_AUGMENT = Augment()
 
 
 @dataclass(frozen=True)
@@ -44,12 +73,13 @@ def _uniform(low: float, high: float, gen: torch.Generator | None) -> float:
     return low + (high - low) * float(torch.rand((), generator=gen))
 
 
-def _crop_box(height: int, width: int, gen: torch.Generator | None) -> tuple[int, int, int, int]:
+def _crop_box(height: int, width: int, gen: torch.Generator | None,
+              scale: tuple[float, float] = CROP_SCALE) -> tuple[int, int, int, int]:
     """RandomResizedCrop's box (top, left, h, w); falls back to the full image after 10 tries."""
     area = height * width
     log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
     for _ in range(10):
-        target = area * _uniform(*CROP_SCALE, gen)
+        target = area * _uniform(*scale, gen)
         ratio = math.exp(_uniform(*log_ratio, gen))
         w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
@@ -59,15 +89,18 @@ def _crop_box(height: int, width: int, gen: torch.Generator | None) -> tuple[int
     return 0, 0, height, width
 
 
-def sample_view(height: int, width: int, gen: torch.Generator | None = None) -> ViewParams:
+def sample_view(height: int, width: int, gen: torch.Generator | None = None,
+                augment: Augment = METHOD_AUGMENT) -> ViewParams:
     """Draw the parameters of one training view of an image of size height x width."""
-    top, left, h, w = _crop_box(height, width, gen)
-    jitter = {k: _uniform(max(0.0, 1 - v), 1 + v, gen) for k, v in JITTER.items() if k != "hue"}
+    top, left, h, w = _crop_box(height, width, gen, (augment.crop_scale_min, CROP_SCALE[1]))
+    jitter = {k: _uniform(max(0.0, 1 - augment.jitter_range(k)), 1 + augment.jitter_range(k), gen)
+              for k in JITTER if k != "hue"}
+    hue = augment.jitter_range("hue")
     return ViewParams(top, left, h, w,
                       hflip=bool(torch.rand((), generator=gen) < 0.5),
                       vflip=bool(torch.rand((), generator=gen) < 0.5),
                       angle=_uniform(-MAX_ROTATION, MAX_ROTATION, gen),
-                      hue=_uniform(-JITTER["hue"], JITTER["hue"], gen), **jitter)
+                      hue=_uniform(-hue, hue, gen), **jitter)
 
 
 def apply_view(image: torch.Tensor, view: ViewParams, size: int) -> torch.Tensor:
@@ -91,10 +124,11 @@ def view_seed(seed: int, image_id: str, k: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def fixed_view(image: torch.Tensor, image_id: str, k: int, seed: int, size: int) -> torch.Tensor:
-    """View k of an image, identical in every process, epoch and run with the same seed."""
+def fixed_view(image: torch.Tensor, image_id: str, k: int, seed: int, size: int,
+               augment: Augment = METHOD_AUGMENT) -> torch.Tensor:
+    """View k of an image, identical in every process, epoch and run with the same seed and augment."""
     gen = torch.Generator().manual_seed(view_seed(seed, image_id, k))
-    view = sample_view(image.shape[-2], image.shape[-1], gen)
+    view = sample_view(image.shape[-2], image.shape[-1], gen, augment)
     return apply_view(image, view, size)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from kndnet.config import Config, teacher_checkpoints
 from kndnet.data.cache import build_cache
 from kndnet.data.selection import resolve_manifest, split_rows
-from kndnet.data.transforms import resize_for_training
+from kndnet.data.transforms import Augment, resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache, build_teacher_cache
 from kndnet.errors import ConfigError
 
@@ -30,4 +30,5 @@ def cache_teacher_for_config(cfg: Config, out_dir: str | Path, batch_size: int =
     if cfg.data.cache:
         cache = build_cache(rows["path"].tolist(), load_size, Path(cfg.data.cache_dir or out_dir / "cache"))
     return build_teacher_cache(cfg.distill.teacher, rows, out_dir, cfg.distill.views, cfg.data.seed,
-                               cfg.data.image_size, cache, load_size, batch_size, cfg.data.num_workers)
+                               cfg.data.image_size, cache, load_size, batch_size, cfg.data.num_workers,
+                               Augment.of(cfg.data))

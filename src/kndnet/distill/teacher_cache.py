@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from kndnet.checkpoint import ModelSpec, load_model
 from kndnet.data.cache import DecodedCache
 from kndnet.data.datasets import FixedView, LesionDataset
+from kndnet.data.transforms import METHOD_AUGMENT, Augment
 from kndnet.errors import DataError
 from kndnet.io import atomic_path, atomic_write_json
 
@@ -40,6 +41,7 @@ class TeacherCache:
     seed: int
     image_size: int
     load_size: int
+    augment: Augment = METHOD_AUGMENT
 
     @property
     def views(self) -> int:
@@ -53,15 +55,20 @@ class TeacherCache:
             raise DataError(f"{directory}: no {INDEX_NAME}; build it with `kndnet cache-teacher`")
         index = json.loads(index_path.read_text())
         views = [_load_view(directory / f"logits_view{k}.npy") for k in range(int(index["views"]))]
+        augment = Augment(**index["augment"]) if "augment" in index else METHOD_AUGMENT  # older caches
         return cls(list(index["image_ids"]), np.stack(views, axis=1), int(index["seed"]),
-                   int(index["image_size"]), int(index["load_size"]))
+                   int(index["image_size"]), int(index["load_size"]), augment)
 
-    def check_matches(self, image_size: int, load_size: int) -> None:
-        """The student must get views of the same geometry the teacher scored."""
+    def check_matches(self, image_size: int, load_size: int, augment: Augment = METHOD_AUGMENT) -> None:
+        """The student must get views of the same geometry and augmentation the teacher scored."""
         if (image_size, load_size) != (self.image_size, self.load_size):
             raise DataError(f"teacher cache was built for {self.image_size}px views (from {self.load_size}px "
                             f"images) but distillation uses {image_size}px (from {load_size}px); rebuild it "
                             "with `kndnet cache-teacher --image-size` matching the student")
+        if augment != self.augment:
+            raise DataError(f"teacher cache scored views drawn with {self.augment.to_dict()} but distillation "
+                            f"asks for {augment.to_dict()} (data.crop_scale_min, data.jitter_strength); set "
+                            "those keys as the cache was built, or rebuild it with `kndnet cache-teacher`")
 
     def logits_for(self, image_ids: list[str]) -> np.ndarray:
         """Logits rows in the order of `image_ids`; every id must be cached."""
@@ -96,20 +103,22 @@ def _score_view(teacher: torch.nn.Module, spec: ModelSpec, dataset: LesionDatase
 
 def build_teacher_cache(teacher_ckpt: str | Path, rows: pd.DataFrame, out_dir: str | Path, views: int,
                         seed: int, image_size: int, cache: DecodedCache | None, load_size: int,
-                        batch_size: int = 64, workers: int = 2) -> TeacherCache:
+                        batch_size: int = 64, workers: int = 2,
+                        augment: Augment = METHOD_AUGMENT) -> TeacherCache:
     """Score `views` fixed views of every row with the teacher; resumes view by view."""
     out_dir = Path(out_dir)
     teacher, spec = load_model(teacher_ckpt)
     teacher = teacher.to(memory_format=torch.channels_last)
     index = {"image_ids": rows["image_id"].astype(str).tolist(), "views": views, "seed": seed,
              "image_size": image_size, "load_size": load_size, "teacher": str(teacher_ckpt),
-             "teacher_sha1": file_digest(teacher_ckpt), "teacher_image_size": spec.image_size}
+             "teacher_sha1": file_digest(teacher_ckpt), "teacher_image_size": spec.image_size,
+             "augment": augment.to_dict()}
     _start_or_resume(out_dir, index)
     for k in range(views):
         target = out_dir / f"logits_view{k}.npy"
         if target.is_file():
             continue
-        dataset = LesionDataset(rows, FixedView(image_size, seed, k), cache, load_size)
+        dataset = LesionDataset(rows, FixedView(image_size, seed, k, augment), cache, load_size)
         logits = _score_view(teacher, spec, dataset, batch_size, workers)
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as handle:

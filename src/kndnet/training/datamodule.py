@@ -21,7 +21,7 @@ from kndnet.data.cache import DecodedCache, build_cache
 from kndnet.data.datasets import DrawnView, EvalView, LesionDataset, RandomView, View, class_balanced_weights
 from kndnet.data.selection import class_counts, split_rows
 from kndnet.data.transfer import transfer_rows
-from kndnet.data.transforms import resize_for_training
+from kndnet.data.transforms import Augment, resize_for_training
 from kndnet.distill.teacher_cache import TeacherCache
 from kndnet.errors import ConfigError
 
@@ -48,8 +48,9 @@ class LesionDataModule(L.LightningDataModule):
         # train views are made at view_size (then shrunk to image_size on the device), eval at image_size
         self.view_size = cfg.data.view_size or cfg.data.image_size
         self.load_size = resize_for_training(self.view_size, cfg.data.resize_ratio)
+        self.augment = Augment.of(cfg.data)
         if teacher_cache is not None:
-            teacher_cache.check_matches(self.view_size, self.load_size)
+            teacher_cache.check_matches(self.view_size, self.load_size, self.augment)
             if cfg.data.train_views not in (0, teacher_cache.views):
                 raise ConfigError(f"data.train_views is {cfg.data.train_views} but the teacher cache holds "
                                   f"{teacher_cache.views} views per image; set it to 0 or "
@@ -79,10 +80,10 @@ class LesionDataModule(L.LightningDataModule):
         seed = self.teacher_cache.seed if self.teacher_cache else self.cfg.data.seed  # same views as the KD run
         if self.cfg.role == "distill" and self.teacher_cache is not None:
             logits = self.teacher_cache.logits_for(rows["image_id"].tolist())
-            return DrawnView(self.view_size, seed, 0, teacher_logits=logits)
+            return DrawnView(self.view_size, seed, 0, teacher_logits=logits, augment=self.augment)
         if self.cfg.data.train_views:
-            return DrawnView(self.view_size, seed, self.cfg.data.train_views)
-        return RandomView(self.view_size)
+            return DrawnView(self.view_size, seed, self.cfg.data.train_views, augment=self.augment)
+        return RandomView(self.view_size, self.augment)
 
     def _loader(self, dataset: LesionDataset, shuffle: bool, sampler=None, draws: int | None = None) -> DataLoader:
         """`draws`: samples per epoch when the sampler draws other than len(dataset) (the transfer loader)."""
@@ -114,7 +115,7 @@ class LesionDataModule(L.LightningDataModule):
         """
         cache = (build_cache(self.transfer["path"].tolist(), self.load_size, self.cache_dir)
                  if self.cfg.data.cache else None)
-        dataset = LesionDataset(self.transfer, RandomView(self.view_size), cache, self.load_size)
+        dataset = LesionDataset(self.transfer, RandomView(self.view_size, self.augment), cache, self.load_size)
         sampler = WeightedRandomSampler(torch.ones(len(dataset)), num_samples=draws, replacement=True)
         return self._loader(dataset, shuffle=True, sampler=sampler, draws=draws)
 
