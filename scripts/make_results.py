@@ -75,6 +75,10 @@ def _student_note(run: Path, image_size: int) -> str:
     cfg = _config(run, "student")
     views, train = cfg["data"].get("train_views", 0), cfg["train"]
     levers = [f"views cut at {cfg['data']['view_size']} px" if cfg["data"].get("view_size") else "",
+              f"crops down to {cfg['data']['crop_scale_min']:g} of the image"
+              if cfg["data"].get("crop_scale_min", 0.8) != 0.8 else "",
+              f"colour jitter x{cfg['data']['jitter_strength']:g}"
+              if cfg["data"].get("jitter_strength", 1.0) != 1.0 else "",
               f"mixup {train['mixup_alpha']} / CutMix {train['cutmix_alpha']}"
               if train.get("mixup_alpha") or train.get("cutmix_alpha") else "",
               f"EMA {train['ema_decay']}" if train.get("ema_decay") else ""]

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from kndnet.cli import main
 from kndnet.config import load_config
-from kndnet.data.datasets import RandomView
+from kndnet.data.datasets import DrawnView, RandomView
 from kndnet.data.manifest import load_manifest
-from kndnet.data.transforms import CROP_SCALE, JITTER, METHOD_AUGMENT, Augment, sample_view
+from kndnet.data.transforms import CROP_SCALE, JITTER, METHOD_AUGMENT, Augment, fixed_view, sample_view
 from kndnet.distill.teacher_cache import INDEX_NAME, TeacherCache
 from kndnet.errors import ConfigError, DataError
 from kndnet.training.datamodule import LesionDataModule
+from kndnet.training.fit import fit
 from tests.helpers import tiny_config
 
 
@@ -24,10 +26,16 @@ def _views(augment: Augment, n: int = 400) -> list:
 
 
 def test_the_default_is_the_method_and_draws_the_same_views_as_before():
+    """Golden values printed by the code before the keys existed: old caches and seeds keep their views."""
     assert Augment() == METHOD_AUGMENT == Augment(CROP_SCALE[0], 1.0)
-    first, second = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert [sample_view(90, 90, first) for _ in range(20)] == [sample_view(90, 90, second, Augment())
-                                                               for _ in range(20)]
+    gen = torch.Generator().manual_seed(3)
+    first, second = sample_view(90, 90, gen), sample_view(90, 90, gen)
+    assert (first.top, first.left, first.height, first.width, first.hflip) == (0, 12, 90, 72, False)
+    assert (second.top, second.left, second.height, second.width, second.hflip) == (2, 8, 88, 74, True)
+    assert first.angle == pytest.approx(23.27139973640442) and second.hue == pytest.approx(-0.0448448121547699)
+    assert (first.brightness, first.contrast, first.saturation) == pytest.approx((0.99432287, 0.91202326, 1.02718658))
+    image = torch.arange(3 * 40 * 40).remainder(251).to(torch.uint8).view(3, 40, 40)
+    assert int(fixed_view(image, "ISIC_1", 2, 5, 32).sum()) == 316762
 
 
 def test_a_lower_crop_scale_cuts_smaller_crops():
@@ -56,10 +64,23 @@ def test_out_of_range_values_are_refused_by_name(key, value):
         load_config(overrides={key: value}, role="student")
 
 
-def test_the_training_views_use_the_configured_strength(synth_manifest, tmp_path):
-    cfg = tiny_config("student", synth_manifest, **{"data.crop_scale_min": 0.3, "data.jitter_strength": 2.0})
+@pytest.mark.parametrize("train_views,kind", [(0, RandomView), (3, DrawnView)])
+def test_the_training_views_use_the_configured_strength(synth_manifest, tmp_path, train_views, kind):
+    cfg = tiny_config("student", synth_manifest, **{"data.crop_scale_min": 0.3, "data.jitter_strength": 2.0,
+                                                    "data.train_views": train_views})
     dataset = LesionDataModule(cfg, load_manifest(synth_manifest), tmp_path).dataset("train", "train")
-    assert isinstance(dataset.view, RandomView) and dataset.view.augment == Augment(0.3, 2.0)
+    assert isinstance(dataset.view, kind) and dataset.view.augment == Augment(0.3, 2.0)
+
+
+def test_cache_teacher_scores_and_records_the_strength_it_is_given(synth_manifest, tmp_path):
+    teacher = fit(tiny_config("teacher", synth_manifest, **{"train.epochs": 1}), tmp_path / "teacher")
+    args = ["cache-teacher", "--teacher", teacher["best_checkpoint"], "--data", str(synth_manifest), "--views", "1",
+            "--image-size", "32", "--config", str(tmp_path / "teacher" / "config.yaml")]
+    assert main([*args, "--out", str(tmp_path / "method")]) == 0
+    assert main([*args, "--out", str(tmp_path / "strong"), "--set", "data.crop_scale_min=0.3"]) == 0
+    method, strong = TeacherCache.load(tmp_path / "method"), TeacherCache.load(tmp_path / "strong")
+    assert method.augment == METHOD_AUGMENT and strong.augment == Augment(0.3, 1.0)
+    assert not np.array_equal(method.logits, strong.logits)   # other crops were scored
 
 
 def _cache(tmp_path, index_extra: dict) -> TeacherCache:
@@ -80,3 +101,8 @@ def test_a_cache_built_before_the_keys_existed_holds_the_methods_views(tmp_path)
     cache = _cache(tmp_path, {})
     assert cache.augment == METHOD_AUGMENT
     cache.check_matches(32, 37)
+
+
+def test_an_unreadable_strength_in_a_cache_index_is_named(tmp_path):
+    with pytest.raises(DataError, match="augment"):
+        _cache(tmp_path, {"augment": {"crop_scale": 0.5}})

@@ -64,3 +64,15 @@ def write_results_page(run: Path, recipe: Path, docs: Path) -> str:
 def test_a_run_without_colour_cast_evaluations_gets_no_cast_section(tmp_path):
     (tmp_path / "eval" / "teacher").mkdir(parents=True)
     assert _script()._colour_cast_section(tmp_path) == []
+
+
+def test_the_student_note_names_non_default_view_strength(tmp_path):
+    from kndnet.config import load_config, save_config
+    results = _script()
+    (tmp_path / "student").mkdir()
+    save_config(load_config(role="student"), tmp_path / "student" / "config.yaml")
+    assert "crops down" not in results._student_note(tmp_path, 128)
+    save_config(load_config(overrides={"data.crop_scale_min": 0.35, "data.jitter_strength": 2}, role="student"),
+                tmp_path / "student" / "config.yaml")
+    note = results._student_note(tmp_path, 128)
+    assert "crops down to 0.35 of the image" in note and "colour jitter x2" in note

@@ -262,7 +262,8 @@ CHOICES = {
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.folds": (2, None), "data.test_fraction": (0.0, 0.9), "data.image_size": (8, None),
     "data.resize_ratio": (1.0, None), "data.train_views": (0, None), "data.view_size": (0, None),
-    "data.crop_scale_min": (0.05, 1.0), "data.jitter_strength": (0.0, 9.0),
+    "data.crop_scale_min": (0.05, 1.0),
+    "data.jitter_strength": (0.0, 9.0),  # 9: brightness down to 0.1x; at 10 a view could be black
     "data.num_workers": (0, None), "data.batch_size": (1, None), "model.width": (0.1, None),
     "model.num_classes": (2, None), "model.freeze_fraction": (0.0, 1.0), "model.dropout": (0.0, 0.99),
     "model.teacher_dropout": (0.0, 0.99), "model.teacher_drop_path": (0.0, 0.99),

@@ -13,11 +13,14 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
+
+if TYPE_CHECKING:
+    from kndnet.config import DataConfig
 
 CROP_SCALE = (0.8, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -39,11 +42,12 @@ class Augment:
     jitter_strength: float = 1.0
 
     @classmethod
-    def of(cls, data: Any) -> "Augment":
-        """The augmentation a config's data section asks for (a DataConfig)."""
+    def of(cls, data: DataConfig) -> Augment:
+        """The augmentation a config's data section asks for."""
         return cls(data.crop_scale_min, data.jitter_strength)
 
     def jitter_range(self, name: str) -> float:
+        """Half-width of the factor (or, for hue, the shift) drawn around no change for one jitter."""
         return JITTER[name] if name == "hue" else JITTER[name] * self.jitter_strength
 
     def to_dict(self) -> dict[str, float]:

@@ -55,7 +55,7 @@ class TeacherCache:
             raise DataError(f"{directory}: no {INDEX_NAME}; build it with `kndnet cache-teacher`")
         index = json.loads(index_path.read_text())
         views = [_load_view(directory / f"logits_view{k}.npy") for k in range(int(index["views"]))]
-        augment = Augment(**index["augment"]) if "augment" in index else METHOD_AUGMENT  # older caches
+        augment = _augment(index_path, index.get("augment"))
         return cls(list(index["image_ids"]), np.stack(views, axis=1), int(index["seed"]),
                    int(index["image_size"]), int(index["load_size"]), augment)
 
@@ -68,7 +68,8 @@ class TeacherCache:
         if augment != self.augment:
             raise DataError(f"teacher cache scored views drawn with {self.augment.to_dict()} but distillation "
                             f"asks for {augment.to_dict()} (data.crop_scale_min, data.jitter_strength); set "
-                            "those keys as the cache was built, or rebuild it with `kndnet cache-teacher`")
+                            "those keys as the cache was built, or rebuild it with `kndnet cache-teacher --set "
+                            "data.crop_scale_min=... --set data.jitter_strength=...`")
 
     def logits_for(self, image_ids: list[str]) -> np.ndarray:
         """Logits rows in the order of `image_ids`; every id must be cached."""
@@ -79,6 +80,17 @@ class TeacherCache:
                             f"(first: {', '.join(missing[:3])}); rebuild it with `kndnet cache-teacher` "
                             "on this manifest")
         return self.logits[[position[i] for i in image_ids]]
+
+
+def _augment(index_path: Path, recorded: dict | None) -> Augment:
+    """The view strength a cache scored (caches from before the keys existed scored the method's)."""
+    if recorded is None:
+        return METHOD_AUGMENT
+    try:
+        return Augment(**recorded)
+    except TypeError as err:
+        raise DataError(f"{index_path}: unreadable 'augment' entry {recorded!r} ({err}); rebuild the cache "
+                        "with `kndnet cache-teacher`") from err
 
 
 def _load_view(path: Path) -> np.ndarray:
