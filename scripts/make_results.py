@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from kndnet.config import DataConfig
 from kndnet.evaluation.metrics import with_ci
 from kndnet.io import atomic_write_text
 from kndnet.stage_times import compute_section, folder_epoch_seconds, run_compute
@@ -60,6 +61,9 @@ def _teacher_row(run: Path) -> str:
                 f"{archs}{mean}, weights: {cfg['model']['pretrained']}, {cfg['data']['image_size']} px")
 
 
+METHOD_DATA = DataConfig()  # the views' strength a note leaves unsaid
+
+
 def kept_block(previous_page: str) -> list[str]:
     """The hand-kept block of the page being replaced, markers included ([] if it has none)."""
     starts, ends = previous_page.count(KEPT_START), previous_page.count(KEPT_END)
@@ -76,9 +80,9 @@ def _student_note(run: Path, image_size: int) -> str:
     views, train = cfg["data"].get("train_views", 0), cfg["train"]
     levers = [f"views cut at {cfg['data']['view_size']} px" if cfg["data"].get("view_size") else "",
               f"crops down to {cfg['data']['crop_scale_min']:g} of the image"
-              if cfg["data"].get("crop_scale_min", 0.8) != 0.8 else "",
+              if cfg["data"].get("crop_scale_min", METHOD_DATA.crop_scale_min) != METHOD_DATA.crop_scale_min else "",
               f"colour jitter x{cfg['data']['jitter_strength']:g}"
-              if cfg["data"].get("jitter_strength", 1.0) != 1.0 else "",
+              if cfg["data"].get("jitter_strength", METHOD_DATA.jitter_strength) != METHOD_DATA.jitter_strength else "",
               f"mixup {train['mixup_alpha']} / CutMix {train['cutmix_alpha']}"
               if train.get("mixup_alpha") or train.get("cutmix_alpha") else "",
               f"EMA {train['ema_decay']}" if train.get("ema_decay") else ""]

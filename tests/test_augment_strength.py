@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kndnet.cli import main
-from kndnet.config import load_config
+from kndnet.config import DataConfig, load_config
 from kndnet.data.datasets import DrawnView, RandomView
 from kndnet.data.manifest import load_manifest
 from kndnet.data.transforms import CROP_SCALE, JITTER, METHOD_AUGMENT, Augment, fixed_view, sample_view
@@ -28,6 +28,7 @@ def _views(augment: Augment, n: int = 400) -> list:
 def test_the_default_is_the_method_and_draws_the_same_views_as_before():
     """Golden values printed by the code before the keys existed: old caches and seeds keep their views."""
     assert Augment() == METHOD_AUGMENT == Augment(CROP_SCALE[0], 1.0)
+    assert Augment.of(DataConfig()) == METHOD_AUGMENT        # the config's defaults are the method's views too
     gen = torch.Generator().manual_seed(3)
     first, second = sample_view(90, 90, gen), sample_view(90, 90, gen)
     assert (first.top, first.left, first.height, first.width, first.hflip) == (0, 12, 90, 72, False)
