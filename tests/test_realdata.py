@@ -14,7 +14,7 @@ from sklearn import metrics as skm
 from kndnet.checkpoint import load_model
 from kndnet.cli import main
 from kndnet.config import DataConfig
-from kndnet.cpu import exact_int8_options, has_int8_dot_product
+from kndnet.cpu import exact_int8_options, int8_arithmetic
 from kndnet.data.manifest import load_manifest, prepare
 from kndnet.inference import eval_dataset
 from kndnet.shipped import ASSETS, SHIPPED_CHECKPOINT, SHIPPED_INT8
@@ -135,16 +135,18 @@ def test_model_card_claims_are_what_the_shipped_files_score(shipped_scores):
                                                                                    spec.calibration_temperature)
     assert card["int8_bytes"] == SHIPPED_INT8.stat().st_size
     assert card["checkpoint_bytes"] == SHIPPED_CHECKPOINT.stat().st_size
-    # The card was measured on a CPU with VNNI, whose int8 kernels are exact. Without VNNI they saturate, so kndnet
-    # runs the file's QDQ arithmetic in float there (kndnet.cpu), which rounds a requantisation differently now
-    # and then: one image of the 897 on an AMD EPYC (the fused kernels moved 42)
-    int8_tol = 1e-4 if has_int8_dot_product() else one
-    assert card["int8_accuracy"] == pytest.approx(np.mean(int8.argmax(1) == labels), abs=int8_tol)
-    assert card["int8_macro_f1"] == pytest.approx(_macro_f1(labels, int8), abs=int8_tol)
+    # kndnet runs an int8 file's exact arithmetic on any CPU: VNNI's integer kernels, or without VNNI the QDQ nodes
+    # in float (kndnet.cpu). The two round a requantisation differently now and then: one test image of 897
+    # between the AMD EPYC that measured runs/v34's card and an AMX machine. Exact where the card's arithmetic
+    # is this CPU's; one image's worth elsewhere (macro-F1: one image of a 9-image class moves it ~0.01)
+    same = card["int8_arithmetic"] == int8_arithmetic()
+    assert card["int8_accuracy"] == pytest.approx(np.mean(int8.argmax(1) == labels), abs=1e-4 if same else one)
+    assert card["int8_macro_f1"] == pytest.approx(_macro_f1(labels, int8), abs=1e-4 if same else 0.015)
     assert card["fp32_accuracy"] == pytest.approx(np.mean(fp32.argmax(1) == labels), abs=one)
     assert card["fp32_macro_f1"] == pytest.approx(_macro_f1(labels, fp32), abs=0.01)
     agreement = np.mean(int8.argmax(1) == fp32.argmax(1))
-    assert card["int8_vs_fp32_top1_agreement"] == pytest.approx(agreement, abs=one)
+    # one near-tie of the fp32 side (ONNX there, PyTorch here), and one more image on the other arithmetic
+    assert card["int8_vs_fp32_top1_agreement"] == pytest.approx(agreement, abs=one if same else 2 * one)
     assert card["int8_vs_fp32_max_abs_logit_diff"] == pytest.approx(np.abs(int8 - fp32).max(), abs=1e-3)
     text = (ASSETS / "MODEL_CARD.md").read_text()
     for key in ("fp32_accuracy", "int8_accuracy", "int8_vs_fp32_top1_agreement"):

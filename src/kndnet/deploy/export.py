@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 
 from kndnet.checkpoint import ModelSpec, load_config_from_checkpoint, load_model, save_model_checkpoint
 from kndnet.config import PATH_KEYS, Config, DataConfig
+from kndnet.cpu import int8_arithmetic
 from kndnet.deploy.graph_stats import graph_stats
 from kndnet.deploy.model_card import write_model_card
 from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx, logits_parity
@@ -56,9 +57,11 @@ def int8_report(fp32: Path, int8: Path, images: torch.Tensor, labels: np.ndarray
     """Accuracy, macro-F1 and per-class sensitivity of fp32 vs int8 on held-out images, and their agreement.
 
     All of it on the graphs' raw outputs, as check_onnx_parity measures them: a card states what the files
-    emit, and the calibration temperature moves no argmax, so the scores are the calibrated model's too."""
+    emit, and the calibration temperature moves no argmax, so the scores are the calibrated model's too. The
+    int8 side is the file's exact arithmetic, which CPUs with and without VNNI compute in two ways that can call an
+    image differently (kndnet.cpu), so the report names the one it ran."""
     a, b = OnnxPredictor(fp32).raw_logits(images), OnnxPredictor(int8).raw_logits(images)
-    return {**_scores(a, labels, "fp32"), **_scores(b, labels, "int8"),
+    return {**_scores(a, labels, "fp32"), **_scores(b, labels, "int8"), "int8_arithmetic": int8_arithmetic(),
             "eval_images_per_class": {code: int((labels == i).sum()) for i, code in enumerate(codes)},
             "fp32_sensitivity": class_sensitivity(a, labels, codes),
             "int8_sensitivity": class_sensitivity(b, labels, codes),

@@ -53,6 +53,8 @@ def _markdown(card: dict[str, Any]) -> str:
     if metrics:
         lines += ["## Measured", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in metrics.items()] + [""]
+    if card.get("int8_arithmetic"):  # VNNI CPUs and others can call an image differently (kndnet.cpu)
+        lines += [f"int8 figures computed with ONNX Runtime's {card['int8_arithmetic']}.", ""]
     lines += _sensitivity_lines(card)
     if card.get("training"):
         lines += ["## Training", "", "```", str(card["training"]), "```", ""]
