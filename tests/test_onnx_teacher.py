@@ -133,6 +133,46 @@ def test_an_onnxruntime_teacher_pickles_and_reopens_its_session(synth_manifest, 
     assert copy._session is None and torch.equal(copy(x), before)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_split_batch_teacher_scores_slices_side_by_side_with_the_same_logits(synth_manifest, tmp_path, threads,
+                                                                                monkeypatch):
+    """`distill.teacher_split_batch`: one single-threaded call per thread on its slice of the batch; every image
+    gets the logits the one call on all threads gives it (a batch of 1 is not split)."""
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    whole = onnxruntime_teacher(*load_model(path), str(path), split_batch=False)
+    split = OnnxRuntimeTeacher(whole.model_bytes, threads, str(path), split_batch=True)
+    whole.threads = threads
+    x = torch.randn(7, 3, 32, 32)
+    session, _ = split._opened()
+    assert session.get_session_options().intra_op_num_threads == 1
+    calls = []
+    real_run = type(session).run
+    monkeypatch.setattr(type(session), "run", lambda self, *a: calls.append(len(a[1]["image"])) or real_run(self, *a))
+    got = split(x)
+    assert sorted(calls, reverse=True) == [len(p) for p in torch.arange(7).tensor_split(threads)]
+    assert torch.allclose(got, whole(x), atol=1e-5)
+    assert torch.allclose(split(x[:1]), whole(x[:1]), atol=1e-5)
+    assert torch.equal(pickle.loads(pickle.dumps(split))(x), got)  # a DDP worker reopens session and pool
+
+
+def test_a_teacher_on_one_thread_or_asked_not_to_split_runs_one_call(synth_manifest, tmp_path):
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    model_bytes = onnxruntime_teacher(*load_model(path), str(path)).model_bytes
+    assert not OnnxRuntimeTeacher(model_bytes, 1, str(path), split_batch=True).split_batch
+    unsplit = OnnxRuntimeTeacher(model_bytes, 2, str(path), split_batch=False)
+    assert unsplit._opened()[0].get_session_options().intra_op_num_threads == 2 and unsplit._pool is None
+
+
+def test_attaching_passes_the_split_batch_key_to_each_onnxruntime_member(synth_manifest, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    for split in (True, False):
+        module = _module(synth_manifest, **{"distill.teacher_runtime": "onnxruntime",
+                                            "distill.teacher_split_batch": split})
+        module.attach_online_teachers([str(path), str(path)], "onnxruntime")
+        assert [t.split_batch for t in module._teacher] == [split, split]
+
+
 def test_an_onnxruntime_teacher_refuses_a_batch_off_the_cpu(synth_manifest, tmp_path):
     path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
     teacher = onnxruntime_teacher(*load_model(path), str(path))

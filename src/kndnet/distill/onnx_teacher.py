@@ -27,14 +27,23 @@ back to fp32 (runs/v21), so on such CPUs the weights are stored in 7 bits (`redu
 Seven bits shift the balance between the two range rules: there runs/v21's Lite2 copy agreed on 0.948 with
 percentile ranges but 0.961 with min/max ones (1.39x its fp32 speed), so a copy that fails the check is built
 again with the next rule in CALIBRATION_ORDER before the teacher falls back to fp32.
+
+`distill.teacher_split_batch` (on by default) cuts each batch into one slice per thread and scores the slices
+concurrently, each in a single-threaded ONNX Runtime call (Run is thread-safe and releases the GIL), instead of one
+call whose operators are split over the threads. Each image's logits are the same either way: the samples of a batch
+never mix. On two cores of an AMX machine EfficientNet-Lite2 in int8 at 160 px gained less than 1.5x from its second
+intra-op thread, while two single-threaded calls side by side ran near 2x: a depthwise network's small
+operators leave the second thread waiting at each operator's end (docs/BENCH.md).
 """
 
 from __future__ import annotations
 
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -64,12 +73,13 @@ class OnnxRuntimeTeacher(nn.Module):
     be pickled to a spawned DDP worker, which opens its own."""
 
     def __init__(self, model_bytes: bytes, threads: int, source: str, int8_agreement: float | None = None,
-                 int8_ranges: str | None = None) -> None:
+                 int8_ranges: str | None = None, split_batch: bool = True) -> None:
         super().__init__()
         self.model_bytes, self.threads, self.source = model_bytes, threads, source
         self.int8_agreement = int8_agreement  # its int8 copy's top-1 agreement with fp32; None: not checked
         self.int8_ranges = int8_ranges        # the range rule of the int8 copy in model_bytes; None: fp32
-        self._session, self._input_name = None, ""
+        self.split_batch = split_batch and threads > 1  # one single-threaded call per thread, side by side
+        self._session, self._input_name, self._pool = None, "", None
 
     @property
     def int8(self) -> bool:
@@ -77,13 +87,13 @@ class OnnxRuntimeTeacher(nn.Module):
         return self.int8_ranges is not None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_session": None}  # an ONNX Runtime session does not pickle
+        return {**self.__dict__, "_session": None, "_pool": None}  # sessions and thread pools do not pickle
 
     def _opened(self) -> tuple:
         if self._session is None:
             import onnxruntime as ort
             options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
+            options.intra_op_num_threads = 1 if self.split_batch else self.threads
             # No spin-waiting between calls: the student's step and the data workers need those cores. With
             # spinning on, 8 teacher calls with pauses between them cost 3.3 s of CPU against 2.1 s without
             # (Lite0, batch 32, 2 threads; the same wall time), and a student-alone run beside a KD run got
@@ -91,6 +101,8 @@ class OnnxRuntimeTeacher(nn.Module):
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
             self._input_name = self._session.get_inputs()[0].name
+            if self.split_batch:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="kndnet-teacher")
         return self._session, self._input_name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,14 +111,19 @@ class OnnxRuntimeTeacher(nn.Module):
                               f"CPU, but the batch is on {x.device}; use teacher_runtime 'torch' on an accelerator")
         session, input_name = self._opened()
         pixels = x.detach().float().contiguous().numpy()
-        return torch.from_numpy(session.run(None, {input_name: pixels})[0])
+        score = lambda part: session.run(None, {input_name: part})[0]  # noqa: E731
+        if not self.split_batch or len(pixels) < 2:
+            return torch.from_numpy(score(pixels))
+        parts = [part for part in np.array_split(pixels, self.threads) if len(part)]
+        return torch.from_numpy(np.concatenate(list(self._pool.map(score, parts))))
 
 
 def onnxruntime_teacher(model: nn.Module, spec: ModelSpec, source: str,
-                        int8_rows: pd.DataFrame | None = None) -> OnnxRuntimeTeacher:
+                        int8_rows: pd.DataFrame | None = None, split_batch: bool = True) -> OnnxRuntimeTeacher:
     """Export `model` (the teacher loaded from `source`) to ONNX and check it against PyTorch on a probe
-    batch; the teacher runs with as many threads as PyTorch uses. With `int8_rows` (manifest rows of
-    training images) it runs quantised to int8, calibrated and checked on those images (fp32 if the check fails)."""
+    batch; the teacher runs with as many threads as PyTorch uses (`split_batch`: one slice of each batch per
+    thread). With `int8_rows` (manifest rows of training images) it runs quantised to int8, calibrated and
+    checked on those images (fp32 if the check fails)."""
     from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx
 
     probe = torch.randint(0, 256, (2, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
@@ -117,7 +134,7 @@ def onnxruntime_teacher(model: nn.Module, spec: ModelSpec, source: str,
         if int8_rows is not None:
             int8_path, agreement, ranges = _quantised(path, spec, int8_rows, source)
         return OnnxRuntimeTeacher((int8_path or path).read_bytes(), torch.get_num_threads(), source, agreement,
-                                  ranges)
+                                  ranges, split_batch)
 
 
 def quantise_teacher(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, spec: ModelSpec,
