@@ -412,19 +412,28 @@ def test_the_int8_report_differences_raw_logits_of_a_calibrated_model(tmp_path):
     assert report["int8_vs_fp32_max_abs_logit_diff"] == pytest.approx(raw, rel=1e-3, abs=1e-6)
 
 
-@pytest.mark.parametrize("vnni", [True, False])
-def test_the_int8_report_and_card_name_the_arithmetic_that_measured_them(tmp_path, monkeypatch, vnni):
+@pytest.mark.parametrize("flags, token, words", [
+    ("avx2 avx512f avx512_vnni", "vnni_integer", "integer kernels (VNNI)"),
+    ("avx2 avx512f", "qdq_float", "QDQ nodes in float (no VNNI)"),
+    ("neon asimd", "unknown", "could not identify"), (None, "unknown", "could not identify")])
+def test_the_int8_report_and_card_name_the_arithmetic_that_measured_them(tmp_path, monkeypatch, flags, token, words):
     """VNNI's integer kernels and the QDQ nodes run in float are both exact, yet called one shipped test image
-    differently: a card's int8 figures are checkable only against the arithmetic that measured them."""
+    differently: a card's int8 figures are checkable only against the arithmetic that measured them. A CPU kndnet
+    cannot read (no /proc/cpuinfo, not x86) is recorded as unknown, never as either."""
     import kndnet.cpu
     from kndnet.deploy.export import int8_report
     from kndnet.deploy.model_card import write_model_card
-    monkeypatch.setattr(kndnet.cpu, "has_int8_dot_product", lambda cpuinfo=None: vnni)
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(kndnet.cpu.int8_arithmetic, "__defaults__", (cpuinfo,))
+    monkeypatch.setattr(kndnet.cpu.has_int8_dot_product, "__defaults__", (cpuinfo,))
     _, spec, fp32 = _plain_export(tmp_path)
     int8 = quantize_int8(fp32, tmp_path / "int8.onnx", _images(16), spec)
     report = int8_report(fp32, int8, _images(7, seed=3), np.arange(7), tuple("abcdefg"))
-    expected = kndnet.cpu.INTEGER_KERNELS if vnni else kndnet.cpu.FLOAT_QDQ
-    assert report["int8_arithmetic"] == expected
+    assert report["int8_arithmetic"] == token
     write_model_card(tmp_path, {"arch": "a", "image_size": 8, "parameters": 1, "macs": 1,
                                 "peak_activation_bytes_int8": 1, **report})
-    assert f"ONNX Runtime's {expected}." in (tmp_path / "MODEL_CARD.md").read_text()
+    assert json.loads((tmp_path / "model_card.json").read_text())["int8_arithmetic"] == token
+    assert f"ONNX Runtime's {kndnet.cpu.INT8_ARITHMETIC[token]}." in (tmp_path / "MODEL_CARD.md").read_text()
+    assert words in kndnet.cpu.INT8_ARITHMETIC[token]

@@ -4,7 +4,9 @@ PyTorch teacher, attached member by member, picklable, CPU only, and trainable e
 
 from __future__ import annotations
 
+import os
 import pickle
+import threading
 
 import onnx
 import pytest
@@ -136,31 +138,57 @@ def test_an_onnxruntime_teacher_pickles_and_reopens_its_session(synth_manifest, 
 @pytest.mark.parametrize("threads", [2, 3])
 def test_a_split_batch_teacher_scores_slices_side_by_side_with_the_same_logits(synth_manifest, tmp_path, threads,
                                                                                 monkeypatch):
-    """`distill.teacher_split_batch`: one single-threaded call per thread on its slice of the batch; every image
-    gets the logits the one call on all threads gives it (a batch of 1 is not split)."""
+    """`distill.teacher_split_batch`: one single-threaded call per thread on its slice of the batch, all of them
+    in flight at once on the teacher's pool; every image gets the very logits the one call on all threads gives
+    it (a batch smaller than the thread count makes fewer slices; a batch of 1 is not split)."""
     path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
     whole = onnxruntime_teacher(*load_model(path), str(path), split_batch=False)
     split = OnnxRuntimeTeacher(whole.model_bytes, threads, str(path), split_batch=True)
-    whole.threads = threads
-    x = torch.randn(7, 3, 32, 32)
     session, _ = split._opened()
     assert session.get_session_options().intra_op_num_threads == 1
-    calls = []
+    x = torch.randn(7, 3, 32, 32)
+    expected = whole(x)
+    calls, together = [], threading.Barrier(threads, timeout=10)
     real_run = type(session).run
-    monkeypatch.setattr(type(session), "run", lambda self, *a: calls.append(len(a[1]["image"])) or real_run(self, *a))
-    got = split(x)
-    assert sorted(calls, reverse=True) == [len(p) for p in torch.arange(7).tensor_split(threads)]
-    assert torch.allclose(got, whole(x), atol=1e-5)
-    assert torch.allclose(split(x[:1]), whole(x[:1]), atol=1e-5)
-    assert torch.equal(pickle.loads(pickle.dumps(split))(x), got)  # a DDP worker reopens session and pool
+
+    def run(self, names, feed):
+        calls.append((len(feed["image"]), threading.current_thread().name))
+        together.wait()  # breaks (and the test fails) unless every slice's call is running at the same time
+        return real_run(self, names, feed)
+
+    monkeypatch.setattr(type(session), "run", run)
+    assert torch.equal(split(x), expected)
+    assert sorted(n for n, _ in calls) == sorted(len(p) for p in torch.arange(7).tensor_split(threads))
+    assert all(name.startswith("kndnet-teacher") for _, name in calls)
+    monkeypatch.setattr(type(session), "run", real_run)
+    assert torch.equal(split(x[:2]), expected[:2]) and torch.equal(split(x[:1]), expected[:1])
+    assert torch.equal(pickle.loads(pickle.dumps(split))(x), expected)  # a DDP worker reopens session and pool
 
 
-def test_a_teacher_on_one_thread_or_asked_not_to_split_runs_one_call(synth_manifest, tmp_path):
+def test_a_teacher_on_one_thread_or_asked_not_to_split_runs_one_call(synth_manifest, tmp_path, monkeypatch):
     path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
     model_bytes = onnxruntime_teacher(*load_model(path), str(path)).model_bytes
     assert not OnnxRuntimeTeacher(model_bytes, 1, str(path), split_batch=True).split_batch
     unsplit = OnnxRuntimeTeacher(model_bytes, 2, str(path), split_batch=False)
-    assert unsplit._opened()[0].get_session_options().intra_op_num_threads == 2 and unsplit._pool is None
+    session, _ = unsplit._opened()
+    assert session.get_session_options().intra_op_num_threads == 2 and unsplit._pool is None
+    calls = []
+    real_run = type(session).run
+    monkeypatch.setattr(type(session), "run", lambda self, names, feed: calls.append(len(feed["image"])) or
+                        real_run(self, names, feed))
+    unsplit(torch.randn(5, 3, 32, 32))
+    assert calls == [5]
+
+
+def test_a_forked_process_reopens_the_teachers_session_and_pool(synth_manifest, tmp_path, monkeypatch):
+    """A child forked after the teacher's first call inherits a thread pool without threads, which would hang."""
+    path = _teacher_checkpoint(synth_manifest, tmp_path / "t.ckpt")
+    teacher = OnnxRuntimeTeacher(onnxruntime_teacher(*load_model(path), str(path)).model_bytes, 2, str(path))
+    x = torch.randn(4, 3, 32, 32)
+    expected = teacher(x)
+    parent_pool = teacher._pool
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # as a forked child sees it
+    assert torch.equal(teacher(x), expected) and teacher._pool is not parent_pool and teacher._pid == -1
 
 
 def test_attaching_passes_the_split_batch_key_to_each_onnxruntime_member(synth_manifest, tmp_path, monkeypatch):

@@ -138,10 +138,11 @@ def test_model_card_claims_are_what_the_shipped_files_score(shipped_scores):
     # kndnet runs an int8 file's exact arithmetic on any CPU: VNNI's integer kernels, or without VNNI the QDQ nodes
     # in float (kndnet.cpu). The two round a requantisation differently now and then: one test image of 897
     # between the AMD EPYC that measured runs/v34's card and an AMX machine. Exact where the card's arithmetic
-    # is this CPU's; one image's worth elsewhere (macro-F1: one image of a 9-image class moves it ~0.01)
-    same = card["int8_arithmetic"] == int8_arithmetic()
+    # is this CPU's (an unknown one never is); elsewhere one image's worth of accuracy, and of macro-F1 a bound
+    # for one flip between two small classes (it moves both classes' F1; with 9 df and 12 vasc images ~0.016)
+    same = card["int8_arithmetic"] == int8_arithmetic() != "unknown"
     assert card["int8_accuracy"] == pytest.approx(np.mean(int8.argmax(1) == labels), abs=1e-4 if same else one)
-    assert card["int8_macro_f1"] == pytest.approx(_macro_f1(labels, int8), abs=1e-4 if same else 0.015)
+    assert card["int8_macro_f1"] == pytest.approx(_macro_f1(labels, int8), abs=1e-4 if same else 0.02)
     assert card["fp32_accuracy"] == pytest.approx(np.mean(fp32.argmax(1) == labels), abs=one)
     assert card["fp32_macro_f1"] == pytest.approx(_macro_f1(labels, fp32), abs=0.01)
     agreement = np.mean(int8.argmax(1) == fp32.argmax(1))

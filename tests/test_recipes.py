@@ -69,6 +69,14 @@ def test_the_teacher_runtime_is_how_a_run_executes_not_what_it_trains():
     assert recipe_differences(before.to_dict(), now) == []
 
 
+def test_splitting_the_teachers_batch_is_how_a_run_executes_not_what_it_trains():
+    """The split teacher gives every image the same logits, so a run made either way resumes the other way."""
+    from kndnet.config import recipe_differences
+    one_call = load_config("cpu", role="distill", overrides={"distill.teacher_split_batch": False})
+    now = load_config("cpu", role="distill")
+    assert now.distill.teacher_split_batch and recipe_differences(one_call.to_dict(), now) == []
+
+
 def test_cpu_v5_is_cpu_v4_with_int8_teachers_and_says_so_on_a_resume():
     """cpu_v4 must stay the runs/v17 recipe: it and cpu_v5 (runs/v20) differ in the teachers' precision only, and
     that is a recipe key (a KD folder distilled from fp32 teachers is not resumed as an int8 one)."""

@@ -115,7 +115,7 @@ class DistillConfig:
     teacher_int8: bool = False     # onnxruntime teacher: static int8, calibrated on training images (~2x fp32
                                    # on AVX-512 VNNI CPUs); fp32 if it calls other classes than fp32
     teacher_split_batch: bool = True  # onnxruntime teacher: each batch as one single-threaded call per thread,
-                                   # side by side (same logits; Lite2 int8 1.2-1.4x faster on 2 AMX cores)
+                                   # side by side (same logits; Lite2 int8 1.5x faster on 2 AMX cores)
     transfer_images: str = ""      # online teacher: a folder of unlabelled images it also scores (KD term only);
                                    # a recipe key, not an operational one: other images make another run
 

@@ -27,13 +27,18 @@ def has_int8_dot_product(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "avx2" not in flags or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-INTEGER_KERNELS = "integer kernels (VNNI)"
-FLOAT_QDQ = "QDQ nodes in float (no VNNI)"
+# What `int8_arithmetic` records in a model card, and how the card says it
+INT8_ARITHMETIC = {"vnni_integer": "integer kernels (VNNI)", "qdq_float": "QDQ nodes in float (no VNNI)",
+                   "unknown": "arithmetic of a CPU kndnet could not identify"}
 
 
 def int8_arithmetic(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """Which arithmetic `exact_int8_options` runs int8 models with on this CPU (a model card records it)."""
-    return INTEGER_KERNELS if has_int8_dot_product(cpuinfo) else FLOAT_QDQ
+    """Which arithmetic `exact_int8_options` runs int8 models with on this CPU, as a model card records it:
+    vnni_integer, qdq_float, or unknown where /proc/cpuinfo is missing or names no x86 AVX2 CPU."""
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    if "avx2" not in flags:
+        return "unknown"
+    return "vnni_integer" if has_int8_dot_product(cpuinfo) else "qdq_float"
 
 
 def exact_int8_options(options: ort.SessionOptions, cpuinfo: Path = Path("/proc/cpuinfo")) -> ort.SessionOptions:

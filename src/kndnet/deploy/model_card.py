@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kndnet.classes import CLASSES
+from kndnet.cpu import INT8_ARITHMETIC
 from kndnet.io import atomic_write_json, atomic_write_text
 
 HAM10000_ATTRIBUTION = (
@@ -54,7 +55,8 @@ def _markdown(card: dict[str, Any]) -> str:
         lines += ["## Measured", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in metrics.items()] + [""]
     if card.get("int8_arithmetic"):  # VNNI CPUs and others can call an image differently (kndnet.cpu)
-        lines += [f"int8 figures computed with ONNX Runtime's {card['int8_arithmetic']}.", ""]
+        arithmetic = INT8_ARITHMETIC.get(card["int8_arithmetic"], card["int8_arithmetic"])
+        lines += [f"int8 figures computed with ONNX Runtime's {arithmetic}.", ""]
     lines += _sensitivity_lines(card)
     if card.get("training"):
         lines += ["## Training", "", "```", str(card["training"]), "```", ""]

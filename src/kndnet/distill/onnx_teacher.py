@@ -38,6 +38,7 @@ operators leave the second thread waiting at each operator's end (docs/BENCH.md)
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -79,7 +80,7 @@ class OnnxRuntimeTeacher(nn.Module):
         self.int8_agreement = int8_agreement  # its int8 copy's top-1 agreement with fp32; None: not checked
         self.int8_ranges = int8_ranges        # the range rule of the int8 copy in model_bytes; None: fp32
         self.split_batch = split_batch and threads > 1  # one single-threaded call per thread, side by side
-        self._session, self._input_name, self._pool = None, "", None
+        self._session, self._input_name, self._pool, self._pid = None, "", None, 0
 
     @property
     def int8(self) -> bool:
@@ -90,7 +91,7 @@ class OnnxRuntimeTeacher(nn.Module):
         return {**self.__dict__, "_session": None, "_pool": None}  # sessions and thread pools do not pickle
 
     def _opened(self) -> tuple:
-        if self._session is None:
+        if self._session is None or self._pid != os.getpid():  # a forked process inherits a pool without threads
             import onnxruntime as ort
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1 if self.split_batch else self.threads
@@ -103,19 +104,23 @@ class OnnxRuntimeTeacher(nn.Module):
             self._input_name = self._session.get_inputs()[0].name
             if self.split_batch:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="kndnet-teacher")
+            self._pid = os.getpid()
         return self._session, self._input_name
+
+    def _score(self, pixels: np.ndarray) -> np.ndarray:
+        session, input_name = self._opened()
+        return session.run(None, {input_name: pixels})[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise ConfigError(f"distill.teacher_runtime 'onnxruntime' runs the teacher {self.source} on the "
                               f"CPU, but the batch is on {x.device}; use teacher_runtime 'torch' on an accelerator")
-        session, input_name = self._opened()
         pixels = x.detach().float().contiguous().numpy()
-        score = lambda part: session.run(None, {input_name: part})[0]  # noqa: E731
+        self._opened()
         if not self.split_batch or len(pixels) < 2:
-            return torch.from_numpy(score(pixels))
+            return torch.from_numpy(self._score(pixels))
         parts = [part for part in np.array_split(pixels, self.threads) if len(part)]
-        return torch.from_numpy(np.concatenate(list(self._pool.map(score, parts))))
+        return torch.from_numpy(np.concatenate(list(self._pool.map(self._score, parts))))
 
 
 def onnxruntime_teacher(model: nn.Module, spec: ModelSpec, source: str,

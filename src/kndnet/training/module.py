@@ -129,7 +129,8 @@ class LesionClassifier(L.LightningModule):
         order, or their averaged logits would mean nothing; each is fed the view at its own input size.
         `runtime` is `distill.teacher_runtime` resolved for the trainer's accelerator (`auto` is never passed):
         with onnxruntime each member runs in ONNX Runtime (see onnx_teacher), in int8 under
-        `distill.teacher_int8`, calibrated on images of `train_rows` (the run's training rows).
+        `distill.teacher_int8`, calibrated on images of `train_rows` (the run's training rows), each batch cut
+        into one slice per thread under `distill.teacher_split_batch`.
         """
         if runtime not in ("torch", "onnxruntime"):
             raise ValueError(f"attach_online_teachers takes a resolved runtime (torch or onnxruntime), not {runtime!r}")
