@@ -31,8 +31,8 @@ again with the next rule in CALIBRATION_ORDER before the teacher falls back to f
 `distill.teacher_split_batch` (on by default) cuts each batch into one slice per thread and scores the slices
 concurrently, each in a single-threaded ONNX Runtime call (Run is thread-safe and releases the GIL), instead of one
 call whose operators are split over the threads. Each image's logits are the same either way: the samples of a batch
-never mix. On two cores of an AMX machine EfficientNet-Lite2 in int8 at 160 px gained less than 1.5x from its second
-intra-op thread, while two single-threaded calls side by side ran near 2x: a depthwise network's small
+never mix. On two cores of an AMX machine EfficientNet-Lite2 in int8 at 160 px gained 1.4x from its second intra-op
+thread, while two single-threaded calls side by side ran 1.7-1.9x one thread's rate: a depthwise network's small
 operators leave the second thread waiting at each operator's end (docs/BENCH.md).
 """
 
