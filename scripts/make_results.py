@@ -64,6 +64,11 @@ def _teacher_row(run: Path) -> str:
 METHOD_DATA = DataConfig()  # the views' strength a note leaves unsaid
 
 
+def _not_method(data: dict, key: str) -> bool:
+    """Whether a run's data section sets `key` off the default (a config from before the key holds the default)."""
+    return data.get(key, getattr(METHOD_DATA, key)) != getattr(METHOD_DATA, key)
+
+
 def kept_block(previous_page: str) -> list[str]:
     """The hand-kept block of the page being replaced, markers included ([] if it has none)."""
     starts, ends = previous_page.count(KEPT_START), previous_page.count(KEPT_END)
@@ -80,9 +85,9 @@ def _student_note(run: Path, image_size: int) -> str:
     views, train = cfg["data"].get("train_views", 0), cfg["train"]
     levers = [f"views cut at {cfg['data']['view_size']} px" if cfg["data"].get("view_size") else "",
               f"crops down to {cfg['data']['crop_scale_min']:g} of the image"
-              if cfg["data"].get("crop_scale_min", METHOD_DATA.crop_scale_min) != METHOD_DATA.crop_scale_min else "",
+              if _not_method(cfg["data"], "crop_scale_min") else "",
               f"colour jitter x{cfg['data']['jitter_strength']:g}"
-              if cfg["data"].get("jitter_strength", METHOD_DATA.jitter_strength) != METHOD_DATA.jitter_strength else "",
+              if _not_method(cfg["data"], "jitter_strength") else "",
               f"mixup {train['mixup_alpha']} / CutMix {train['cutmix_alpha']}"
               if train.get("mixup_alpha") or train.get("cutmix_alpha") else "",
               f"EMA {train['ema_decay']}" if train.get("ema_decay") else ""]

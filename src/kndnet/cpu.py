@@ -18,13 +18,19 @@ if TYPE_CHECKING:  # onnxruntime is imported only by what runs a model
     import onnxruntime as ort
 
 
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _flags(cpuinfo: Path) -> set[str]:
+    """The words of /proc/cpuinfo (its flags among them); empty where there is none (not Linux)."""
+    return set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+
+
 def has_int8_dot_product(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this x86 CPU has VNNI (AVX-512 VNNI, AVX-VNNI or AMX), where ONNX Runtime's int8 convolutions are
     exact; without it they saturate and 8-bit weights lose accuracy. True where it cannot tell (not Linux)."""
-    if not cpuinfo.is_file():
-        return True
-    flags = set(cpuinfo.read_text().split())
-    return "avx2" not in flags or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    flags = _flags(cpuinfo)
+    return "avx2" not in flags or bool(flags & VNNI_FLAGS)
 
 
 # What `int8_arithmetic` records in a model card, and how the card says it
@@ -35,10 +41,10 @@ INT8_ARITHMETIC = {"vnni_integer": "integer kernels (VNNI)", "qdq_float": "QDQ n
 def int8_arithmetic(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """Which arithmetic `exact_int8_options` runs int8 models with on this CPU, as a model card records it:
     vnni_integer, qdq_float, or unknown where /proc/cpuinfo is missing or names no x86 AVX2 CPU."""
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    flags = _flags(cpuinfo)
     if "avx2" not in flags:
         return "unknown"
-    return "vnni_integer" if has_int8_dot_product(cpuinfo) else "qdq_float"
+    return "vnni_integer" if flags & VNNI_FLAGS else "qdq_float"
 
 
 def exact_int8_options(options: ort.SessionOptions, cpuinfo: Path = Path("/proc/cpuinfo")) -> ort.SessionOptions:

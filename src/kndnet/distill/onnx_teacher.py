@@ -108,8 +108,8 @@ class OnnxRuntimeTeacher(nn.Module):
         return self._session, self._input_name
 
     def _score(self, pixels: np.ndarray) -> np.ndarray:
-        session, input_name = self._opened()
-        return session.run(None, {input_name: pixels})[0]
+        """Logits of a batch or slice; forward has opened the session in this process."""
+        return self._session.run(None, {self._input_name: pixels})[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
