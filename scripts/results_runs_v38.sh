@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The command that regenerated docs/RESULTS.md from runs/v38 (`kndnet run --config cpu ... --out runs/v38`) and
+# runs/export_v38 (its KD student, temperature-scaled, exported with --tflite and the input fold); run from the
+# repository root after those exist (`python scripts/ship_run.py runs/v38 --calib ../shared/data/ham10000`).
+set -euo pipefail
+.venv/bin/python scripts/make_results.py runs/v38 --recipe cpu --shipped-export runs/export_v38 \
+  --note "Teacher: the mean logit of the two members \`kndnet run\` trained (\`model.ensemble\`) at lr 1e-3, validation macro-F1 Lite2 0.653, Lite0 0.608; test 0.707 together, which meets the issue's 0.70 teacher goal (runs/v34, the same recipe on an AVX2-only CPU: 0.712)." \
+  --note "Run: \`kndnet run --config cpu --data ../shared/data/ham10000 --out runs/v38\` on an Intel Xeon with AVX-512 VNNI and AMX (2 cores), code f29ed3c (frozen worktree, \`bash runs/v38/run.sh\`), 2026-12-05 23:14 to 2026-12-06 01:01: 106.4 min of stage time, about 90 min without the fresh-clone CI run that shared the Lite2 teacher's first two epochs (docs/BENCH.md); the ONNX Runtime int8 teachers split each batch across the two threads (\`distill.teacher_split_batch\`). Shipped by \`python scripts/ship_run.py runs/v38 --calib ../shared/data/ham10000 --check-only\` (code f29ed3c; validation macro-F1 0.5538 against runs/v34's shipped student's 0.5510 on the same manifest), then \`python scripts/ship_model.py runs/export_v38\` (code 6df90e5). This page: \`bash scripts/results_runs_v38.sh\`." \
+  --lever "student alone (cpu recipe: 128 px, views cut at 160 px, mixup/CutMix, EMA 0.998, Shades of Gray, 25 epochs)=eval/student" \
+  --lever "+ function-matching KD from the Lite2 + Lite0 ensemble (teachers at lr 1e-3), online in int8 ONNX Runtime split across the threads (KL at T 1, 0.1 on labels)=eval/distill" \
+  --lever-note "Row 2 minus row 1 is the loss alone (the run report's paired test). Cost on this AMX machine: KD median 58.7 s per epoch against 36.9 s alone, 1.59x (docs/BENCH.md), within the issue's 1.8x; runs/v34, the same recipe with one teacher call per batch on an AVX2-only CPU, measured 2.03x. The s/epoch column is the median over all epochs, disturbed ones included."
