@@ -29,6 +29,7 @@ from ship_model import exit_code, ship
 
 from kndnet.cli import main as cli_main
 from kndnet.errors import KNDNetError
+from kndnet.inference_tflite import check_litert_installed
 
 
 class ParityBar(NamedTuple):
@@ -89,6 +90,7 @@ def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False,
     for needed in (manifest, best):
         if not needed.is_file():
             raise KNDNetError(f"{needed} not found: ship_run.py takes a finished `kndnet run` folder")
+    check_litert_installed()  # rule 3 exports to LiteRT: say so now, not after the validation runs
     candidate = validation_macro_f1(str(best), manifest, run / "ship" / "val_candidate")
     shipped = validation_macro_f1("kndnet-student", manifest, run / "ship" / "val_shipped")
     if refusal := validation_refusal(candidate, shipped):

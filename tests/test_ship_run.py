@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kndnet.errors import KNDNetError
+from kndnet.errors import ConfigError, KNDNetError
 from kndnet.shipped import ASSETS
 from tests.helpers import load_script
 
@@ -59,6 +59,7 @@ def _finished_run(tmp_path: Path) -> Path:
 
 def _record_commands(monkeypatch, ship_run, validation: dict[str, float], card: dict) -> list[str]:
     calls: list[str] = []
+    monkeypatch.setattr(ship_run, "check_litert_installed", lambda: None)  # the default suite has no LiteRT extra
     monkeypatch.setattr(ship_run, "validation_macro_f1", lambda model, manifest, out: validation[model])
 
     def fake_kndnet(*argv: str) -> None:
@@ -77,6 +78,22 @@ def test_a_candidate_validation_does_not_prefer_is_neither_calibrated_nor_export
     calls = _record_commands(monkeypatch, ship_run, {str(run / "distill/checkpoints/best.ckpt"): 0.54,
                                                      "kndnet-student": 0.548}, PASSING)
     with pytest.raises(KNDNetError, match="rule 1: validation prefers the shipped student"):
+        ship_run.ship_run(run, "data", tmp_path / "export")
+    assert calls == []
+
+
+def test_without_the_litert_extra_it_stops_before_any_command(ship_run, monkeypatch, tmp_path):
+    """Rule 3 exports to LiteRT: a missing extra is named at once, not after two validation runs."""
+    run = _finished_run(tmp_path)
+    calls = _record_commands(monkeypatch, ship_run, {str(run / "distill/checkpoints/best.ckpt"): 0.554,
+                                                     "kndnet-student": 0.548}, PASSING)
+    monkeypatch.setattr(ship_run, "validation_macro_f1", lambda *args: calls.append("evaluate"))
+
+    def missing() -> None:
+        raise ConfigError("LiteRT support needs the optional packages; install them with `pip install "
+                          "'kndnet[litert]'`")
+    monkeypatch.setattr(ship_run, "check_litert_installed", missing)
+    with pytest.raises(ConfigError, match=r"kndnet\[litert\]"):
         ship_run.ship_run(run, "data", tmp_path / "export")
     assert calls == []
 
