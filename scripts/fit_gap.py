@@ -1,0 +1,66 @@
+"""How far a student is from its teacher on the same images: top-1 agreement and KL(teacher || student).
+
+Usage: python scripts/fit_gap.py TEACHER_EVAL STUDENT_EVAL [STUDENT_EVAL ...]
+Each argument is a `kndnet evaluate --out` folder (its predictions.csv) of the same split. Scored on the training
+split and on validation, it tells a fitting gap (the student does not match the teacher even on the images it was
+trained on) from a generalisation gap (it matches there and not on new images): docs/RESULTS.md, runs/v39/diag.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from kndnet.classes import CLASS_CODES
+from kndnet.errors import KNDNetError
+
+PROBS = [f"prob_{code}" for code in CLASS_CODES]
+
+
+class Gap(NamedTuple):
+    agreement: float   # share of images where the two call the same class
+    kl: float          # mean KL(teacher || student), nats
+
+
+def probabilities(eval_dir: Path) -> pd.DataFrame:
+    """The folder's predictions.csv probabilities by image, each row renormalised (the CSV rounds them)."""
+    path = eval_dir / "predictions.csv"
+    if not path.is_file():
+        raise KNDNetError(f"{path} not found: give `kndnet evaluate --out` folders")
+    probs = pd.read_csv(path).set_index("image_id")[PROBS]
+    return probs.div(probs.sum(axis=1), axis=0)
+
+
+def fit_gap(teacher: pd.DataFrame, student: pd.DataFrame) -> Gap:
+    """Agreement and KL of `student` against `teacher` over the teacher's images (both must score all of them)."""
+    missing = teacher.index.difference(student.index)
+    if len(missing):
+        raise KNDNetError(f"the student was not scored on {len(missing)} of the teacher's images (e.g. "
+                          f"{missing[0]}): evaluate both on the same manifest and split")
+    t, s = teacher.to_numpy(), student.loc[teacher.index].to_numpy()
+    kl = np.sum(t * (np.log(t + 1e-8) - np.log(s + 1e-8)), axis=1).mean()
+    return Gap(float(np.mean(t.argmax(1) == s.argmax(1))), float(kl))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    try:
+        teacher = probabilities(Path(argv[0]))
+        for student in argv[1:]:
+            gap = fit_gap(teacher, probabilities(Path(student)))
+            print(f"{student}: top-1 agreement {gap.agreement:.3f}, KL(teacher || student) {gap.kl:.3f} "
+                  f"on {len(teacher)} images")
+    except KNDNetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
