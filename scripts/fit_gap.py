@@ -15,10 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from kndnet.classes import CLASS_CODES
 from kndnet.errors import KNDNetError
-
-PROBS = [f"prob_{code}" for code in CLASS_CODES]
+from kndnet.evaluation.compare import read_scores
 
 
 class Gap(NamedTuple):
@@ -31,8 +29,8 @@ def probabilities(eval_dir: Path) -> pd.DataFrame:
     path = eval_dir / "predictions.csv"
     if not path.is_file():
         raise KNDNetError(f"{path} not found: give `kndnet evaluate --out` folders")
-    probs = pd.read_csv(path).set_index("image_id")[PROBS]
-    return probs.div(probs.sum(axis=1), axis=0)
+    _, probs, ids = read_scores(eval_dir)
+    return pd.DataFrame(probs / probs.sum(axis=1, keepdims=True), index=ids)
 
 
 def fit_gap(teacher: pd.DataFrame, student: pd.DataFrame) -> Gap:

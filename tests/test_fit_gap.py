@@ -15,6 +15,7 @@ def _write_eval(folder, ids, probs):
     folder.mkdir()
     frame = pd.DataFrame(probs, columns=[f"prob_{c}" for c in CLASS_CODES])
     frame.insert(0, "image_id", ids)
+    frame.insert(1, "true_label", "nv")  # as `kndnet evaluate` writes it
     frame.to_csv(folder / "predictions.csv", index=False)
     return folder
 

@@ -30,7 +30,7 @@ def _load(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text())
 
 
-def _scores(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_scores(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Labels, probabilities and image ids from an evaluation's predictions.csv."""
     table = pd.read_csv(folder / "predictions.csv")
     probs = table[[f"prob_{code}" for code in CLASS_CODES]].to_numpy()
@@ -48,7 +48,7 @@ def paired_difference(baseline: Path | Seeds, other: Path | Seeds,
     Either side may be several evaluations of one model (its training seeds): the seed-averaged difference.
     """
     baseline, other = ([p] if isinstance(p, Path) else p for p in (baseline, other))
-    scored = {folder: _scores(folder) for folder in (*baseline, *other)}  # each file read once
+    scored = {folder: read_scores(folder) for folder in (*baseline, *other)}  # each file read once
     y, _, ids = scored[baseline[0]]
     for folder, (y_run, _, ids_run) in scored.items():
         if ids_run != ids or not np.array_equal(y, y_run):
