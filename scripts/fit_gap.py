@@ -8,6 +8,7 @@ trained on) from a generalisation gap (it matches there and not on new images): 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -44,14 +45,19 @@ def fit_gap(teacher: pd.DataFrame, student: pd.DataFrame) -> Gap:
     return Gap(float(np.mean(t.argmax(1) == s.argmax(1))), float(kl))
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("teacher", type=Path, help="`kndnet evaluate --out` folder of the teacher")
+    parser.add_argument("students", type=Path, nargs="+", help="the same of each student, on the same split")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
-        return 2
+    args = parse_args(argv)
     try:
-        teacher = probabilities(Path(argv[0]))
-        for student in argv[1:]:
-            gap = fit_gap(teacher, probabilities(Path(student)))
+        teacher = probabilities(args.teacher)
+        for student in args.students:
+            gap = fit_gap(teacher, probabilities(student))
             print(f"{student}: top-1 agreement {gap.agreement:.3f}, KL(teacher || student) {gap.kl:.3f} "
                   f"on {len(teacher)} images")
     except KNDNetError as err:

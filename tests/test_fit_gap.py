@@ -44,3 +44,13 @@ def test_a_student_scored_on_other_images_is_refused_by_name(tmp_path, capsys):
         fit_gap.fit_gap(fit_gap.probabilities(teacher), fit_gap.probabilities(student))
     assert fit_gap.main([str(teacher), str(tmp_path / "nowhere")]) == 2
     assert "predictions.csv not found" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2_and_help_exits_0(capsys):
+    fit_gap = load_script("fit_gap")
+    with pytest.raises(SystemExit) as missing_student:
+        fit_gap.main(["teacher_eval"])
+    with pytest.raises(SystemExit) as help_asked:
+        fit_gap.main(["--help"])
+    assert (missing_student.value.code, help_asked.value.code) == (2, 0)
+    assert "KL(teacher || student)" in capsys.readouterr().out
