@@ -43,6 +43,16 @@ def hand_made_evaluation(folder: Path, data: str, ids: list[str], seed: int, sco
     return folder
 
 
+def predictions_folder(folder: Path, ids: list[str], probs: np.ndarray, labels: list[str] | None = None) -> Path:
+    """A folder with only a predictions.csv, as `kndnet evaluate` writes it (every true label nv unless given)."""
+    folder.mkdir()
+    frame = pd.DataFrame(probs, columns=[f"prob_{c}" for c in CLASS_CODES])
+    frame.insert(0, "image_id", ids)
+    frame.insert(1, "true_label", labels if labels is not None else "nv")
+    frame.to_csv(folder / "predictions.csv", index=False)
+    return folder
+
+
 def assert_onnx_fp32_and_int8_track(model, spec, folder: Path) -> None:
     """A student variant's fp32 ONNX export computes what PyTorch does, and its int8 copy stays close."""
     import onnxruntime as ort

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from kndnet.classes import CLASS_CODES
 from kndnet.errors import KNDNetError
-from tests.helpers import load_script
-
-
-def _write_eval(folder, ids, probs):
-    folder.mkdir()
-    frame = pd.DataFrame(probs, columns=[f"prob_{c}" for c in CLASS_CODES])
-    frame.insert(0, "image_id", ids)
-    frame.insert(1, "true_label", "nv")  # as `kndnet evaluate` writes it
-    frame.to_csv(folder / "predictions.csv", index=False)
-    return folder
+from tests.helpers import load_script, predictions_folder
 
 
 def test_agreement_and_kl_against_hand_computed_values(tmp_path):
@@ -26,8 +15,8 @@ def test_agreement_and_kl_against_hand_computed_values(tmp_path):
     teacher[0, 5], teacher[1, 4] = 0.7, 0.7
     student = np.full((2, 7), 0.1)
     student[0, 5], student[1, 0] = 0.4, 0.4  # agrees on the first image only
-    t = fit_gap.probabilities(_write_eval(tmp_path / "t", ["a", "b"], teacher))
-    s = fit_gap.probabilities(_write_eval(tmp_path / "s", ["b", "a"], student[::-1]))  # rows in another order
+    t = fit_gap.probabilities(predictions_folder(tmp_path / "t", ["a", "b"], teacher))
+    s = fit_gap.probabilities(predictions_folder(tmp_path / "s", ["b", "a"], student[::-1]))  # rows in another order
     gap = fit_gap.fit_gap(t, s)
     kl_a = 0.7 * np.log(0.7 / 0.4) + 6 * 0.05 * np.log(0.05 / 0.1)
     kl_b = 0.7 * np.log(0.7 / 0.1) + 0.05 * np.log(0.05 / 0.4) + 5 * 0.05 * np.log(0.05 / 0.1)
@@ -38,8 +27,8 @@ def test_agreement_and_kl_against_hand_computed_values(tmp_path):
 def test_a_student_scored_on_other_images_is_refused_by_name(tmp_path, capsys):
     fit_gap = load_script("fit_gap")
     probs = np.full((2, 7), 1 / 7)
-    teacher = _write_eval(tmp_path / "t", ["a", "b"], probs)
-    student = _write_eval(tmp_path / "s", ["a", "c"], probs)
+    teacher = predictions_folder(tmp_path / "t", ["a", "b"], probs)
+    student = predictions_folder(tmp_path / "s", ["a", "c"], probs)
     with pytest.raises(KNDNetError, match="1 of the teacher's images .e.g. b"):
         fit_gap.fit_gap(fit_gap.probabilities(teacher), fit_gap.probabilities(student))
     assert fit_gap.main([str(teacher), str(tmp_path / "nowhere")]) == 2

@@ -1,0 +1,104 @@
+"""Can any decision rule give a model both target scores on a split, at the ranking it has?
+
+Usage: python scripts/target_reach.py EVAL [EVAL ...] [--macro-f1 0.62] [--balanced-accuracy 0.70]
+Each EVAL is a `kndnet evaluate --out` folder (its predictions.csv). Macro-F1 and balanced accuracy pull a classifier's
+decision rule in opposite directions (towards the common classes and away from them), so a model can fail a joint
+target either by its rule or by its ranking. This searches the rules argmax(log p + b) over per-class biases b
+(coordinate ascent on a grid, from b = 0) for the largest worst margin min(macro-F1 - target, balanced accuracy -
+target) on the folder's own labels. Run on the test split it is an oracle: an upper bound to read, never a selection.
+A negative best margin says no bias the search found reaches both targets, so the model's ranking must improve, not
+its rule (docs/RESULTS.md, "Can a decision rule reach the targets?").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from kndnet.errors import KNDNetError
+from kndnet.evaluation.compare import read_scores
+
+GRID = np.round(np.arange(-3.0, 3.0001, 0.05), 2)  # bias steps in log-probability units
+
+
+class Rule(NamedTuple):
+    macro_f1: float
+    balanced_accuracy: float
+    bias: np.ndarray  # added to log p per class
+
+
+def scores(labels: np.ndarray, predicted: np.ndarray, classes: int) -> tuple[float, float]:
+    """Macro-F1 and balanced accuracy over the classes present in `labels` (as scikit-learn computes them)."""
+    confusion = np.zeros((classes, classes))
+    np.add.at(confusion, (labels, predicted), 1)
+    true, called, hits = confusion.sum(1), confusion.sum(0), np.diag(confusion)
+    present = true > 0
+    f1 = np.divide(2 * hits, true + called, out=np.zeros(classes), where=(true + called) > 0)
+    return float(f1[present | (called > 0)].mean()), float((hits[present] / true[present]).mean())
+
+
+def margin(rule: Rule, targets: tuple[float, float]) -> float:
+    """The worse of the two scores' distance above its target (negative: at least one target missed)."""
+    return min(rule.macro_f1 - targets[0], rule.balanced_accuracy - targets[1])
+
+
+def best_rule(labels: np.ndarray, log_probs: np.ndarray, targets: tuple[float, float], passes: int = 6) -> Rule:
+    """Coordinate ascent over per-class biases for the largest worst margin; stops when a pass changes nothing."""
+    classes = log_probs.shape[1]
+
+    def rule_for(bias: np.ndarray) -> Rule:
+        return Rule(*scores(labels, (log_probs + bias).argmax(1), classes), bias.copy())
+
+    best = rule_for(np.zeros(classes))
+    for _ in range(passes):
+        improved = False
+        for c in range(classes):
+            for step in GRID:
+                bias = best.bias.copy()
+                bias[c] = step
+                candidate = rule_for(bias)
+                if margin(candidate, targets) > margin(best, targets) + 1e-12:
+                    best, improved = candidate, True
+        if not improved:
+            break
+    return best
+
+
+def reach(eval_dir: Path, targets: tuple[float, float]) -> tuple[Rule, Rule]:
+    """The folder's scores at its own rule (b = 0), and at the best rule the search found."""
+    if not (eval_dir / "predictions.csv").is_file():
+        raise KNDNetError(f"{eval_dir / 'predictions.csv'} not found: give `kndnet evaluate --out` folders")
+    labels, probs, _ = read_scores(eval_dir)
+    log_probs = np.log(np.clip(probs, 1e-8, None))
+    classes = log_probs.shape[1]
+    as_trained = Rule(*scores(labels, log_probs.argmax(1), classes), np.zeros(classes))
+    return as_trained, best_rule(labels, log_probs, targets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("evals", nargs="+", type=Path, help="`kndnet evaluate --out` folders")
+    parser.add_argument("--macro-f1", type=float, default=0.62, help="target macro-F1 (default: 0.62)")
+    parser.add_argument("--balanced-accuracy", type=float, default=0.70,
+                        help="target balanced accuracy (default: 0.70)")
+    args = parser.parse_args(argv)
+    targets = (args.macro_f1, args.balanced_accuracy)
+    print("| evaluation | macro-F1 | balanced accuracy | best rule: macro-F1 | balanced accuracy | worst margin |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    try:
+        for eval_dir in args.evals:
+            as_trained, best = reach(eval_dir, targets)
+            print(f"| {eval_dir} | {as_trained.macro_f1:.3f} | {as_trained.balanced_accuracy:.3f} | "
+                  f"{best.macro_f1:.3f} | {best.balanced_accuracy:.3f} | {margin(best, targets):+.3f} |")
+    except KNDNetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

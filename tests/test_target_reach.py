@@ -1,0 +1,65 @@
+"""scripts/target_reach.py: the best per-class-bias decision rule for a joint macro-F1 / balanced-accuracy target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from kndnet.classes import CLASS_CODES
+from tests.helpers import load_script, predictions_folder
+
+NV = CLASS_CODES.index("nv")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(1, keepdims=True))
+    return exp / exp.sum(1, keepdims=True)
+
+
+def _labels(n: int) -> np.ndarray:
+    return np.array([NV if i % 3 else i % 7 for i in range(n)])  # nv common, every class present
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_scores_match_scikit_learn_including_a_class_only_predicted():
+    reach = load_script("target_reach")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, 300)                  # class 6 never true
+    predicted = np.where(rng.random(300) < 0.6, labels, rng.integers(0, 7, 300))
+    macro_f1, balanced = reach.scores(labels, predicted, 7)
+    assert macro_f1 == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert balanced == pytest.approx(balanced_accuracy_score(labels, predicted))
+
+
+def test_a_perfect_ranking_behind_a_wrong_prior_reaches_the_targets(tmp_path):
+    """Every image ranks its true class first once nv's extra 1.5 is taken away: a rule problem, not a ranking one."""
+    reach = load_script("target_reach")
+    labels = _labels(140)
+    logits = np.eye(7)[labels]
+    logits[:, NV] += 1.5                              # as trained, everything is called nv
+    folder = predictions_folder(tmp_path / "e", [f"i{k}" for k in range(140)], _softmax(logits),
+                                [CLASS_CODES[k] for k in labels])
+    as_trained, best = reach.reach(folder, (0.62, 0.70))
+    assert as_trained.balanced_accuracy == pytest.approx(1 / 7)
+    assert (best.macro_f1, best.balanced_accuracy) == (1.0, 1.0) and best.bias[NV] < -0.5
+    assert reach.margin(best, (0.62, 0.70)) == pytest.approx(0.30)
+
+
+def test_an_uninformative_ranking_misses_whatever_the_rule(tmp_path):
+    reach = load_script("target_reach")
+    labels = _labels(210)
+    probs = np.random.default_rng(1).dirichlet(np.ones(7), size=210)
+    folder = predictions_folder(tmp_path / "e", [f"i{k}" for k in range(210)], probs,
+                                [CLASS_CODES[k] for k in labels])
+    _, best = reach.reach(folder, (0.62, 0.70))
+    assert reach.margin(best, (0.62, 0.70)) < -0.2
+
+
+def test_a_missing_folder_exits_2_by_name_and_help_exits_0(tmp_path, capsys):
+    reach = load_script("target_reach")
+    assert reach.main([str(tmp_path / "nowhere")]) == 2
+    assert "nowhere/predictions.csv not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as help_asked:
+        reach.main(["--help"])
+    assert help_asked.value.code == 0 and "both target scores" in capsys.readouterr().out
