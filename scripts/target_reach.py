@@ -1,13 +1,15 @@
 """Can any decision rule give a model both target scores on a split, at the ranking it has?
 
-Usage: python scripts/target_reach.py EVAL [EVAL ...] [--macro-f1 0.62] [--balanced-accuracy 0.70]
+Usage: python scripts/target_reach.py EVAL [EVAL ...] [--rules-from VAL_EVAL ...] [--macro-f1 0.62]
+       [--balanced-accuracy 0.70]
 Each EVAL is a `kndnet evaluate --out` folder (its predictions.csv). Macro-F1 and balanced accuracy pull a classifier's
 decision rule in opposite directions (towards the common classes and away from them), so a model can fail a joint
 target either by its rule or by its ranking. This searches the rules argmax(log p + b) over per-class biases b
 (coordinate ascent on a grid, from b = 0) for the largest worst margin min(macro-F1 - target, balanced accuracy -
 target) on the folder's own labels. Run on the test split it is an oracle: an upper bound to read, never a selection.
 A negative best margin says no bias the search found reaches both targets, so the model's ranking must improve, not
-its rule (docs/RESULTS.md, "Can a decision rule reach the targets?").
+its rule (docs/RESULTS.md, "Can a decision rule reach the targets?"). With `--rules-from`, each EVAL is scored at
+the rule searched on the matching folder instead (the same model on validation): what an honest rule carries over.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 from kndnet.errors import KNDNetError
 from kndnet.evaluation.compare import read_scores
 
-GRID = np.round(np.arange(-3.0, 3.0001, 0.05), 2)  # bias steps in log-probability units
+# Bias steps in log-probability units, smallest first: of equally good rules the search keeps the one nearest b = 0.
+GRID = sorted(np.round(np.arange(-3.0, 3.0001, 0.05), 2), key=abs)
 
 
 class Rule(NamedTuple):
@@ -47,7 +50,10 @@ def margin(rule: Rule, targets: tuple[float, float]) -> float:
 
 
 def best_rule(labels: np.ndarray, log_probs: np.ndarray, targets: tuple[float, float], passes: int = 6) -> Rule:
-    """Coordinate ascent over per-class biases for the largest worst margin; stops when a pass changes nothing."""
+    """Coordinate ascent over per-class biases for the largest worst margin; stops when a pass changes nothing.
+
+    Only a strictly larger margin moves a bias, so each class keeps the smallest bias that reaches its best.
+    """
     classes = log_probs.shape[1]
 
     def rule_for(bias: np.ndarray) -> Rule:
@@ -68,15 +74,23 @@ def best_rule(labels: np.ndarray, log_probs: np.ndarray, targets: tuple[float, f
     return best
 
 
-def reach(eval_dir: Path, targets: tuple[float, float]) -> tuple[Rule, Rule]:
-    """The folder's scores at its own rule (b = 0), and at the best rule the search found."""
+def log_scores(eval_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and log-probabilities from a `kndnet evaluate --out` folder."""
     if not (eval_dir / "predictions.csv").is_file():
         raise KNDNetError(f"{eval_dir / 'predictions.csv'} not found: give `kndnet evaluate --out` folders")
     labels, probs, _ = read_scores(eval_dir)
-    log_probs = np.log(np.clip(probs, 1e-8, None))
+    return labels, np.log(np.clip(probs, 1e-8, None))
+
+
+def reach(eval_dir: Path, targets: tuple[float, float], rule_from: Path | None = None) -> tuple[Rule, Rule]:
+    """The folder's scores at its own rule (b = 0), and at the best rule searched on `rule_from` (default: itself)."""
+    labels, log_probs = log_scores(eval_dir)
     classes = log_probs.shape[1]
     as_trained = Rule(*scores(labels, log_probs.argmax(1), classes), np.zeros(classes))
-    return as_trained, best_rule(labels, log_probs, targets)
+    if rule_from is None:
+        return as_trained, best_rule(labels, log_probs, targets)
+    bias = best_rule(*log_scores(rule_from), targets).bias
+    return as_trained, Rule(*scores(labels, (log_probs + bias).argmax(1), classes), bias)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,13 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--macro-f1", type=float, default=0.62, help="target macro-F1 (default: 0.62)")
     parser.add_argument("--balanced-accuracy", type=float, default=0.70,
                         help="target balanced accuracy (default: 0.70)")
+    parser.add_argument("--rules-from", nargs="+", type=Path, metavar="VAL_EVAL",
+                        help="search each EVAL's rule on this folder instead (one per EVAL, same order)")
     args = parser.parse_args(argv)
+    if args.rules_from and len(args.rules_from) != len(args.evals):
+        parser.error(f"--rules-from takes one folder per EVAL: {len(args.evals)} EVALs, "
+                     f"{len(args.rules_from)} folders")
     targets = (args.macro_f1, args.balanced_accuracy)
-    print("| evaluation | macro-F1 | balanced accuracy | best rule: macro-F1 | balanced accuracy | worst margin |")
+    searched_on = "rule from --rules-from" if args.rules_from else "best rule"
+    print(f"| evaluation | macro-F1 | balanced accuracy | {searched_on}: macro-F1 | balanced accuracy | worst margin |")
     print("| --- | --- | --- | --- | --- | --- |")
     try:
-        for eval_dir in args.evals:
-            as_trained, best = reach(eval_dir, targets)
+        for eval_dir, rule_from in zip(args.evals, args.rules_from or [None] * len(args.evals)):
+            as_trained, best = reach(eval_dir, targets, rule_from)
             print(f"| {eval_dir} | {as_trained.macro_f1:.3f} | {as_trained.balanced_accuracy:.3f} | "
                   f"{best.macro_f1:.3f} | {best.balanced_accuracy:.3f} | {margin(best, targets):+.3f} |")
     except KNDNetError as error:
