@@ -27,9 +27,6 @@ class Gap(NamedTuple):
 
 def probabilities(eval_dir: Path) -> pd.DataFrame:
     """The folder's predictions.csv probabilities by image, each row renormalised (the CSV rounds them)."""
-    path = eval_dir / "predictions.csv"
-    if not path.is_file():
-        raise KNDNetError(f"{path} not found: give `kndnet evaluate --out` folders")
     _, probs, ids = read_scores(eval_dir)
     return pd.DataFrame(probs / probs.sum(axis=1, keepdims=True), index=ids)
 

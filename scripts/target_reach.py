@@ -90,8 +90,6 @@ def ascend(labels: np.ndarray, log_probs: np.ndarray, targets: tuple[float, floa
 
 def log_scores(eval_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Labels and log-probabilities from a `kndnet evaluate --out` folder."""
-    if not (eval_dir / "predictions.csv").is_file():
-        raise KNDNetError(f"{eval_dir / 'predictions.csv'} not found: give `kndnet evaluate --out` folders")
     labels, probs, _ = read_scores(eval_dir)
     return labels, np.log(np.clip(probs, 1e-8, None))
 

@@ -32,7 +32,10 @@ def _load(folder: Path) -> dict:
 
 def read_scores(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Labels, probabilities and image ids from an evaluation's predictions.csv."""
-    table = pd.read_csv(folder / "predictions.csv")
+    path = folder / "predictions.csv"
+    if not path.is_file():
+        raise DataError(f"{path} not found: {folder} is not a `kndnet evaluate --out` folder")
+    table = pd.read_csv(path)
     probs = table[[f"prob_{code}" for code in CLASS_CODES]].to_numpy()
     labels = np.array([CLASS_CODES.index(code) for code in table["true_label"]])
     return labels, probs, table["image_id"].astype(str).tolist()
