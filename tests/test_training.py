@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from kndnet.checkpoint import load_model
-from kndnet.cli import main
+from kndnet.cli import _run, main
 from kndnet.config import DistillConfig
 from kndnet.data.datasets import class_balanced_weights
 from kndnet.distill.losses import distillation_loss
@@ -124,6 +125,24 @@ def test_a_resumed_run_draws_new_batches_instead_of_replaying_its_first_epochs(s
     assert sorted(resumed.epochs) == [2, 3]
     assert resumed.epochs[2] != first.epochs[0] and resumed.epochs[3] != first.epochs[1]
     assert fresh.epochs[0] == first.epochs[0] and fresh.epochs[1] == first.epochs[1]  # a fresh run: data.seed
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_command_closes_the_process_group_it_opened(fails):
+    """A gloo group left open until interpreter exit aborted a finished DDP run once in ten (exit -6)."""
+    def handler(args):
+        torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+        if fails:
+            raise RuntimeError("a failing fit")
+        return 0
+
+    args = argparse.Namespace(command="train", handler=handler)
+    if fails:
+        with pytest.raises(RuntimeError, match="a failing fit"):
+            _run(args, [])
+    else:
+        assert _run(args, []) == 0
+    assert not torch.distributed.is_initialized()
 
 
 @pytest.mark.slow
