@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 from kndnet.training.fit import fit  # noqa: E402
@@ -46,3 +47,4 @@ if __name__ == "__main__":
                                               "train.accelerator": "cpu", "train.sampler": "random",
                                               "data.batch_size": 8, "train.early_stop_patience": 0})
     fit(cfg, run, extra_callbacks=[RecordRank(run)])
+    torch.distributed.destroy_process_group()  # as the command line does: not left to interpreter exit

@@ -90,7 +90,9 @@ def fit(cfg: Config, run_dir: str | Path, extra_callbacks: list[Callback] | None
     """Train (or resume) one run; returns the summary dict also written to summary.json.
 
     The run directory is locked for the whole call (a second process is refused, naming our PID),
-    and temporaries a killed run left behind are removed first.
+    and temporaries a killed run left behind are removed first. Under DDP the process group stays open for a
+    later fit to reuse; a script destroys it when done (`torch.distributed.destroy_process_group()`), as the
+    command line does, since a gloo group left to interpreter exit can abort the process.
     """
     if ensemble_archs(cfg.model):
         raise ConfigError(f"model.ensemble is {cfg.model.ensemble!r}: one training run trains one model. "
