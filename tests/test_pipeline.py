@@ -19,7 +19,7 @@ from tests.helpers import tiny_config
 
 
 def test_packaged_recipes_resolve_for_every_role():
-    for name in ("demo", "cpu", "cpu_v1", "cpu_v2", "cpu_v3", "cpu_v4", "cpu_v5", "method"):
+    for name in ("demo", "cpu", "cpu_v1", "cpu_v2", "cpu_v3", "cpu_v4", "cpu_v5", "cpu_v6", "method"):
         configs = stage_configs(recipe_path(name), "/data")
         assert set(configs) == {"teacher", "student", "distill"}
         assert configs["teacher"].model.arch != "kndnet_student"

@@ -91,18 +91,33 @@ def test_cpu_v5_is_cpu_v4_with_int8_teachers_and_says_so_on_a_resume():
     assert recipe_differences(fp32_run, int8_run) == ["distill.teacher_int8: False -> True"]
 
 
-def test_cpu_is_cpu_v5_with_the_teachers_at_lr_1e3_and_says_so_on_a_resume():
-    """cpu_v5 must stay the runs/v20 recipe (the student shipped until runs/v34): `cpu` changes the teachers' learning
-    rate alone (runs/v30), so both students' sections are the same and a runs/v20 teacher folder is not resumed as a
-    cpu one."""
+def test_cpu_v6_is_cpu_v5_with_the_teachers_at_lr_1e3_and_says_so_on_a_resume():
+    """cpu_v5 must stay the runs/v20 recipe (the student shipped until runs/v34): cpu_v6 (runs/v38) changes the
+    teachers' learning rate alone (runs/v30), so both students' sections are the same and a runs/v20 teacher folder
+    is not resumed as a cpu_v6 one."""
     from kndnet.config import recipe_differences
     for role in ROLES:
-        now, before = load_config("cpu", role=role).to_dict(), load_config("cpu_v5", role=role).to_dict()
+        now, before = load_config("cpu_v6", role=role).to_dict(), load_config("cpu_v5", role=role).to_dict()
         if role == "teacher":
             assert (before["train"].pop("lr"), now["train"].pop("lr")) == (0.0005, 0.001)
         assert now == before, role
     v20_teacher = load_config("cpu_v5", role="teacher").to_dict()
-    assert recipe_differences(v20_teacher, load_config("cpu", role="teacher")) == ["train.lr: 0.0005 -> 0.001"]
+    assert recipe_differences(v20_teacher, load_config("cpu_v6", role="teacher")) == ["train.lr: 0.0005 -> 0.001"]
+
+
+def test_cpu_is_cpu_v6_with_mobilenet_students_for_50_epochs_and_says_so_on_a_resume():
+    """cpu_v6 must stay the runs/v38 recipe: `cpu` changes both students' block and schedule alone (runs/v41-v42),
+    so its teachers are runs/v38's and a runs/v38 student folder is not resumed as a cpu one."""
+    from kndnet.config import recipe_differences
+    for role in ROLES:
+        now, before = load_config("cpu", role=role).to_dict(), load_config("cpu_v6", role=role).to_dict()
+        if role != "teacher":
+            assert (before["model"].pop("student_block"), now["model"].pop("student_block")) == ("method", "mobilenet")
+            assert (before["train"].pop("epochs"), now["train"].pop("epochs")) == (25, 50)
+        assert now == before, role
+    v38_kd = load_config("cpu_v6", role="distill").to_dict()
+    assert recipe_differences(v38_kd, load_config("cpu", role="distill")) == [
+        "model.student_block: 'method' -> 'mobilenet'", "train.epochs: 25 -> 50"]
 
 
 def test_the_configs_folder_links_to_the_packaged_recipes():

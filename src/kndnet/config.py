@@ -191,7 +191,7 @@ RECIPE_SECTIONS = ("common", "teacher", "student", "distill")
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
-    """A config/recipe file path, or the name of a packaged recipe (demo, cpu, cpu_v1 to cpu_v5, method)."""
+    """A config/recipe file path, or the name of a packaged recipe (demo, cpu, cpu_v1 to cpu_v6, method)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
