@@ -57,17 +57,22 @@ def _finished_run(tmp_path: Path) -> Path:
     return run
 
 
-def _record_commands(monkeypatch, ship_run, validation: dict[str, float], card: dict) -> list[str]:
+def _record_commands(monkeypatch, ship_run, validation: dict[str, float], card: dict,
+                     val_cards: dict[bool, dict] | None = None) -> list[str]:
+    """Record each kndnet command (its name, `val` for a validation export, its fold flag); an export writes
+    `card`, or with `--eval-split val` the card `val_cards` holds for its fold."""
     calls: list[str] = []
     monkeypatch.setattr(ship_run, "check_litert_installed", lambda: None)  # the default suite has no LiteRT extra
     monkeypatch.setattr(ship_run, "validation_macro_f1", lambda model, manifest, out: validation[model])
 
     def fake_kndnet(*argv: str) -> None:
-        calls.append(" ".join([argv[0], *(a for a in argv if a.endswith("fold-input"))]))
+        on_val = "--eval-split" in argv
+        calls.append(" ".join([argv[0], *(["val"] if on_val else []), *(a for a in argv if a.endswith("fold-input"))]))
         if argv[0] == "export":
             out = Path(argv[argv.index("--out") + 1])
             out.mkdir(parents=True)
-            (out / "model_card.json").write_text(json.dumps(card))
+            written = val_cards["--no-fold-input" not in argv] if on_val else card
+            (out / "model_card.json").write_text(json.dumps(written))
     monkeypatch.setattr(ship_run, "run_kndnet", fake_kndnet)
     monkeypatch.setattr(ship_run, "ship", lambda export: calls.append("ship"))
     return calls
@@ -156,9 +161,34 @@ def test_a_demo_run_ships_end_to_end_into_a_scratch_package(ship_run, tmp_path, 
     assert readme_shipped.stale_blocks(readme_shipped.README.read_text(), card) == ["export", "figures"]
 
 
-@pytest.mark.parametrize(("flags", "folded"), [([], True), (["--fold-input"], True), (["--no-fold-input"], False)])
+def _litert_on_val(agreement: float, macro_f1: float) -> dict[str, float]:
+    return {"tflite_int8_vs_torch_fp32_top1_agreement": agreement, "torch_fp32_macro_f1": 0.571,
+            "tflite_int8_macro_f1": macro_f1}
+
+
+@pytest.mark.parametrize(("folded", "not_folded", "chosen"), [
+    ((0.979, 0.545), (0.982, 0.561), False),  # runs/v43's validation figures
+    ((0.993, 0.552), (0.985, 0.550), True),
+    ((0.980, 0.561), (0.980, 0.545), True),   # a tie in agreement: the smaller macro-F1 gap
+    ((0.980, 0.545), (0.980, 0.561), False),
+    ((0.980, 0.561), (0.980, 0.561), True)])  # a full tie: export's default
+def test_the_fold_can_be_chosen_on_validation_before_rule_3(ship_run, monkeypatch, tmp_path, capsys, folded,
+                                                            not_folded, chosen):
+    run = _finished_run(tmp_path)
+    validation = {str(run / "distill/checkpoints/best.ckpt"): 0.571, "kndnet-student": 0.554}
+    val_cards = {True: _litert_on_val(*folded), False: _litert_on_val(*not_folded)}
+    calls = _record_commands(monkeypatch, ship_run, validation, PASSING, val_cards)
+    ship_run.ship_run(run, "data", tmp_path / "export", check_only=True, fold_input=None)
+    assert calls == ["calibrate", "export val", "export val --no-fold-input",
+                     "export" if chosen else "export --no-fold-input"]
+    assert f"input fold {'on' if chosen else 'off'}, chosen on validation" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("flags", "folded"), [([], True), (["--fold-input"], True), (["--no-fold-input"], False),
+                                               (["--choose-fold-on-val"], None)])
 def test_the_command_line_folds_by_default_and_takes_both_spellings(ship_run, monkeypatch, flags, folded):
-    """`--fold-input` (the default, as in commands quoted by RESULTS.md) and `--no-fold-input` both parse."""
+    """`--fold-input` (the default, as in commands quoted by RESULTS.md), `--no-fold-input` and
+    `--choose-fold-on-val` (None: `ship_run` decides on validation) all parse."""
     seen = []
     monkeypatch.setattr(ship_run, "ship_run", lambda run, calib, out, check_only, fold: seen.append(fold))
     monkeypatch.setattr("sys.argv", ["ship_run.py", "runs/v34", "--calib", "data", *flags])
