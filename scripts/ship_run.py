@@ -149,11 +149,12 @@ def main() -> int:
     parser.add_argument("run", type=Path, help="a finished `kndnet run` folder")
     parser.add_argument("--calib", required=True, help="data folder or manifest for the int8 calibration images")
     parser.add_argument("--export-out", type=Path, help="export folder (default: runs/export_<run folder name>)")
-    parser.add_argument("--fold-input", action=argparse.BooleanOptionalAction, default=True,
-                        help="fold the input's 1/std into the stem conv, as `kndnet export` does by default "
-                             "(--no-fold-input: keep the MUL)")
-    parser.add_argument("--choose-fold-on-val", dest="fold_input", action="store_const", const=None,
-                        help="export both ways and keep the LiteRT file closer to fp32 on the validation split")
+    fold = parser.add_mutually_exclusive_group()
+    fold.add_argument("--fold-input", action=argparse.BooleanOptionalAction, default=True,
+                      help="fold the input's 1/std into the stem conv, as `kndnet export` does by default "
+                           "(--no-fold-input: keep the MUL)")
+    fold.add_argument("--choose-fold-on-val", dest="fold_input", action="store_const", const=None,
+                      help="export both ways and keep the LiteRT file closer to fp32 on the validation split")
     parser.add_argument("--check-only", action="store_true", help="apply rules 1-3, ship nothing")
     args = parser.parse_args()
     export_out = args.export_out or Path("runs") / f"export_{args.run.name}"

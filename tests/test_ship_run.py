@@ -193,3 +193,11 @@ def test_the_command_line_folds_by_default_and_takes_both_spellings(ship_run, mo
     monkeypatch.setattr(ship_run, "ship_run", lambda run, calib, out, check_only, fold: seen.append(fold))
     monkeypatch.setattr("sys.argv", ["ship_run.py", "runs/v34", "--calib", "data", *flags])
     assert ship_run.main() == 0 and seen == [folded]
+
+
+def test_a_fold_flag_and_the_choice_on_validation_exclude_each_other(ship_run, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["ship_run.py", "runs/v43", "--calib", "data", "--no-fold-input",
+                                     "--choose-fold-on-val"])
+    with pytest.raises(SystemExit):
+        ship_run.main()
+    assert "not allowed with argument" in capsys.readouterr().err
