@@ -86,6 +86,13 @@ def parity_failures(card: dict[str, Any]) -> list[str]:
     return failures
 
 
+def export_card(calibrated: Path, calib: str, out: Path, fold_input: bool, *extra: str) -> dict[str, Any]:
+    """`kndnet export --int8 --tflite` of the calibrated student into `out` (the fold as asked); its model card."""
+    run_kndnet("export", "--model", str(calibrated), "--int8", "--tflite", "--calib", calib, *extra, "--out", str(out),
+               *([] if fold_input else ["--no-fold-input"]))
+    return json.loads((out / "model_card.json").read_text())
+
+
 def litert_fidelity(card: dict[str, Any]) -> tuple[float, float]:
     """How closely a LiteRT export follows fp32 on the card's split: top-1 agreement, then minus the macro-F1 gap."""
     gap = abs(card["torch_fp32_macro_f1"] - card["tflite_int8_macro_f1"])
@@ -99,12 +106,8 @@ def fold_chosen_on_validation(calibrated: Path, calib: str, out: Path) -> bool:
     The fold won for the published block (runs/v32: validation agreement 0.985 -> 0.993); runs/v43's MobileNet block
     went the other way (0.979 folded, 0.982 not; LiteRT macro-F1 0.545 and 0.561 against fp32's 0.571), which the
     test split had hidden (folded: 0.601 against 0.588)."""
-    cards = {}
-    for fold in (True, False):
-        folder = out / ("fold" if fold else "no_fold")
-        run_kndnet("export", "--model", str(calibrated), "--int8", "--tflite", "--calib", calib, "--eval-split", "val",
-                   "--out", str(folder), *([] if fold else ["--no-fold-input"]))
-        cards[fold] = json.loads((folder / "model_card.json").read_text())
+    cards = {fold: export_card(calibrated, calib, out / ("fold" if fold else "no_fold"), fold, "--eval-split", "val")
+             for fold in (True, False)}
     chosen = max((True, False), key=lambda fold: litert_fidelity(cards[fold]))  # max keeps the first of a tie
     shown = "; ".join(f"{'folded' if fold else 'not folded'}: agreement "
                       f"{cards[fold]['tflite_int8_vs_torch_fp32_top1_agreement']:.3f}, macro-F1 "
@@ -133,9 +136,7 @@ def ship_run(run: Path, calib: str, export_out: Path, check_only: bool = False,
     run_kndnet("calibrate", "--model", str(best), "--data", str(manifest), "--out", str(calibrated))
     if fold_input is None:
         fold_input = fold_chosen_on_validation(calibrated, calib, run / "ship" / "fold_on_val")
-    run_kndnet("export", "--model", str(calibrated), "--int8", "--tflite", "--calib", calib, "--out", str(export_out),
-               *([] if fold_input else ["--no-fold-input"]))
-    card = json.loads((export_out / "model_card.json").read_text())
+    card = export_card(calibrated, calib, export_out, fold_input)
     if failures := parity_failures(card):
         raise KNDNetError("rule 3: " + "; ".join(failures) + "; nothing shipped")
     print("rule 3: LiteRT and ONNX int8 keep the parity bars on the test split")
