@@ -286,12 +286,14 @@ def _val_f1(run: Path, role: str) -> str:
 def _check_recipe(run: Path, name: str) -> None:
     """The page prints `kndnet run --config NAME` as the run's command: NAME must be the recipe RUN used.
 
-    Compared as YAML, not as text: a recipe kept under a new name when its successor took the old one (cpu ->
-    cpu_v5) gets a new header comment, and the page must still be rebuildable from the run it describes."""
-    import yaml
+    Compared as resolved configs, not as text: a recipe kept under a new name when its successor took the old one
+    (cpu -> cpu_v5) gets a new header comment and may be rewritten as `extends:` its successor, and the page must
+    still be rebuildable from the run it describes."""
+    from kndnet.config import ROLES, load_config, recipe_path
 
-    from kndnet.config import recipe_path
-    if yaml.safe_load(recipe_path(name).read_text()) != yaml.safe_load((run / "recipe.yaml").read_text()):
+    def resolved(path: Path) -> list[dict]:
+        return [load_config(path, role=role).to_dict() for role in ROLES]
+    if resolved(recipe_path(name)) != resolved(run / "recipe.yaml"):
         raise SystemExit(f"{run / 'recipe.yaml'} is not the recipe {name!r}: pass --recipe with the recipe it "
                          "was run with")
 

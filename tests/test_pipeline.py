@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kndnet.cli import main
-from kndnet.config import load_config
+from kndnet.config import ROLES, load_config
 from kndnet.errors import KNDNetError
 from kndnet.pipeline import recipe_path, stage_configs
 from kndnet.pipeline_stages import STAGES
@@ -161,12 +161,11 @@ def test_a_stage_config_points_at_the_run_and_leaves_the_recipe_alone(tmp_path):
 
 
 def _ensemble_recipe(tmp_path, views=0, **teacher_model):
-    """The demo recipe, one epoch a stage, with a second teacher architecture."""
-    recipe = yaml.safe_load(recipe_path("demo").read_text())
-    recipe["teacher"]["model"].update({"ensemble": "test_efficientnet_gn", **teacher_model})
-    recipe["distill"]["distill"].update({"views": views, "loss": "hinton"})
-    for role in ("teacher", "student", "distill"):
-        recipe[role]["train"]["epochs"] = 1
+    """The demo recipe, one epoch a stage (the child's `common` wins over demo's role sections), with a second
+    teacher architecture."""
+    recipe = {"extends": "demo", "common": {"train": {"epochs": 1}},
+              "teacher": {"model": {"ensemble": "test_efficientnet_gn", **teacher_model}},
+              "distill": {"distill": {"views": views, "loss": "hinton"}}}
     path = tmp_path / "ensemble.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -231,6 +230,10 @@ def test_run_trains_each_ensemble_member_and_distils_from_their_mean(synth_dir, 
     scored = json.loads((out / "eval" / "teacher" / "metrics.json").read_text())["model"].split(" + ")
     assert [Path(p).parent.parent.name for p in scored] == ["teacher", member.name]
     assert "teacher (mean of 2)" in (out / "report.md").read_text()
+    kept = out / "recipe.yaml"  # written out whole: the run reads the same without the recipe it extends
+    assert "extends" not in yaml.safe_load(kept.read_text())
+    for role in ROLES:
+        assert load_config(kept, role=role).to_dict() == load_config(_ensemble_recipe(tmp_path), role=role).to_dict()
     _results_page_names_both_members_and_keeps_the_hand_kept_block(out, _ensemble_recipe(tmp_path), tmp_path / "docs")
     assert main(["run", "--config", str(_ensemble_recipe(tmp_path)), "--data", str(synth_dir),
                  "--out", str(out)]) == 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -125,3 +128,66 @@ def test_the_configs_folder_links_to_the_packaged_recipes():
     from pathlib import Path
     linked = Path(__file__).resolve().parents[1] / "configs" / "recipes"
     assert sorted(p.name for p in linked.glob("*.yaml")) == sorted(p.name for p in RECIPES.glob("*.yaml"))
+
+
+GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "recipes_resolved.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_every_recipe_resolves_as_it_did_when_its_runs_were_made(name):
+    """Earlier recipes stay reproducible under their names although they `extends:` their successors: an edit to
+    `cpu` that reached `cpu_v6` fails here. Regenerate the file (tests/fixtures/make_recipes_resolved.py) only for
+    a deliberate change to a recipe."""
+    for role in ROLES:
+        assert load_config(name, role=role).to_dict() == GOLDEN[name][role], role
+
+
+def test_every_packaged_recipe_has_a_resolved_record():
+    assert sorted(p.stem for p in RECIPES.glob("*.yaml")) == sorted(GOLDEN)
+
+
+def _write(path, mapping):
+    path.write_text(yaml.safe_dump(mapping))
+    return path
+
+
+def test_a_recipe_extends_another_and_everything_it_sets_wins(tmp_path):
+    _write(tmp_path / "base.yaml", {"common": {"train": {"lr": 0.01}}, "student": {"train": {"epochs": 7}},
+                                    "teacher": {"train": {"epochs": 3}}})
+    child = _write(tmp_path / "child.yaml", {"extends": "base.yaml", "common": {"train": {"epochs": 2}},
+                                             "teacher": {"train": {"lr": 0.5}}})
+    student, teacher = load_config(child, role="student"), load_config(child, role="teacher")
+    assert (student.train.epochs, student.train.lr) == (2, 0.01)  # the child's common beats the parent's student
+    assert (teacher.train.epochs, teacher.train.lr) == (2, 0.5)
+
+
+def test_a_recipe_extends_a_packaged_recipe_by_name(tmp_path):
+    child = _write(tmp_path / "mine.yaml", {"extends": "cpu", "student": {"train": {"epochs": 3}}})
+    cpu, mine = load_config("cpu", role="student").to_dict(), load_config(child, role="student").to_dict()
+    assert mine["train"].pop("epochs") == 3 and cpu["train"].pop("epochs") == 50
+    assert mine == cpu
+
+
+def test_a_bad_extends_is_named(tmp_path):
+    _write(tmp_path / "a.yaml", {"extends": "b.yaml", "student": {}})
+    _write(tmp_path / "b.yaml", {"extends": "a.yaml", "student": {}})
+    with pytest.raises(ConfigError, match=r"`extends` loops back \(a.yaml -> b.yaml -> a.yaml\)"):
+        load_config(tmp_path / "a.yaml", role="student")
+    with pytest.raises(ConfigError, match="'cpu_v99' not found; pass a YAML file or one of"):
+        load_config(_write(tmp_path / "c.yaml", {"extends": "cpu_v99"}), role="student")
+    with pytest.raises(ConfigError, match="`extends` must name a packaged recipe.*not \\['cpu'\\]"):
+        load_config(_write(tmp_path / "d.yaml", {"extends": ["cpu"]}), role="student")
+    with pytest.raises(ConfigError, match="unknown recipe section.s. train; use common"):
+        load_config(_write(tmp_path / "e.yaml", {"extends": "cpu", "train": {"epochs": 1}}), role="student")
+
+
+def test_a_run_keeps_an_extending_recipe_written_out_whole(tmp_path):
+    """runs/v38 was made with cpu_v6 when it was a full file; the copy a run keeps must not need the parent."""
+    from kndnet.config import self_contained_recipe
+    kept = self_contained_recipe("cpu_v6")
+    assert "extends" not in yaml.safe_load(kept) and kept.startswith("# cpu_v6 recipe")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(kept)
+    for role in ROLES:
+        assert load_config(path, role=role).to_dict() == GOLDEN["cpu_v6"][role], role
+    assert self_contained_recipe("cpu") == recipe_path("cpu").read_text()  # a recipe of its own stays verbatim

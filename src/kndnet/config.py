@@ -202,25 +202,76 @@ def recipe_path(name_or_path: str | Path) -> Path:
                       + ", ".join(p.stem for p in sorted(RECIPES.glob("*.yaml"))))
 
 
-def file_layer(path: str | Path, role: str) -> dict[str, Any]:
+def _read_mapping(path: Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
+    return loaded
+
+
+def _parent_recipe(child: Path, parent: Any) -> Path:
+    """The file an `extends:` names: a YAML file beside the child, else a packaged recipe."""
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{child}: `extends` must name a packaged recipe (e.g. cpu) or a YAML file, not {parent!r}")
+    sibling = child.parent / parent
+    return sibling if sibling.is_file() else recipe_path(parent)
+
+
+def file_layer(path: str | Path, role: str, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Dotted keys a YAML file sets for `role`.
 
     Two formats: a flat config (sections data/model/train/distill, as saved beside every run) or a
-    pipeline recipe (`common` plus one section per role; the role's section overrides `common`).
+    pipeline recipe (`common` plus one section per role; the role's section overrides `common`). A recipe
+    may start from another, `extends: cpu` (a packaged recipe's name or a YAML file beside it): the parent is
+    resolved for the role first and everything the child sets wins over it, so an earlier recipe reads as
+    its successor and the few keys that differ (recipes/cpu_v6.yaml).
     """
-    loaded = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
+    path = Path(path)
+    loaded = _read_mapping(path)
+    parent = loaded.pop("extends", None)
     sections = set(loaded)
     # `distill` is both a flat section and a recipe role: only the other recipe sections (or `distill`
     # alone) tell a recipe from a saved config
-    if not (sections & {"common", "teacher", "student"} or sections == {"distill"}):
+    if parent is None and not (sections & {"common", "teacher", "student"} or sections == {"distill"}):
         return flatten_keys(loaded)
     unknown = set(loaded) - set(RECIPE_SECTIONS)
     if unknown:
         raise ConfigError(f"{path}: unknown recipe section(s) {', '.join(sorted(unknown))}; use "
-                          + ", ".join(RECIPE_SECTIONS))
-    return {**flatten_keys(loaded.get("common") or {}), **flatten_keys(loaded.get(role) or {})}
+                          + ", ".join(RECIPE_SECTIONS) + " (and `extends`)")
+    own = {**flatten_keys(loaded.get("common") or {}), **flatten_keys(loaded.get(role) or {})}
+    if parent is None:
+        return own
+    chain, parent_path = (*_chain, path.resolve()), _parent_recipe(path, parent)
+    if parent_path.resolve() in chain:
+        names = " -> ".join(p.name for p in (*chain, parent_path))
+        raise ConfigError(f"{path}: `extends` loops back ({names}); a recipe cannot extend itself")
+    return {**file_layer(parent_path, role, chain), **own}
+
+
+def _nest_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        section, _, name = dotted.partition(".")
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def self_contained_recipe(path: str | Path) -> str:
+    """A recipe's text as a run keeps it beside its results (recipe.yaml).
+
+    A recipe that `extends` another is written out whole, each role's resolved keys under its section, so
+    the run's copy reads the same after the packaged parent has moved on; any other file is kept verbatim.
+    """
+    path = recipe_path(path)
+    text = path.read_text()
+    if "extends" not in _read_mapping(path):
+        return text
+    lines = text.splitlines()
+    first_key = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")), len(lines))
+    header = "".join(line + "\n" for line in lines[:first_key] if line.startswith("#"))
+    resolved = {role: _nest_keys(file_layer(path, role)) for role in ROLES}
+    return (header + f"# written out whole from {path.name}, which extends another recipe\n"
+            + yaml.safe_dump(resolved, sort_keys=False))
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kndnet.config import ROLES, Config, DistillConfig, ensemble_archs, load_config, recipe_path
+from kndnet.config import ROLES, Config, DistillConfig, ensemble_archs, load_config, recipe_path, self_contained_recipe
 from kndnet.errors import ConfigError
 from kndnet.io import atomic_write_text, clean_stale_temporaries, ddp_rank, run_lock
 
@@ -141,7 +141,7 @@ def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> d
         if owned and clean_stale_temporaries(out):
             log(f"removed temporaries a killed run left in {out}")
         if rank == 0:
-            atomic_write_text(out / "recipe.yaml", Path(recipe).read_text())
+            atomic_write_text(out / "recipe.yaml", self_contained_recipe(recipe))
         run = Run(configs, out, log, rank=rank)
         stages = STAGES if rank == 0 else [stage for stage in STAGES if stage.every_rank]
         for stage in stages:
