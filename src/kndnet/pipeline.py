@@ -10,7 +10,8 @@ to stage_times.csv (kndnet.stage_times) and the report's Compute section.
 A pipeline recipe is a YAML with a `common` section (keys of the Config object, shared by every
 stage, e.g. the data split) and one section per role (`teacher`, `student`, `distill`) whose keys
 override `common` for that stage. Student and KD share one recipe unless a section says otherwise,
-which is what makes the ablation honest.
+which is what makes the ablation honest. A recipe may `extends:` another and set only what differs
+(config.file_layer); the run keeps it written out whole as recipe.yaml.
 """
 
 from __future__ import annotations
