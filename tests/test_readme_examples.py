@@ -2,9 +2,9 @@
 
 Each fenced block whose lines start with `$ ` is a session: commands, each followed by the lines it printed, `...`
 standing for lines left out. The blocks made only of cheap, deterministic commands (`kndnet synth`, `prepare`,
-`predict`, `echo TEXT > FILE`) are run here in a scratch folder beside a link to ../shared, and their output must
-match line for line (runs of spaces compared as one). So shipping a new student, or changing what a command prints,
-fails here until the README shows the new output. Blocks that read ../shared are realdata tests.
+`predict`, `config`, `echo TEXT > FILE`) are run here in a scratch folder beside a link to ../shared, and their
+output must match line for line (runs of spaces compared as one). So shipping a new student, or changing what a
+command prints, fails here until the README shows the new output. Blocks that read ../shared are realdata tests.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from kndnet.cpu import has_int8_dot_product
 from tests.conftest import REAL_DATA
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-RUNNABLE = ("kndnet synth ", "kndnet prepare ", "kndnet predict ", "echo ")
+RUNNABLE = ("kndnet synth ", "kndnet prepare ", "kndnet predict ", "kndnet config ", "echo ")
 # The parenthesis after the README's int8 example says which kind of x86 CPU printed it: ONNX Runtime's fused int8
 # kernels (VNNI) and the QDQ arithmetic run as written (kndnet.cpu, elsewhere) round differently, so the other kind
 # is held to the same calls (each line's first class) and probabilities within PERCENT_TOLERANCE points.

@@ -191,3 +191,27 @@ def test_a_run_keeps_an_extending_recipe_written_out_whole(tmp_path):
     for role in ROLES:
         assert load_config(path, role=role).to_dict() == GOLDEN["cpu_v6"][role], role
     assert self_contained_recipe("cpu") == recipe_path("cpu").read_text()  # a recipe of its own stays verbatim
+
+
+def test_kndnet_config_prints_a_recipe_resolved_for_a_stage(capsys):
+    from kndnet.cli import main
+    assert main(["config", "cpu_v6", "--role", "student", "--set", "train.epochs=3"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = load_config("cpu_v6", {"train.epochs": 3}, role="student").to_dict()
+    assert list(printed) == ["student"] and printed["student"] == {k: v for k, v in expected.items() if k != "role"}
+
+
+def test_kndnet_config_diff_names_each_stage_key_that_differs(capsys):
+    from kndnet.cli import main
+    assert main(["config", "cpu_v6", "--diff", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "student  model.student_block: 'mobilenet' -> 'method'", "student  train.epochs: 50 -> 25",
+        "distill  model.student_block: 'mobilenet' -> 'method'", "distill  train.epochs: 50 -> 25"]
+    assert main(["config", "cpu_v1", "--diff", "cpu_v2", "--role", "distill"]) == 0
+    out = capsys.readouterr().out
+    assert "distill  distill.teacher_runtime: 'auto' -> 'torch'  (how it runs, not what it trains)" in out
+    assert "distill  distill.loss: 'hinton' -> 'cmkd'\n" in out and "teacher" not in out.split()
+    assert main(["config", "cpu", "--diff", "cpu"]) == 0
+    assert capsys.readouterr().out == "no differences between cpu and cpu\n"
+    assert main(["config", "cpu_v99"]) == 2
+    assert "'cpu_v99' not found" in capsys.readouterr().err

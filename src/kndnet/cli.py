@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from kndnet.commands import COMMANDS, app, data, deploy, evaluation, pipeline, training  # noqa: F401,I001 (registers)
+from kndnet.commands import COMMANDS, app, data, deploy, evaluation, pipeline, recipe, training  # noqa: F401,I001 (registers)
 from kndnet.errors import KNDNetError, one_line_warnings
 
 # Commands whose --out names a file, not a folder (checked by the command itself).

@@ -441,15 +441,21 @@ OPERATIONAL_KEYS = frozenset({
 })
 
 
+def config_differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old value, new value)} of every key whose value differs between two configs."""
+    before, after = flatten_keys(old.to_dict()), flatten_keys(new.to_dict())
+    return {key: (before.get(key), after.get(key)) for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)}
+
+
 def recipe_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
     """Recipe keys whose value in `cfg` differs from a run's saved config, as 'key: old -> new'.
 
     The saved config is read back through the defaults, so a key added to the toolkit after the run
     was made counts as its default, not as a change.
     """
-    old, new = flatten_keys(config_from_dict(saved).to_dict()), flatten_keys(cfg.to_dict())
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-            if key not in OPERATIONAL_KEYS and old.get(key) != new.get(key)]
+    changed = config_differences(config_from_dict(saved), cfg)
+    return [f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items() if key not in OPERATIONAL_KEYS]
 
 
 def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:

@@ -30,6 +30,12 @@ def config_flag(p: argparse.ArgumentParser, flag: str, key: str, **kwargs) -> No
     p.add_argument(flag, dest=CONFIG_DEST + key, **kwargs)
 
 
+def set_flag(p: argparse.ArgumentParser) -> None:
+    """`--set KEY=VALUE`: any config key, for the keys no flag of its own sets."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, e.g. --set train.weight_decay=0.01 (repeatable)")
+
+
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     """{config key: value} of every config flag given (None for those not given), then `--set` pairs."""
     from kndnet.config import parse_set_options

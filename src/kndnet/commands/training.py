@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kndnet.commands import command, config_flag, config_overrides, positive_int, verbose_flag
+from kndnet.commands import command, config_flag, config_overrides, positive_int, set_flag, verbose_flag
 from kndnet.commands.data import data_config_args
-
-
-def _set_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config key, e.g. --set train.weight_decay=0.01 (repeatable)")
 
 
 def _training_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +21,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--strategy", "train.strategy", help="auto | ddp | ddp_spawn ... (Lightning)")
     config_flag(p, "--num-nodes", "train.num_nodes", type=int)
     config_flag(p, "--precision", "train.precision", help="32-true | bf16-mixed | 16-mixed")
-    _set_flag(p)
+    set_flag(p)
     p.add_argument("--force", action="store_true", help="retrain even if the run has finished")
     verbose_flag(p)
 
@@ -91,7 +86,7 @@ def _cache_teacher_args(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--views", "distill.views", type=int, help="augmented views per image (default: the method's 8)")
     config_flag(p, "--image-size", "data.image_size", type=int, help="view size: the student's input size")
     p.add_argument("--config", help="YAML config (data and distill sections are used)")
-    _set_flag(p)
+    set_flag(p)
     p.add_argument("--batch-size", type=positive_int, default=64)
 
 
