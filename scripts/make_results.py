@@ -290,10 +290,15 @@ def _check_recipe(run: Path, name: str) -> None:
     (cpu -> cpu_v5) gets a new header comment and may be rewritten as `extends:` its successor, and the page must
     still be rebuildable from the run it describes."""
     from kndnet.config import ROLES, load_config, recipe_path
+    from kndnet.errors import ConfigError
 
     def resolved(path: Path) -> list[dict]:
         return [load_config(path, role=role).to_dict() for role in ROLES]
-    if resolved(recipe_path(name)) != resolved(run / "recipe.yaml"):
+    try:
+        same = resolved(recipe_path(name)) == resolved(run / "recipe.yaml")
+    except ConfigError as err:
+        raise SystemExit(f"cannot compare {run / 'recipe.yaml'} with the recipe {name!r}: {err}") from None
+    if not same:
         raise SystemExit(f"{run / 'recipe.yaml'} is not the recipe {name!r}: pass --recipe with the recipe it "
                          "was run with")
 

@@ -55,6 +55,14 @@ def test_a_recipe_kept_under_a_new_name_still_matches_its_run(tmp_path):
         results._check_recipe(tmp_path, "cpu")
 
 
+def test_a_run_recipe_that_no_longer_reads_stops_with_its_name(tmp_path):
+    results = _script()
+    (tmp_path / "recipe.yaml").write_text("student:\n  train:\n    epochz: 3\n")
+    with pytest.raises(SystemExit, match="cannot compare .*recipe.yaml with the recipe 'cpu': unknown config key "
+                                         "'train.epochz'"):
+        results._check_recipe(tmp_path, "cpu")
+
+
 def write_results_page(run: Path, recipe: Path, docs: Path) -> str:
     """Regenerate a results page from a finished `kndnet run` into DOCS, keeping DOCS/RESULTS.md's block."""
     subprocess.run([sys.executable, str(SCRIPT), str(run), "--recipe", str(recipe), "--out", str(docs)], check=True,

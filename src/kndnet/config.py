@@ -210,11 +210,22 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 
 def _parent_recipe(child: Path, parent: Any) -> Path:
-    """The file an `extends:` names: a YAML file beside the child, else a packaged recipe."""
+    """The file an `extends:` names: a YAML file beside the child, else a packaged recipe (never the working
+    folder, so a recipe resolves the same from wherever it is run)."""
     if not isinstance(parent, str) or not parent:
-        raise ConfigError(f"{child}: `extends` must name a packaged recipe (e.g. cpu) or a YAML file, not {parent!r}")
-    sibling = child.parent / parent
-    return sibling if sibling.is_file() else recipe_path(parent)
+        raise ConfigError(f"{child}: `extends` must name a packaged recipe (e.g. cpu) or a YAML file beside it, "
+                          f"not {parent!r}")
+    for candidate in (child.parent / parent, RECIPES / f"{parent}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{child}: `extends: {parent}` names neither a file beside it nor a packaged recipe ("
+                      + ", ".join(p.stem for p in sorted(RECIPES.glob("*.yaml"))) + ")")
+
+
+def _is_recipe(sections: set[str]) -> bool:
+    # `distill` is both a flat section and a recipe role: only the other recipe sections (or `distill`
+    # alone) tell a recipe from a saved config
+    return bool(sections & {"common", "teacher", "student"}) or sections == {"distill"}
 
 
 def file_layer(path: str | Path, role: str, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -223,23 +234,25 @@ def file_layer(path: str | Path, role: str, _chain: tuple[Path, ...] = ()) -> di
     Two formats: a flat config (sections data/model/train/distill, as saved beside every run) or a
     pipeline recipe (`common` plus one section per role; the role's section overrides `common`). A recipe
     may start from another, `extends: cpu` (a packaged recipe's name or a YAML file beside it): the parent is
-    resolved for the role first and everything the child sets wins over it, so an earlier recipe reads as
-    its successor and the few keys that differ (recipes/cpu_v6.yaml).
+    resolved for the role first and everything the child sets, in `common` or in the role's section, wins
+    over it, so an earlier recipe reads as its successor and the few keys that differ (recipes/cpu_v6.yaml).
     """
     path = Path(path)
     loaded = _read_mapping(path)
+    extends = "extends" in loaded
     parent = loaded.pop("extends", None)
     sections = set(loaded)
-    # `distill` is both a flat section and a recipe role: only the other recipe sections (or `distill`
-    # alone) tell a recipe from a saved config
-    if parent is None and not (sections & {"common", "teacher", "student"} or sections == {"distill"}):
+    if not extends and not _is_recipe(sections):
+        if _chain:
+            raise ConfigError(f"{_chain[-1]}: `extends` names {path}, a flat config (like a run's config.yaml); "
+                              "extend a recipe (common/teacher/student/distill sections)")
         return flatten_keys(loaded)
     unknown = set(loaded) - set(RECIPE_SECTIONS)
     if unknown:
         raise ConfigError(f"{path}: unknown recipe section(s) {', '.join(sorted(unknown))}; use "
-                          + ", ".join(RECIPE_SECTIONS) + " (and `extends`)")
+                          + ", ".join(RECIPE_SECTIONS) + (" (`extends` works in recipes only)" if extends else ""))
     own = {**flatten_keys(loaded.get("common") or {}), **flatten_keys(loaded.get(role) or {})}
-    if parent is None:
+    if not extends:
         return own
     chain, parent_path = (*_chain, path.resolve()), _parent_recipe(path, parent)
     if parent_path.resolve() in chain:

@@ -127,6 +127,15 @@ def _check_task_launchers(configs: dict[str, Config]) -> None:
                           "SLURM_JOB_NAME=interactive to let Lightning start the ranks itself as on one machine")
 
 
+def keep_recipe(recipe: str | Path, kept: Path) -> None:
+    """Write the recipe beside the run (written out whole if it extends another), unless the copy there already
+    resolves to the same configs: a resume keeps the text the run was started with, comments included."""
+    if kept.is_file() and all(load_config(kept, role=role).to_dict() == load_config(recipe, role=role).to_dict()
+                              for role in ROLES):
+        return
+    atomic_write_text(kept, self_contained_recipe(recipe))
+
+
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any] | None:
     """Run every stage into `out`; returns the final comparison summary (None on a DDP rank other than 0).
 
@@ -142,7 +151,7 @@ def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> d
         if owned and clean_stale_temporaries(out):
             log(f"removed temporaries a killed run left in {out}")
         if rank == 0:
-            atomic_write_text(out / "recipe.yaml", self_contained_recipe(recipe))
+            keep_recipe(recipe, out / "recipe.yaml")
         run = Run(configs, out, log, rank=rank)
         stages = STAGES if rank == 0 else [stage for stage in STAGES if stage.every_rank]
         for stage in stages:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from kndnet.commands import command, config_overrides, set_flag
+from kndnet.commands import command, config_overrides
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="the stage(s) to show (repeatable; default: all three)")
     p.add_argument("--diff", metavar="OTHER", help="print only the keys whose value differs from recipe OTHER, "
                    "as OTHER's value -> RECIPE's")
-    set_flag(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a key of RECIPE (not of OTHER), e.g. --set train.epochs=3 (repeatable)")
 
 
 @command("config", "print a recipe resolved for each stage, or its differences from another recipe", _config_args)
