@@ -266,3 +266,22 @@ def test_a_run_writes_its_recipe_once_and_a_resume_keeps_the_text_it_started_wit
     assert kept.read_text().startswith("# the text the run began with\n")
     keep_recipe(recipe_path("cpu"), kept)  # another recipe: the copy follows it (its stages then refuse to reuse)
     assert kept.read_text() == recipe_path("cpu").read_text()
+
+
+def test_kndnet_config_compares_a_checkpoint_with_the_recipe_it_was_trained_with(capsys, tmp_path):
+    """The shipped student is the `cpu` recipe's KD student: only where it read its data and teachers differs."""
+    from kndnet.cli import main
+    from kndnet.shipped import SHIPPED_CHECKPOINT
+    assert main(["config", str(SHIPPED_CHECKPOINT), "--diff", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(line.startswith("distill  ") and line.endswith("(how it runs, not what it trains)")
+                         for line in lines), lines
+    assert main(["config", str(SHIPPED_CHECKPOINT), "--diff", "cpu_v6"]) == 0
+    assert "distill  train.epochs: 25 -> 50" in capsys.readouterr().out.splitlines()
+    saved = tmp_path / "config.yaml"  # a run's saved config names its one stage
+    from kndnet.config import save_config
+    save_config(load_config("cpu", {"train.epochs": 4}, role="teacher"), saved)
+    assert main(["config", str(saved), "--diff", "cpu"]) == 0
+    assert capsys.readouterr().out == "teacher  train.epochs: 12 -> 4\n"
+    assert main(["config", str(saved), "--diff", str(SHIPPED_CHECKPOINT)]) == 2
+    assert "holds the teacher stage(s) and" in capsys.readouterr().err
