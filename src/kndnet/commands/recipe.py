@@ -27,7 +27,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="change a key of RECIPE (not of OTHER), e.g. --set train.epochs=3 (repeatable)")
 
 
-def stage_configs(source: str, roles: list[str], overrides: dict | None = None) -> dict[str, Config]:
+def configs_of(source: str, roles: list[str], overrides: dict | None = None) -> dict[str, Config]:
     """{role: Config} of a recipe's wanted stages, or the one stage a checkpoint or a run's config.yaml holds."""
     from kndnet.checkpoint import load_config_from_checkpoint
     from kndnet.config import file_layer, flatten_keys, load_config, recipe_path
@@ -57,12 +57,12 @@ def _config(args: argparse.Namespace) -> int:
     from kndnet.config import ROLES
     from kndnet.errors import ConfigError
     roles = args.role or list(ROLES)
-    configs = stage_configs(args.recipe, roles, config_overrides(args))
+    configs = configs_of(args.recipe, roles, config_overrides(args))
     if not args.diff:
         print(yaml.safe_dump({role: {k: v for k, v in cfg.to_dict().items() if k != "role"}
                               for role, cfg in configs.items()}, sort_keys=False), end="")
         return 0
-    other = stage_configs(args.diff, list(configs))
+    other = configs_of(args.diff, list(configs))
     if not set(configs) & set(other):
         raise ConfigError(f"{args.recipe} holds the {', '.join(configs)} stage(s) and {args.diff} the "
                           f"{', '.join(other)} stage(s): nothing to compare; pass --role or a matching model")
