@@ -289,13 +289,10 @@ def _check_recipe(run: Path, name: str) -> None:
     Compared as resolved configs, not as text: a recipe kept under a new name when its successor took the old one
     (cpu -> cpu_v5) gets a new header comment and may be rewritten as `extends:` its successor, and the page must
     still be rebuildable from the run it describes."""
-    from kndnet.config import ROLES, load_config, recipe_path
+    from kndnet.config import recipe_path, resolved_recipe
     from kndnet.errors import ConfigError
-
-    def resolved(path: Path) -> list[dict]:
-        return [load_config(path, role=role).to_dict() for role in ROLES]
     try:
-        same = resolved(recipe_path(name)) == resolved(run / "recipe.yaml")
+        same = resolved_recipe(recipe_path(name)) == resolved_recipe(run / "recipe.yaml")
     except ConfigError as err:
         raise SystemExit(f"cannot compare {run / 'recipe.yaml'} with the recipe {name!r}: {err}") from None
     if not same:

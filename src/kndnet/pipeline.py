@@ -21,7 +21,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kndnet.config import ROLES, Config, DistillConfig, ensemble_archs, load_config, recipe_path, self_contained_recipe
+from kndnet.config import (
+    ROLES,
+    Config,
+    DistillConfig,
+    ensemble_archs,
+    load_config,
+    recipe_path,
+    resolved_recipe,
+    self_contained_recipe,
+)
 from kndnet.errors import ConfigError
 from kndnet.io import atomic_write_text, clean_stale_temporaries, ddp_rank, run_lock
 
@@ -130,8 +139,7 @@ def _check_task_launchers(configs: dict[str, Config]) -> None:
 def keep_recipe(recipe: str | Path, kept: Path) -> None:
     """Write the recipe beside the run (written out whole if it extends another), unless the copy there already
     resolves to the same configs: a resume keeps the text the run was started with, comments included."""
-    if kept.is_file() and all(load_config(kept, role=role).to_dict() == load_config(recipe, role=role).to_dict()
-                              for role in ROLES):
+    if kept.is_file() and resolved_recipe(kept) == resolved_recipe(recipe):
         return
     atomic_write_text(kept, self_contained_recipe(recipe))
 
