@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kndnet.config import RECIPES, ROLES, flatten_keys, load_config, recipe_path
+from kndnet.config import RECIPES, ROLES, flatten_keys, load_config, recipe_path, resolved_recipe
 from kndnet.errors import ConfigError
 from kndnet.pipeline import stage_configs
 
@@ -264,8 +264,41 @@ def test_a_run_writes_its_recipe_once_and_a_resume_keeps_the_text_it_started_wit
     kept.write_text("# the text the run began with\n" + kept.read_text())
     keep_recipe(recipe_path("cpu_v6"), kept)
     assert kept.read_text().startswith("# the text the run began with\n")
-    keep_recipe(recipe_path("cpu"), kept)  # another recipe: the copy follows it (its stages then refuse to reuse)
+    keep_recipe(recipe_path("cpu"), kept)  # another recipe, nothing trained yet: the copy follows it
     assert kept.read_text() == recipe_path("cpu").read_text()
+
+
+def _demo_with(tmp_path, name, text):
+    recipe = tmp_path / name
+    recipe.write_text(f"extends: demo\n{text}")
+    return recipe
+
+
+@pytest.mark.parametrize("edit, trained, refused", [
+    ("student:\n  train:\n    lr: 0.01\n", "student", "student: train.lr: 0.003 -> 0.01"),
+    ("common:\n  data:\n    batch_size: 8\n", "teacher_test_efficientnet_gn", "teacher: data.batch_size: 16 -> 8"),
+    ("teacher:\n  model:\n    ensemble: test_efficientnet_gn\n", "distill",
+     "distill: teacher model.ensemble: '' -> 'test_efficientnet_gn'"),
+    ("student:\n  train:\n    lr: 0.01\n", "distill", None),  # the student's change, only KD trained: kept
+    ("common:\n  data:\n    num_workers: 2\n", "student", None),  # how it runs, not what it trains
+])
+def test_a_changed_recipe_is_refused_before_its_copy_is_overwritten(tmp_path, edit, trained, refused):
+    """The run folder's recipe.yaml names the recipe its results came from: a recipe that changes what a trained
+    stage trained stops before the copy is replaced (the stage would refuse to reuse its run anyway)."""
+    from kndnet.pipeline import keep_recipe
+    kept = tmp_path / "run" / "recipe.yaml"
+    (tmp_path / "run" / trained / "checkpoints").mkdir(parents=True)
+    keep_recipe(_demo_with(tmp_path, "first.yaml", ""), kept)
+    original = kept.read_text()
+    edited = _demo_with(tmp_path, "edited.yaml", edit)
+    if refused is None:
+        keep_recipe(edited, kept)
+        assert resolved_recipe(kept) == resolved_recipe(edited)
+        return
+    with pytest.raises(ConfigError) as error:
+        keep_recipe(edited, kept)
+    assert refused in str(error.value) and f"its {trained} trained with {kept}" in str(error.value)
+    assert kept.read_text() == original
 
 
 def test_kndnet_config_compares_a_checkpoint_with_the_recipe_it_was_trained_with(capsys, tmp_path):
@@ -289,3 +322,15 @@ def test_kndnet_config_compares_a_checkpoint_with_the_recipe_it_was_trained_with
     assert capsys.readouterr().out == "teacher  train.epochs: 12 -> 4\n"
     assert main(["config", str(saved), "--diff", str(SHIPPED_CHECKPOINT)]) == 2
     assert "holds the teacher stage(s) and" in capsys.readouterr().err
+
+
+def test_kndnet_run_with_an_edited_recipe_stops_before_anything_runs(tmp_path, capsys):
+    from kndnet.cli import main
+    out = tmp_path / "run"
+    (out / "student" / "checkpoints").mkdir(parents=True)
+    (out / "recipe.yaml").write_text(recipe_path("demo").read_text())
+    edited = _demo_with(tmp_path, "edited.yaml", "student:\n  train:\n    lr: 0.01\n")
+    assert main(["run", "--config", str(edited), "--data", str(tmp_path / "no_data"), "--out", str(out)]) == 2
+    assert "holds a run of another recipe (student: train.lr: 0.003 -> 0.01" in capsys.readouterr().err
+    assert (out / "recipe.yaml").read_text() == recipe_path("demo").read_text()
+    assert sorted(path.name for path in out.iterdir()) == ["recipe.yaml", "student"]  # no stage began

@@ -25,8 +25,10 @@ from kndnet.config import (
     ROLES,
     Config,
     DistillConfig,
+    config_from_dict,
     ensemble_archs,
     load_config,
+    recipe_differences,
     recipe_path,
     resolved_recipe,
     self_contained_recipe,
@@ -136,12 +138,45 @@ def _check_task_launchers(configs: dict[str, Config]) -> None:
                           "SLURM_JOB_NAME=interactive to let Lightning start the ranks itself as on one machine")
 
 
+# The folders each role's training stage trains into (the teacher's ensemble members are teacher_<arch>).
+ROLE_FOLDERS = {"teacher": ("teacher", "teacher_*"), "student": ("student",), "distill": ("distill",)}
+
+
 def keep_recipe(recipe: str | Path, kept: Path) -> None:
     """Write the recipe beside the run (written out whole if it extends another), unless the copy there already
-    resolves to the same configs: a resume keeps the text the run was started with, comments included."""
-    if kept.is_file() and resolved_recipe(kept) == resolved_recipe(recipe):
-        return
+    resolves to the same configs: a resume keeps the text the run was started with, comments included.
+
+    A changed recipe is refused here, before the copy is overwritten, when a stage it changes has trained: that
+    stage would refuse to reuse its run anyway (fit's recipe check), and the folder's recipe.yaml would then
+    name a recipe that none of its results came from."""
+    if kept.is_file():
+        before, after = resolved_recipe(kept), resolved_recipe(recipe)
+        if before == after:
+            return
+        _refuse_changed_trained_stages(before, after, kept)
     atomic_write_text(kept, self_contained_recipe(recipe))
+
+
+def _refuse_changed_trained_stages(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
+                                   kept: Path) -> None:
+    """Each role's changed keys, compared as its stage compares them: every training stage trains one model
+    (model.ensemble blanked), and the ensemble's members are the distillation's teachers instead."""
+    ensemble = before["teacher"]["model"]["ensemble"], after["teacher"]["model"]["ensemble"]
+    for role, patterns in ROLE_FOLDERS.items():
+        changed = recipe_differences(_one_model(before[role]), config_from_dict(_one_model(after[role])))
+        if role == "distill" and ensemble[0] != ensemble[1]:
+            changed.append(f"teacher model.ensemble: {ensemble[0]!r} -> {ensemble[1]!r}")
+        trained = [folder.name for pattern in patterns for folder in sorted(kept.parent.glob(pattern))
+                   if (folder / "checkpoints").is_dir()]
+        if trained and changed:
+            shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise ConfigError(f"{kept.parent} holds a run of another recipe ({role}: {shown}; its "
+                              f"{', '.join(trained)} trained with {kept}); use a new --out, or run the recipe "
+                              "it was made with")
+
+
+def _one_model(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "model": {**config["model"], "ensemble": ""}}
 
 
 def run_pipeline(recipe: str | Path, data: str, out: str | Path, log=print) -> dict[str, Any] | None:
