@@ -477,6 +477,12 @@ def recipe_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
     return [f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items() if key not in OPERATIONAL_KEYS]
 
 
+def listed_differences(changed: list[str], limit: int = 6) -> str:
+    """recipe_differences' lines joined for an error message, the first `limit` of them."""
+    more = f"; and {len(changed) - limit} more" if len(changed) > limit else ""
+    return "; ".join(changed[:limit]) + more
+
+
 def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
     """Parse repeated ``--set key=value`` options into a dict of dotted overrides."""
     parsed: dict[str, str] = {}

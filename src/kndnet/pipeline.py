@@ -27,6 +27,7 @@ from kndnet.config import (
     DistillConfig,
     config_from_dict,
     ensemble_archs,
+    listed_differences,
     load_config,
     recipe_differences,
     recipe_path,
@@ -169,10 +170,9 @@ def _refuse_changed_trained_stages(before: dict[str, dict[str, Any]], after: dic
         trained = [folder.name for pattern in patterns for folder in sorted(kept.parent.glob(pattern))
                    if (folder / "checkpoints").is_dir()]
         if trained and changed:
-            shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
-            raise ConfigError(f"{kept.parent} holds a run of another recipe ({role}: {shown}; its "
-                              f"{', '.join(trained)} trained with {kept}); use a new --out, or run the recipe "
-                              "it was made with")
+            raise ConfigError(f"{kept.parent} holds a run of another recipe ({role}: {listed_differences(changed)}; "
+                              f"its {', '.join(trained)} trained with {kept}); use a new --out, or run the "
+                              "recipe it was made with")
 
 
 def _one_model(config: dict[str, Any]) -> dict[str, Any]:

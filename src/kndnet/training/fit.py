@@ -23,7 +23,14 @@ from lightning.pytorch.loggers import CSVLogger
 
 from kndnet.checkpoint import torch_load_weights
 from kndnet.classes import CLASS_CODES
-from kndnet.config import Config, ensemble_archs, recipe_differences, save_config, teacher_checkpoints
+from kndnet.config import (
+    Config,
+    ensemble_archs,
+    listed_differences,
+    recipe_differences,
+    save_config,
+    teacher_checkpoints,
+)
 from kndnet.data.manifest import MANIFEST_NAME
 from kndnet.data.selection import class_counts, resolve_manifest, split_rows
 from kndnet.distill.onnx_teacher import resolve_teacher_runtime
@@ -201,9 +208,8 @@ def _refuse_another_recipe(cfg: Config, run_dir: Path) -> None:
         return
     changed = recipe_differences(yaml.safe_load(saved.read_text()) or {}, cfg)
     if changed:
-        shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
-        raise ConfigError(f"{run_dir} holds a run of another recipe ({shown}); use a new --out, or "
-                          "--force to retrain it")
+        raise ConfigError(f"{run_dir} holds a run of another recipe ({listed_differences(changed)}); use a new "
+                          "--out, or --force to retrain it")
 
 
 def _clear_results(run_dir: Path) -> None:
