@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
-import torch
+
+from kndnet.checkpoint import torch_load_weights
 
 TIMING_COLUMNS = ("train_seconds",)   # wall time: differs between two runs of the same work
 SETTING_KEYS = ("model", "data")      # where an evaluation read its model and images: paths, not scores
@@ -54,7 +55,7 @@ def _equal(x, y) -> bool:
 
 def weight_difference(a: Path, b: Path) -> float:
     """The largest absolute difference between two checkpoints' weights (inf if their tensors do not line up)."""
-    weights_a, weights_b = (torch.load(path, map_location="cpu", weights_only=True)["state_dict"] for path in (a, b))
+    weights_a, weights_b = (torch_load_weights(path)["state_dict"] for path in (a, b))
     if weights_a.keys() != weights_b.keys() or any(weights_a[k].shape != weights_b[k].shape for k in weights_a):
         return float("inf")
     return max((float((weights_a[k].double() - weights_b[k].double()).abs().max()) for k in weights_a
@@ -64,10 +65,10 @@ def weight_difference(a: Path, b: Path) -> float:
 def compare_stage(a: Path, b: Path) -> Verdict:
     if not (b / "metrics.csv").is_file() or not (b / "checkpoints" / "best.ckpt").is_file():
         return Verdict(a.name, False, f"missing from {b.parent}")
-    log = first_differing_epoch(pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv"))
+    epochs = pd.read_csv(a / "metrics.csv")
+    log = first_differing_epoch(epochs, pd.read_csv(b / "metrics.csv"))
     gap = weight_difference(a / "checkpoints" / "best.ckpt", b / "checkpoints" / "best.ckpt")
-    epochs = len(pd.read_csv(a / "metrics.csv"))
-    detail = f"{epochs} epochs, {log or 'epoch logs identical'}, best weights {_weights_verdict(gap)}"
+    detail = f"{len(epochs)} epochs, {log or 'epoch logs identical'}, best weights {_weights_verdict(gap)}"
     return Verdict(a.name, not log and gap == 0, detail)
 
 

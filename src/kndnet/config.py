@@ -313,11 +313,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return validate(cfg)
 
 
-
 def resolved_recipe(path: str | Path) -> dict[str, dict[str, Any]]:
     """{role: resolved config dict} of a recipe (or config file) for every stage: two recipes are the same recipe
     when these are equal, whatever their text, comments or `extends` chain."""
     return {role: load_config(path, role=role).to_dict() for role in ROLES}
+
 
 CHOICES = {
     "data.format": ("auto", "ham10000", "isic2018", "csv", "folders"),
