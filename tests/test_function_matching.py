@@ -107,7 +107,7 @@ def test_teacher_hflip_averages_the_view_and_its_mirror(synth_manifest):
     module, teacher, _ = _distill_module(synth_manifest, **{"distill.teacher_hflip": True,
                                                             "distill.teacher_bf16": False})
     x = torch.randn(4, 3, 48, 48)
-    logits = module._teacher_logits({}, x)
+    logits = module._teacher_outputs({}, x)[0]
     assert torch.equal(teacher.inputs[1], x.flip(-1))
     expected = (teacher.head(x.mean(dim=(2, 3))) + teacher.head(x.flip(-1).mean(dim=(2, 3)))) / 2
     assert torch.allclose(logits, expected, atol=1e-6)
@@ -159,7 +159,7 @@ def test_teacher_prior_shift_moves_a_sqrt_sampled_teacher_to_the_balanced_studen
                                                     "distill.teacher_prior_shift": True})
     module = LesionClassifier(cfg.to_dict(), counts)
     assert torch.allclose(module.teacher_shift, expected)
-    cached = module._teacher_logits({"teacher_logits": torch.ones(2, 7)}, torch.zeros(2, 3, 32, 32))
+    cached = module._teacher_outputs({"teacher_logits": torch.ones(2, 7)}, torch.zeros(2, 3, 32, 32))[0]
     assert torch.allclose(cached, 1 + expected.expand(2, 7))
     cfg.distill.teacher_prior_shift = False
     assert not LesionClassifier(cfg.to_dict(), counts).teacher_shift.any()
@@ -178,7 +178,7 @@ def test_an_ensemble_teacher_feeds_each_member_its_own_size_and_averages_their_l
     small = _Recorder()
     module._teacher, module._teacher_sizes = [big, small], [48, 24]
     x = torch.randn(4, 3, 48, 48)
-    logits = module._teacher_logits({}, x)
+    logits = module._teacher_outputs({}, x)[0]
     assert big.inputs[0].shape[-1] == 48 and small.inputs[0].shape[-1] == 24
     shrunk = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", antialias=True)
     assert torch.allclose(small.inputs[0], shrunk, atol=1e-6)
@@ -240,9 +240,9 @@ def test_teacher_bf16_is_used_only_where_the_cpu_has_native_bf16(synth_manifest,
     seen = []
     teacher.forward = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or torch.zeros(len(x), 7)
     if native:
-        module._teacher_logits({}, torch.randn(2, 3, 48, 48))
+        module._teacher_outputs({}, torch.randn(2, 3, 48, 48))[0]
     else:
         with pytest.warns(UserWarning, match="neither AVX512-BF16 nor AMX.*runs in fp32"):
-            module._teacher_logits({}, torch.randn(2, 3, 48, 48))
+            module._teacher_outputs({}, torch.randn(2, 3, 48, 48))[0]
     module_code._cpu_has_native_bf16.cache_clear()
     assert seen == [native]

@@ -63,7 +63,7 @@ def test_attached_onnxruntime_ensemble_matches_the_pytorch_ensemble(synth_manife
         module = _module(synth_manifest, **{"distill.teacher_runtime": runtime, "distill.teacher_hflip": True})
         module.attach_online_teachers([str(a), str(b)], runtime)
         assert module._teacher_sizes == [32, 40]
-        logits[runtime] = module._teacher_logits({}, x)
+        logits[runtime] = module._teacher_outputs({}, x)[0]
     assert all(isinstance(t, OnnxRuntimeTeacher) for t in module._teacher)
     assert torch.allclose(logits["onnxruntime"], logits["torch"], atol=1e-4)
 
@@ -80,7 +80,7 @@ def test_teacher_size_scores_every_member_at_that_size(synth_manifest, tmp_path,
     x = torch.randn(2, 3, 48, 48)
     expected = torch.stack([load_model(p)[0].eval()(torch.nn.functional.interpolate(
         x, size=(36, 36), mode="bilinear", antialias=True)) for p in (a, b)]).mean(0)
-    assert torch.allclose(module._teacher_logits({}, x), expected.detach(), atol=1e-4)
+    assert torch.allclose(module._teacher_outputs({}, x)[0], expected.detach(), atol=1e-4)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -240,7 +240,7 @@ def test_an_int8_teacher_is_quantised_checked_and_close_to_fp32(synth_manifest, 
     for int8 in (False, True):
         module = _module(synth_manifest, **{"distill.teacher_int8": int8})
         module.attach_online_teachers([str(path)], "onnxruntime", _train_rows(synth_manifest))
-        logits[int8] = module._teacher_logits({}, x)
+        logits[int8] = module._teacher_outputs({}, x)[0]
     assert capsys.readouterr().out == ""
     graph = onnx.load_from_string(module._teacher[0].model_bytes)
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.graph.node}

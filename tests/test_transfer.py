@@ -16,7 +16,7 @@ from kndnet.data.manifest import load_manifest
 from kndnet.data.selection import split_rows
 from kndnet.data.transfer import transfer_rows
 from kndnet.errors import ConfigError, DataError
-from kndnet.pipeline import _check_transfer
+from kndnet.pipeline import _check_online_teacher
 from kndnet.training.datamodule import LesionDataModule
 from kndnet.training.fit import fit
 from kndnet.training.module import _with_teacher_targets
@@ -90,8 +90,8 @@ def test_transfer_images_outside_distillation_or_with_a_teacher_cache_are_refuse
 
 def test_a_recipe_with_transfer_images_and_a_teacher_cache_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="distill.views is 4.*set distill.views to 0"):
-        _check_transfer("r.yaml", DistillConfig(transfer_images=str(tmp_path), views=4))
-    _check_transfer("r.yaml", DistillConfig(transfer_images=str(tmp_path), views=0))
+        _check_online_teacher("r.yaml", DistillConfig(transfer_images=str(tmp_path), views=4))
+    _check_online_teacher("r.yaml", DistillConfig(transfer_images=str(tmp_path), views=0))
 
 
 def test_the_pipelines_prepare_stage_refuses_held_out_transfer_images(synth_dir, tmp_path):

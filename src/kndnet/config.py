@@ -118,6 +118,8 @@ class DistillConfig:
                                    # side by side (same logits; Lite2 int8 1.5x faster on 2 AMX cores)
     transfer_images: str = ""      # online teacher: a folder of unlabelled images it also scores (KD term only);
                                    # a recipe key, not an operational one: other images make another run
+    embedding_weight: float = 0.0  # online PyTorch teacher: weight of matching each teacher's pooled embedding
+                                   # through a linear projector (training only); 0: off
 
 
 @dataclass
@@ -345,6 +347,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.ema_decay": (0.0, 0.999999), "train.progressive_start": (0, None), "train.progressive_until": (0.0, 1.0),
     "distill.temperature": (1e-6, None), "distill.alpha": (0.0, 1.0),
     "distill.dkd_beta": (0.0, None), "distill.views": (0, None), "distill.teacher_size": (0, None),
+    "distill.embedding_weight": (0.0, None),
 }
 
 
@@ -369,6 +372,7 @@ def validate(cfg: Config) -> Config:
     _validate_ensemble(cfg)
     _validate_transfer(cfg.role, cfg.distill)
     _validate_teacher_size(cfg.distill)
+    _validate_embedding(cfg.distill)
     if cfg.train.progressive_start > cfg.data.image_size:
         raise ConfigError(f"train.progressive_start {cfg.train.progressive_start} is above data.image_size "
                           f"{cfg.data.image_size}; progressive resizing grows the input up to image_size")
@@ -387,6 +391,19 @@ def _validate_transfer(role: str, distill: DistillConfig) -> None:
         raise ConfigError("distill.transfer_images needs the online teacher, but distill.teacher_cache is set "
                           "and holds logits for the manifest's images only; drop the cache (the teacher then "
                           "scores every batch) or the transfer images")
+
+
+def _validate_embedding(distill: DistillConfig) -> None:
+    """Embedding distillation reads the teachers' pooled features, which only an online PyTorch teacher gives."""
+    if not distill.embedding_weight:
+        return
+    if distill.teacher_cache:
+        raise ConfigError("distill.embedding_weight matches the online teacher's embeddings, but "
+                          "distill.teacher_cache is set and holds logits only; drop the cache or set the weight to 0")
+    if distill.teacher_runtime != "torch":
+        raise ConfigError(f"distill.embedding_weight needs the teachers' embeddings, which only PyTorch teachers "
+                          f"give (distill.teacher_runtime is {distill.teacher_runtime!r}; ONNX Runtime teachers "
+                          "return logits); set distill.teacher_runtime torch")
 
 
 def _validate_teacher_size(distill: DistillConfig) -> None:

@@ -49,7 +49,7 @@ def stage_configs(recipe: str | Path, data: str, overrides: dict[str, Any] | Non
                for role in ROLES}
     _check_model_options(recipe, configs)
     _check_ensemble(recipe, configs)
-    _check_transfer(recipe, configs["distill"].distill)
+    _check_online_teacher(recipe, configs["distill"].distill)
     return configs
 
 
@@ -63,12 +63,14 @@ def _check_model_options(recipe: str | Path, configs: dict[str, Config]) -> None
             raise ConfigError(f"{recipe}, {role} stage: {err}") from None
 
 
-def _check_transfer(recipe: str | Path, distill: DistillConfig) -> None:
-    """Refuse transfer images with a teacher cache before anything trains (the prepare stage then checks the
-    folder against the manifest's held-out images)."""
-    if distill.transfer_images and distill.views > 0:
-        raise ConfigError(f"{recipe}: distill.transfer_images needs an online teacher, but distill.views is "
-                          f"{distill.views} (a teacher cache of the manifest's images); set distill.views to 0")
+def _check_online_teacher(recipe: str | Path, distill: DistillConfig) -> None:
+    """Refuse levers that need the online teacher with a teacher cache before anything trains (the prepare
+    stage then checks a transfer folder against the manifest's held-out images)."""
+    levers = {"distill.transfer_images": distill.transfer_images, "distill.embedding_weight": distill.embedding_weight}
+    for key, value in levers.items():
+        if value and distill.views > 0:
+            raise ConfigError(f"{recipe}: {key} needs an online teacher, but distill.views is {distill.views} "
+                              "(a teacher cache of the manifest's images, logits only); set distill.views to 0")
 
 
 def _check_ensemble(recipe: str | Path, configs: dict[str, Config]) -> None:

@@ -94,8 +94,15 @@ class KNDNetStudent(nn.Module):
         """N x 3 x H x W -> N x C x H/16 x W/16 feature map (the Grad-CAM target)."""
         return self.blocks(self.stem(self.colour(x)))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.head_drop(torch.flatten(self.pool(features), 1)))
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits, or with `pre_logits` the pooled embedding (N x C), as timm's models do."""
+        pooled = torch.flatten(self.pool(features), 1)
+        return pooled if pre_logits else self.classifier(self.head_drop(pooled))
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled embedding and the logits of one pass (embedding distillation reads both)."""
+        embedding = self.forward_head(self.forward_features(x), pre_logits=True)
+        return embedding, self.classifier(self.head_drop(embedding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

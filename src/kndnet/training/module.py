@@ -7,8 +7,10 @@ Images arrive as uint8 and are normalised here, on the device, in channels_last 
 Optional levers, each off by default: mixup/CutMix (the online teacher scores the same mixed images:
 function matching, Beyer et al., CVPR 2022), unlabelled transfer images that only the teacher scores (the KD
 term covers them, the label loss does not), views made at `data.view_size` and shrunk for the student,
-and an exponential moving average of the weights (timm's ModelEmaV3) that is validated, checkpointed
-and, being what validation selected, the weights every loader of the checkpoint uses.
+an exponential moving average of the weights (timm's ModelEmaV3) that is validated, checkpointed
+and, being what validation selected, the weights every loader of the checkpoint uses, and embedding
+distillation (distill/embedding.py: the student's pooled embedding matched to each online teacher's through
+projectors that train beside it and are never part of the model the checkpoint rebuilds).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from kndnet.checkpoint import (
     spec_payload,
 )
 from kndnet.config import Config, config_from_dict, teacher_checkpoints
+from kndnet.distill.embedding import EmbeddingProjectors, embedding_and_logits
 from kndnet.distill.losses import distillation_loss
 from kndnet.distill.onnx_teacher import onnxruntime_teacher
 from kndnet.errors import CheckpointError, ConfigError, KNDNetWarning
@@ -90,8 +93,24 @@ class LesionClassifier(L.LightningModule):
         self._teacher_sizes: list[int] = []          # each teacher's input size
         # compiled wrapper kept outside the module tree, so checkpoint keys stay `model.*`
         self._compiled = [torch.compile(self.model)] if self.cfg.train.compile else [self.model]
+        # embedding distillation: the student's embedding and logits in one (compiled) pass, and one projector
+        # per teacher, made when the teachers are attached (their widths are known then)
+        self.projectors: EmbeddingProjectors | None = None
+        self._with_embedding = self._embedding_pass() if self._embedding_weight() else None
         self.samples_seen = 0
         self.samples_per_rank: list[int] = []
+
+    def _embedding_weight(self) -> float:
+        """distill.embedding_weight where it applies (distillation), else 0."""
+        return self.cfg.distill.embedding_weight if self.cfg.role == "distill" else 0.0
+
+    def _embedding_pass(self) -> Any:
+        """The student's `forward_with_embedding`, compiled as its forward is; ConfigError for a model without one."""
+        if not hasattr(self.model, "forward_with_embedding"):
+            raise ConfigError(f"distill.embedding_weight needs the kndnet student's embedding pass; model.arch "
+                              f"{self.cfg.model.arch!r} has none: distil into kndnet_student or set the weight to 0")
+        method = self.model.forward_with_embedding
+        return torch.compile(method) if self.cfg.train.compile else method
 
     def _warm_start(self, path: str) -> None:
         if path and path != "none":
@@ -152,6 +171,8 @@ class LesionClassifier(L.LightningModule):
                 teacher = teacher.to(memory_format=torch.channels_last)
             self._teacher.append(teacher.requires_grad_(False))
             self._teacher_sizes.append(spec.image_size)
+        if self._embedding_weight():
+            self.projectors = EmbeddingProjectors(self.model.num_features, [t.num_features for t in self._teacher])
 
     def _int8_calibration(self, train_rows: pd.DataFrame | None) -> pd.DataFrame | None:
         """The rows whose images calibrate int8 teachers; None when the teachers run unquantised."""
@@ -185,27 +206,31 @@ class LesionClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._compiled[0](self.preprocess(images))
 
-    def _teacher_logits(self, batch: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def _teacher_outputs(self, batch: dict[str, torch.Tensor],
+                         x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Cached logits of this view, or the online teacher's on exactly the (mixed) images `x`; for an
-        ensemble teacher the mean of its members' raw logits (Hinton et al. 2015)."""
+        ensemble teacher the mean of its members' raw logits (Hinton et al. 2015). Second: each member's
+        pooled embedding under embedding distillation, else an empty list."""
         if "teacher_logits" in batch:
-            return batch["teacher_logits"].float() + self.teacher_shift
+            return batch["teacher_logits"].float() + self.teacher_shift, []
         if not self._teacher:
             raise RuntimeError("distillation needs cached teacher logits or an online teacher")
         torch_teacher = self._teacher_runtime == "torch"  # ONNX Runtime runs it in fp32
         bf16 = self.cfg.distill.teacher_bf16 and torch_teacher and _native_bf16(x.device.type)
         with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            member_logits = [self._member_logits(teacher.to(x.device).eval(), _resized(x, size))
-                             for teacher, size in zip(self._teacher, self._teacher_sizes)]
-        return torch.stack(member_logits).mean(dim=0) + self.teacher_shift
+            outputs = [self._member_outputs(teacher.to(x.device).eval(), _resized(x, size))
+                       for teacher, size in zip(self._teacher, self._teacher_sizes)]
+        logits = torch.stack([member_logits for member_logits, _ in outputs]).mean(dim=0) + self.teacher_shift
+        return logits, [embedding for _, embedding in outputs if embedding is not None]
 
-    def _member_logits(self, teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """One teacher on the view (at the size it was trained on, or distill.teacher_size), and on its mirror
-        when asked."""
-        logits = teacher(x).float()
-        if self.cfg.distill.teacher_hflip:
-            logits = (logits + teacher(x.flip(-1)).float()) / 2
-        return logits
+    def _member_outputs(self, teacher: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One teacher's logits on the view (at the size it was trained on, or distill.teacher_size), and on its
+        mirror when asked; and its pooled embedding (likewise) under embedding distillation, else None."""
+        views = [x, x.flip(-1)] if self.cfg.distill.teacher_hflip else [x]
+        if self.projectors is None:
+            return torch.stack([teacher(view).float() for view in views]).mean(dim=0), None
+        embeddings, logits = zip(*(embedding_and_logits(teacher, view) for view in views))
+        return torch.stack(logits).float().mean(dim=0), torch.stack(embeddings).float().mean(dim=0)
 
     def train_size(self) -> int:
         """The student's input size this epoch: data.image_size, or smaller under progressive resizing."""
@@ -221,14 +246,19 @@ class LesionClassifier(L.LightningModule):
         if transfer is not None:  # mixed among themselves, then one forward pass for both
             x = torch.cat([x, mix_images(self.mixer, self.preprocess(transfer["image"]))])
         size = self.train_size()
-        logits = self._compiled[0](_resized(x, size))
+        if self._with_embedding is not None:
+            embedding, logits = self._with_embedding(_resized(x, size))
+        else:
+            logits = self._compiled[0](_resized(x, size))
         # soft (mixed) targets already carry the label smoothing
         smoothing = self.cfg.train.label_smoothing if targets.dim() == 1 else 0.0
         ce = F.cross_entropy(logits[:labelled], targets, weight=self.ce_weight, label_smoothing=smoothing)
         if self.cfg.role == "distill":  # the teacher's prior shift, if any, applies to transfer rows too
-            teacher_logits = self._teacher_logits(batch, x)
+            teacher_logits, teacher_embeddings = self._teacher_outputs(batch, x)
             targets = _with_teacher_targets(targets, teacher_logits[labelled:])
             loss, parts = distillation_loss(self.cfg.distill, logits, teacher_logits, targets, ce)
+            if self._with_embedding is not None:
+                loss, parts = self._with_embedding_term(loss, parts, embedding, teacher_embeddings)
         else:
             loss, parts = ce, {"ce": ce.detach()}
         y = batch["label"]
@@ -240,6 +270,14 @@ class LesionClassifier(L.LightningModule):
         if self.cfg.train.progressive_start:
             self.log("train/input_size", float(size), on_step=False, on_epoch=True, batch_size=len(y))
         return loss
+
+    def _with_embedding_term(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], embedding: torch.Tensor,
+                             teacher_embeddings: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The distillation loss plus distill.embedding_weight x the projected embedding distance (logged)."""
+        if self.projectors is None:
+            raise RuntimeError("embedding distillation needs online PyTorch teachers: attach them first")
+        distance = self.projectors.distance(embedding, teacher_embeddings)
+        return loss + self._embedding_weight() * distance, {**parts, "embedding": distance.detach()}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
@@ -268,7 +306,8 @@ class LesionClassifier(L.LightningModule):
         self.samples_per_rank = [int(c) for c in counts.reshape(-1).tolist()]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        trained = [self.model] + ([self.projectors] if self.projectors is not None else [])
+        params = [p for module in trained for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
         epochs, warmup = self.cfg.train.epochs, self.cfg.train.warmup_epochs
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup))
