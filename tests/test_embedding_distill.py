@@ -12,7 +12,9 @@ from kndnet.config import DistillConfig
 from kndnet.data.manifest import load_manifest
 from kndnet.data.selection import class_counts, split_rows
 from kndnet.distill.embedding import EmbeddingProjectors, centred_cosine_distance, embedding_and_logits
+from kndnet.distill.onnx_teacher import OnnxRuntimeTeacher, onnxruntime_teacher
 from kndnet.errors import ConfigError
+from kndnet.inference import eval_dataset
 from kndnet.models import count_parameters, create_model
 from kndnet.models.student import KNDNetStudent
 from kndnet.pipeline import _check_online_teacher
@@ -67,12 +69,10 @@ def test_a_timm_teachers_embedding_pass_gives_its_logits():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"distill.teacher_runtime": "onnxruntime"}, "only PyTorch teachers give.*'onnxruntime'.*teacher_runtime torch"),
-    ({"distill.teacher_runtime": "auto"}, "only PyTorch teachers give.*'auto'"),
     ({"distill.teacher_cache": "somewhere"}, "distill.teacher_cache is set and holds logits only"),
     ({"distill.embedding_weight": -1.0}, "'distill.embedding_weight' is -1.0; it must be at least 0.0"),
 ])
-def test_embedding_distillation_without_an_online_pytorch_teacher_is_refused(synth_manifest, overrides, message):
+def test_a_teacher_cache_or_a_negative_embedding_weight_is_refused(synth_manifest, overrides, message):
     with pytest.raises(ConfigError, match=message):
         tiny_config("distill", synth_manifest, **{"distill.embedding_weight": 1.0, **overrides})
 
@@ -142,3 +142,40 @@ def test_embedding_distillation_into_a_model_without_an_embedding_pass_is_refuse
                                                     "model.pretrained": "none-quiet"})
     with pytest.raises(ConfigError, match="model.arch 'test_efficientnet' has none: distil into kndnet_student"):
         LesionClassifier(cfg.to_dict(), [10] * 7)
+
+
+def test_an_onnxruntime_teacher_exported_with_its_embedding_gives_the_pytorch_teachers_embedding(synth_manifest,
+                                                                                              tmp_path):
+    path = _teacher(synth_manifest, tmp_path / "t.ckpt")
+    model, spec = load_model(path)
+    x = torch.randn(5, 3, spec.image_size, spec.image_size)
+    with torch.no_grad():
+        expected_embedding, expected_logits = embedding_and_logits(model.eval(), x)
+    teacher = onnxruntime_teacher(model, spec, str(path), split_batch=False, with_embedding=True)
+    assert teacher.num_features == model.num_features
+    embedding, logits = embedding_and_logits(teacher, x)
+    assert torch.allclose(embedding, expected_embedding, atol=1e-4)
+    assert torch.allclose(logits, expected_logits, atol=1e-4) and torch.equal(teacher(x), logits)
+    split = OnnxRuntimeTeacher(teacher.model_bytes, 2, str(path), split_batch=True, num_features=teacher.num_features)
+    assert all(torch.equal(a, b) for a, b in zip(split.embedding_and_logits(x), (embedding, logits)))
+    plain = onnxruntime_teacher(model, spec, str(path), split_batch=False)
+    with pytest.raises(RuntimeError, match="exported without its embedding"):
+        plain.embedding_and_logits(x)
+
+
+def test_attached_int8_onnxruntime_teachers_give_embeddings_close_to_fp32(synth_manifest, tmp_path):
+    path = _teacher(synth_manifest, tmp_path / "t.ckpt")
+    model, spec = load_model(path)
+    rows = split_rows(load_manifest(synth_manifest), "train", 0)
+    cfg = tiny_config("distill", synth_manifest, **{"distill.teacher": str(path), "distill.embedding_weight": 1.0,
+                                                    "distill.teacher_int8": True, "distill.teacher_bf16": False})
+    module = LesionClassifier(cfg.to_dict(), class_counts(rows))
+    module.attach_online_teachers([str(path)], "onnxruntime", rows)
+    assert [head.out_features for head in module.projectors.heads] == [model.num_features]
+    images = eval_dataset(rows.iloc[:6].reset_index(drop=True), spec)
+    x = spec.normalise(torch.stack([images[i]["image"] for i in range(6)]))  # in the calibrated range
+    logits, (embedding,) = module._teacher_outputs({}, x)
+    with torch.no_grad():
+        expected, _ = embedding_and_logits(model.eval(), x)
+    assert embedding.shape == expected.shape
+    assert torch.allclose(embedding, expected, atol=0.1 * float(expected.abs().max()))

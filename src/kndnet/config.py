@@ -118,7 +118,7 @@ class DistillConfig:
                                    # side by side (same logits; Lite2 int8 1.5x faster on 2 AMX cores)
     transfer_images: str = ""      # online teacher: a folder of unlabelled images it also scores (KD term only);
                                    # a recipe key, not an operational one: other images make another run
-    embedding_weight: float = 0.0  # online PyTorch teacher: weight of matching each teacher's pooled embedding
+    embedding_weight: float = 0.0  # online teacher: weight of matching each teacher's pooled embedding
                                    # through a linear projector (training only); 0: off
 
 
@@ -394,16 +394,10 @@ def _validate_transfer(role: str, distill: DistillConfig) -> None:
 
 
 def _validate_embedding(distill: DistillConfig) -> None:
-    """Embedding distillation reads the teachers' pooled features, which only an online PyTorch teacher gives."""
-    if not distill.embedding_weight:
-        return
-    if distill.teacher_cache:
+    """Embedding distillation reads the teachers' pooled features, which only an online teacher gives."""
+    if distill.embedding_weight and distill.teacher_cache:
         raise ConfigError("distill.embedding_weight matches the online teacher's embeddings, but "
                           "distill.teacher_cache is set and holds logits only; drop the cache or set the weight to 0")
-    if distill.teacher_runtime != "torch":
-        raise ConfigError(f"distill.embedding_weight needs the teachers' embeddings, which only PyTorch teachers "
-                          f"give (distill.teacher_runtime is {distill.teacher_runtime!r}; ONNX Runtime teachers "
-                          "return logits); set distill.teacher_runtime torch")
 
 
 def _validate_teacher_size(distill: DistillConfig) -> None:

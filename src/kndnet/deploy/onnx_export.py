@@ -24,14 +24,17 @@ from kndnet.io import atomic_path
 OPSET = 17
 
 
-def export_onnx(model: torch.nn.Module, spec: ModelSpec, path: str | Path) -> Path:
-    """Write `model` as ONNX (opset 17, dynamic batch) with spec, class names and normalisation."""
+def export_onnx(model: torch.nn.Module, spec: ModelSpec, path: str | Path,
+                output_names: tuple[str, ...] = ("logits",)) -> Path:
+    """Write `model` as ONNX (opset 17, dynamic batch) with spec, class names and normalisation; a model with
+    several outputs names each (logits first: every reader of the file takes the first output)."""
     dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
+    batch_axes = {name: {0: "batch"} for name in ("image", *output_names)}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(model.eval().to(memory_format=torch.contiguous_format), (dummy,), str(tmp),
-                          input_names=["image"], output_names=["logits"], opset_version=OPSET,
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+                          input_names=["image"], output_names=list(output_names), opset_version=OPSET,
+                          dynamic_axes=batch_axes, dynamo=False)
         graph = onnx.load(str(tmp))
         _set_metadata(graph, spec)
         onnx.save(graph, str(tmp))

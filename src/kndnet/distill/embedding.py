@@ -47,7 +47,24 @@ class EmbeddingProjectors(nn.Module):
 
 
 def embedding_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A timm model's pooled embedding (timm's `forward_head(..., pre_logits=True)`) and its logits, in one
-    pass; the same as `model(x)` for the logits at inference, where the head's dropout is off."""
+    """A teacher's pooled embedding and its logits, in one pass: an ONNX Runtime teacher's own two outputs, or a
+    timm model's `forward_head(..., pre_logits=True)` and classifier (its logits the same as `model(x)` at
+    inference, where the head's dropout is off)."""
+    own = getattr(model, "embedding_and_logits", None)
+    if own is not None:
+        return own(x)
     embedding = model.forward_head(model.forward_features(x), pre_logits=True)
     return embedding, model.get_classifier()(embedding)
+
+
+class LogitsAndEmbedding(nn.Module):
+    """A timm model with two outputs, logits then pooled embedding: what an ONNX teacher exports for embedding
+    distillation (logits first, the output every reader of the file takes)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding, logits = embedding_and_logits(self.model, x)
+        return logits, embedding

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from kndnet.checkpoint import ModelSpec
+from kndnet.distill.embedding import LogitsAndEmbedding
 from kndnet.errors import ConfigError, KNDNetWarning
 
 INT8_CALIBRATION_IMAGES = 128  # training images whose activation ranges set the int8 scales
@@ -74,9 +75,10 @@ class OnnxRuntimeTeacher(nn.Module):
     be pickled to a spawned DDP worker, which opens its own."""
 
     def __init__(self, model_bytes: bytes, threads: int, source: str, int8_agreement: float | None = None,
-                 int8_ranges: str | None = None, split_batch: bool = True) -> None:
+                 int8_ranges: str | None = None, split_batch: bool = True, num_features: int | None = None) -> None:
         super().__init__()
         self.model_bytes, self.threads, self.source = model_bytes, threads, source
+        self.num_features = num_features      # the embedding's width when the graph outputs one, else None
         self.int8_agreement = int8_agreement  # its int8 copy's top-1 agreement with fp32; None: not checked
         self.int8_ranges = int8_ranges        # the range rule of the int8 copy in model_bytes; None: fp32
         self.split_batch = split_batch and threads > 1  # one single-threaded call per thread, side by side
@@ -107,39 +109,53 @@ class OnnxRuntimeTeacher(nn.Module):
             self._pid = os.getpid()
         return self._session, self._input_name
 
-    def _score(self, pixels: np.ndarray) -> np.ndarray:
-        """Logits of a batch or slice; forward has opened the session in this process."""
-        return self._session.run(None, {self._input_name: pixels})[0]
+    def _score(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs for a batch or slice; `_outputs` has opened the session in this process."""
+        return self._session.run(None, {self._input_name: pixels})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.device.type != "cpu":
             raise ConfigError(f"distill.teacher_runtime 'onnxruntime' runs the teacher {self.source} on the "
                               f"CPU, but the batch is on {x.device}; use teacher_runtime 'torch' on an accelerator")
         pixels = x.detach().float().contiguous().numpy()
         self._opened()
         if not self.split_batch or len(pixels) < 2:
-            return torch.from_numpy(self._score(pixels))
+            return [torch.from_numpy(output) for output in self._score(pixels)]
         parts = [part for part in np.array_split(pixels, self.threads) if len(part)]
-        return torch.from_numpy(np.concatenate(list(self._pool.map(self._score, parts))))
+        scored = list(self._pool.map(self._score, parts))
+        return [torch.from_numpy(np.concatenate(outputs)) for outputs in zip(*scored)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits (the graph's first output)."""
+        return self._outputs(x)[0]
+
+    def embedding_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled embedding and the logits of one call (a graph exported with_embedding)."""
+        if self.num_features is None:
+            raise RuntimeError(f"teacher {self.source} was exported without its embedding")
+        logits, embedding = self._outputs(x)
+        return embedding, logits
 
 
-def onnxruntime_teacher(model: nn.Module, spec: ModelSpec, source: str,
-                        int8_rows: pd.DataFrame | None = None, split_batch: bool = True) -> OnnxRuntimeTeacher:
+def onnxruntime_teacher(model: nn.Module, spec: ModelSpec, source: str, int8_rows: pd.DataFrame | None = None,
+                        split_batch: bool = True, with_embedding: bool = False) -> OnnxRuntimeTeacher:
     """Export `model` (the teacher loaded from `source`) to ONNX and check it against PyTorch on a probe
     batch; the teacher runs with as many threads as PyTorch uses (`split_batch`: one slice of each batch per
     thread). With `int8_rows` (manifest rows of training images) it runs quantised to int8, calibrated and
-    checked on those images (fp32 if the check fails)."""
+    checked on those images (fp32 if the check fails). `with_embedding`: the graph also outputs the pooled
+    embedding (embedding distillation), after the logits."""
     from kndnet.deploy.onnx_export import check_onnx_parity, export_onnx
 
     probe = torch.randint(0, 256, (2, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+    exported, outputs = (LogitsAndEmbedding(model), ("logits", "embedding")) if with_embedding else (model, ("logits",))
     with tempfile.TemporaryDirectory(prefix="kndnet-teacher-") as tmp:
-        path = export_onnx(model, spec, Path(tmp) / "teacher.onnx")
+        path = export_onnx(exported, spec, Path(tmp) / "teacher.onnx", outputs)
         check_onnx_parity(model, spec, path, probe)
         agreement, int8_path, ranges = None, None, None
         if int8_rows is not None:
             int8_path, agreement, ranges = _quantised(path, spec, int8_rows, source)
         return OnnxRuntimeTeacher((int8_path or path).read_bytes(), torch.get_num_threads(), source, agreement,
-                                  ranges, split_batch)
+                                  ranges, split_batch, model.num_features if with_embedding else None)
 
 
 def quantise_teacher(fp32_path: Path, int8_path: Path, calibration: torch.Tensor, spec: ModelSpec,

@@ -166,7 +166,8 @@ class LesionClassifier(L.LightningModule):
                                       f"as {ours} (mean, std, classes); distil from teachers trained on the "
                                       "same classes and normalisation")
             if self._teacher_runtime == "onnxruntime":
-                teacher = onnxruntime_teacher(teacher, spec, path, int8_rows, self.cfg.distill.teacher_split_batch)
+                teacher = onnxruntime_teacher(teacher, spec, path, int8_rows, self.cfg.distill.teacher_split_batch,
+                                              with_embedding=bool(self._embedding_weight()))
             elif self.cfg.train.channels_last:
                 teacher = teacher.to(memory_format=torch.channels_last)
             self._teacher.append(teacher.requires_grad_(False))
