@@ -71,8 +71,9 @@ def resolve_teacher_runtime(runtime: str, on_cpu: bool) -> str:
 class OnnxRuntimeTeacher(nn.Module):
     """A frozen teacher behind the nn.Module interface the distillation step already calls: normalised
     float N x 3 x S x S in, raw logits out (the checkpoint's calibration temperature is not applied,
-    as with the PyTorch teacher); exported with its embedding, `embedding_and_logits` gives both from one call. It holds the ONNX bytes and opens its session on first use, so it can
-    be pickled to a spawned DDP worker, which opens its own."""
+    as with the PyTorch teacher); exported with its embedding, `embedding_and_logits` gives both from one
+    call. It holds the ONNX bytes and opens its session on first use, so it can be pickled to a spawned DDP
+    worker, which opens its own."""
 
     def __init__(self, model_bytes: bytes, threads: int, source: str, int8_agreement: float | None = None,
                  int8_ranges: str | None = None, split_batch: bool = True, num_features: int | None = None) -> None:
