@@ -276,7 +276,7 @@ class LesionClassifier(L.LightningModule):
                              teacher_embeddings: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The distillation loss plus distill.embedding_weight x the projected embedding distance (logged)."""
         if self.projectors is None:
-            raise RuntimeError("embedding distillation needs online PyTorch teachers: attach them first")
+            raise RuntimeError("embedding distillation needs the online teachers: attach them first")
         distance = self.projectors.distance(embedding, teacher_embeddings)
         return loss + self._embedding_weight() * distance, {**parts, "embedding": distance.detach()}
 
