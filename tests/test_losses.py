@@ -3,12 +3,21 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kndnet.config import DistillConfig
-from kndnet.distill.losses import LOSS_NAMES, decoupled_kd, distillation_loss, kd_term, masked_kd, standardised_kd
+from kndnet.distill.losses import (
+    LOSS_NAMES,
+    decoupled_kd,
+    distillation_loss,
+    kd_term,
+    masked_kd,
+    relational_kd,
+    standardised_kd,
+)
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "cmkd_golden.json").read_text())
 DKD_GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "dkd_golden.json").read_text())
@@ -139,10 +148,10 @@ def test_dkd_is_zero_kd_when_student_equals_teacher():
 
 def test_dispatch_by_name_and_unknown_name():
     s, t, y = _batch()
-    for name in ("cmkd", "hinton", "dkd", "lskd"):
+    for name in ("cmkd", "hinton", "dkd", "lskd", "dist"):
         loss, _ = _loss(s, t, y, loss=name)
         assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="unknown distillation loss 'kld'; choose cmkd, hinton, dkd, lskd"):
+    with pytest.raises(ValueError, match="unknown distillation loss 'kld'; choose cmkd, hinton, dkd, lskd, dist"):
         kd_term(DistillConfig(loss="kld"))
 
 
@@ -151,10 +160,12 @@ def test_each_config_value_the_loss_uses_reaches_it(name):
     """Changing any one config value a loss uses changes the loss; the others leave it alone."""
     s, t, y = _batch(n=32)
     t = t * 2  # confident enough rows that a threshold of 0.4 masks some and keeps others
-    values = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "dkd_beta": 2.0}
+    values = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "dkd_beta": 2.0, "dist_beta": 2.0,
+              "dist_gamma": 3.0}
     expected, _ = _loss(s, t, y, loss=name, **values)
     used = {"cmkd": ("temperature", "alpha", "threshold"), "hinton": ("temperature", "alpha"),
-            "dkd": ("temperature", "alpha", "dkd_beta"), "lskd": ("temperature", "alpha")}[name]
+            "dkd": ("temperature", "alpha", "dkd_beta"), "lskd": ("temperature", "alpha"),
+            "dist": ("temperature", "alpha", "dist_beta", "dist_gamma")}[name]
     for key in values:
         other, _ = _loss(s, t, y, loss=name, **{**values, key: values[key] * 0.5})
         changed = abs(other.item() - expected.item()) > 1e-4
@@ -206,3 +217,38 @@ def test_dkd_reports_that_every_sample_is_distilled():
     s, t, y = _batch()
     _, parts = decoupled_kd(s, t, y, temperature=2.0, beta=8.0)
     assert parts["mask_coverage"].item() == 1.0
+
+
+def _numpy_dist(student, teacher, t, beta, gamma):
+    """DIST written from the paper with numpy's own Pearson correlation (np.corrcoef), row by row."""
+    def softmax(z):
+        e = np.exp(z / t - (z / t).max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    p_s, p_t = softmax(student.astype(np.float64)), softmax(teacher.astype(np.float64))
+    inter = np.mean([1 - np.corrcoef(p_s[i], p_t[i])[0, 1] for i in range(len(p_s))])
+    intra = np.mean([1 - np.corrcoef(p_s[:, c], p_t[:, c])[0, 1] for c in range(p_s.shape[1])])
+    return t**2 * (beta * inter + gamma * intra)
+
+
+@pytest.mark.parametrize("t,beta,gamma", [(1.0, 1.0, 1.0), (4.0, 2.0, 0.5), (2.0, 1.0, 0.0)])
+def test_dist_matches_numpy_pearson(t, beta, gamma):
+    s, z, _ = _batch(seed=3, n=24)
+    kd, parts = relational_kd(s, z, temperature=t, beta=beta, gamma=gamma)
+    expected = _numpy_dist(s.detach().numpy(), z.numpy(), t, beta, gamma)
+    assert kd.item() == pytest.approx(expected, rel=1e-4)
+    assert parts["mask_coverage"].item() == 1.0
+
+
+def test_dist_is_zero_for_the_teacher_itself_and_ignores_a_shift_of_the_logits():
+    """Pearson asks for the same ranking, not the same values: a constant added to a row changes nothing."""
+    s, z, _ = _batch(seed=4)
+    assert relational_kd(z.clone(), z, 1.0, 1.0, 1.0)[0].item() == pytest.approx(0.0, abs=1e-5)
+    shifted = relational_kd(s + 5.0, z, 1.0, 1.0, 1.0)[0]
+    assert shifted.item() == pytest.approx(relational_kd(s, z, 1.0, 1.0, 1.0)[0].item(), rel=1e-5)
+
+
+def test_dist_gradient_reaches_the_student_only():
+    s, z, _ = _batch(seed=5)
+    z.requires_grad_(True)
+    relational_kd(s, z, 1.0, 1.0, 1.0)[0].backward()
+    assert z.grad is None and s.grad is not None and s.grad.abs().sum() > 0

@@ -210,8 +210,8 @@ def test_a_finished_run_is_reused_only_for_its_own_recipe(student_run, synth_man
 
 
 # Non-default values, so a module that falls back to DistillConfig's defaults gets another loss.
-KD_SETTINGS = {"distill.temperature": 3.5, "distill.alpha": 0.3, "distill.threshold": 0.4, "distill.dkd_beta": 2.0}
-KD_KWARGS = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "dkd_beta": 2.0}
+KD_KWARGS = {"temperature": 3.5, "alpha": 0.3, "threshold": 0.4, "dkd_beta": 2.0, "dist_beta": 2.0, "dist_gamma": 0.5}
+KD_SETTINGS = {f"distill.{key}": value for key, value in KD_KWARGS.items()}
 
 
 def _kd_module(manifest, **overrides) -> LesionClassifier:
@@ -240,7 +240,7 @@ NO_TRAINER = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 
 
 @NO_TRAINER
-@pytest.mark.parametrize("loss", ["cmkd", "dkd"])
+@pytest.mark.parametrize("loss", ["cmkd", "dkd", "dist"])
 def test_training_step_distils_towards_the_cached_teacher_with_the_configs_settings(synth_manifest, loss):
     """The step's loss is the named loss of (student logits, the batch's teacher logits) at the config's
     T, alpha, threshold and beta: passing the student's own logits as the teacher's, or dropping a config

@@ -95,10 +95,13 @@ class TrainConfig:
 @dataclass
 class DistillConfig:
     loss: str = "cmkd"             # cmkd (confidence-masked) | hinton | dkd | lskd (logit-standardised)
+                                   # | dist (Pearson correlation, inter- and intra-class)
     temperature: float = 2.0
     alpha: float = 0.9             # weight of the cross-entropy term
     threshold: float = 0.65        # teacher confidence needed for a sample to be distilled
     dkd_beta: float = 8.0          # decoupled KD: weight of the non-target term
+    dist_beta: float = 1.0         # DIST: weight of the inter-class term (each image's class ranking)
+    dist_gamma: float = 1.0        # DIST: weight of the intra-class term (each class's image ranking)
     teacher: str = ""              # teacher checkpoint; several, comma-separated: one teacher, their mean logit
     views: int = 4                 # K cached augmented views per image; 0 in a `run` recipe: no cache,
                                    # the teacher runs online on every (mixed) batch (function matching)
@@ -327,7 +330,7 @@ CHOICES = {
     "model.color_constancy": ("none", "shades_of_gray"),
     "model.student_block": ("method", "mobilenet"),
     "model.student_activation": ("silu", "relu6"),
-    "distill.loss": ("cmkd", "hinton", "dkd", "lskd"),
+    "distill.loss": ("cmkd", "hinton", "dkd", "lskd", "dist"),
     "distill.teacher_runtime": ("torch", "onnxruntime", "auto"),
 }
 
@@ -347,7 +350,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.ema_decay": (0.0, 0.999999), "train.progressive_start": (0, None), "train.progressive_until": (0.0, 1.0),
     "distill.temperature": (1e-6, None), "distill.alpha": (0.0, 1.0),
     "distill.dkd_beta": (0.0, None), "distill.views": (0, None), "distill.teacher_size": (0, None),
-    "distill.embedding_weight": (0.0, None),
+    "distill.embedding_weight": (0.0, None), "distill.dist_beta": (0.0, None), "distill.dist_gamma": (0.0, None),
 }
 
 

@@ -47,7 +47,7 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--teacher-cache", "distill.teacher_cache",
                 help="folder from `kndnet cache-teacher` (else online teacher)")
     config_flag(p, "--init-from", "train.init_from", help="warm start from this student checkpoint (the method does)")
-    config_flag(p, "--loss", "distill.loss", help="cmkd | hinton | dkd | lskd")
+    config_flag(p, "--loss", "distill.loss", help="cmkd | hinton | dkd | lskd | dist")
     config_flag(p, "--temperature", "distill.temperature", type=float)
     config_flag(p, "--alpha", "distill.alpha", type=float)
     config_flag(p, "--threshold", "distill.threshold", type=float)

@@ -15,6 +15,11 @@ computed once by `distillation_loss` from the cross-entropy the training step al
   Z(z) = (z - mean(z)) / std(z) over the classes (population std), before the Hinton KL at T, every
   sample: kd = T^2 * mean KL(softmax(Z(z_t) / T) || softmax(Z(z_s) / T)). The student then matches the
   teacher's ranking and relative gaps, not its logit scale, which a 149K-parameter net cannot reach.
+- `dist`: DIST (Huang et al., NeurIPS 2022, "Knowledge distillation from a stronger teacher"): with
+  p = softmax(z / T), kd = T^2 * (beta * inter + gamma * intra), inter = mean over samples of
+  1 - Pearson(p_s[i, :], p_t[i, :]) (each image's ranking of the classes) and intra = mean over classes of
+  1 - Pearson(p_s[:, c], p_t[:, c]) (each class's ranking of the batch's images). Correlation, unlike KL,
+  asks for no exact match of probabilities: the paper's remedy for a student far weaker than its teacher.
 The teacher logits are always detached: no gradient reaches the teacher. Targets are class indices
 (N) or, under mixup/CutMix, soft targets (N x C); DKD's target class is then the dominant one.
 """
@@ -85,6 +90,24 @@ def standardised_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return kd, {"kd": kd.detach(), "mask_coverage": torch.ones(())}
 
 
+def _pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """1 - Pearson correlation of a and b along `dim`, one value per slice (epsilon: constant slices)."""
+    a = a - a.mean(dim=dim, keepdim=True)
+    b = b - b.mean(dim=dim, keepdim=True)
+    return 1.0 - (a * b).sum(dim=dim) / (a.norm(dim=dim) * b.norm(dim=dim) + 1e-8)
+
+
+def relational_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                  beta: float, gamma: float) -> tuple[torch.Tensor, LossParts]:
+    """DIST (Huang et al., 2022): T^2 * (beta * inter-class + gamma * intra-class Pearson distance)."""
+    p_t = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    inter = _pearson_distance(p_s, p_t, dim=1).mean()
+    intra = _pearson_distance(p_s, p_t, dim=0).mean()
+    kd = (beta * inter + gamma * intra) * temperature**2
+    return kd, {"kd": kd.detach(), "mask_coverage": torch.ones(())}
+
+
 def kd_terms(cfg: DistillConfig) -> dict[str, KDTerm]:
     """Each loss name bound to exactly the config values it uses."""
     t = cfg.temperature
@@ -93,6 +116,7 @@ def kd_terms(cfg: DistillConfig) -> dict[str, KDTerm]:
         "hinton": lambda s, z, y: masked_kd(s, z, t, threshold=-1.0),
         "dkd": lambda s, z, y: decoupled_kd(s, z, y, t, cfg.dkd_beta),
         "lskd": lambda s, z, y: standardised_kd(s, z, t),
+        "dist": lambda s, z, y: relational_kd(s, z, t, cfg.dist_beta, cfg.dist_gamma),
     }
 
 
