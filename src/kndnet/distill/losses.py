@@ -91,10 +91,9 @@ def standardised_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 
 def _pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
-    """1 - Pearson correlation of a and b along `dim`, one value per slice (epsilon: constant slices)."""
-    a = a - a.mean(dim=dim, keepdim=True)
-    b = b - b.mean(dim=dim, keepdim=True)
-    return 1.0 - (a * b).sum(dim=dim) / (a.norm(dim=dim) * b.norm(dim=dim) + 1e-8)
+    """1 - Pearson correlation of a and b along `dim` (the cosine of the centred slices), one value per slice."""
+    return 1.0 - F.cosine_similarity(a - a.mean(dim=dim, keepdim=True), b - b.mean(dim=dim, keepdim=True),
+                                     dim=dim, eps=1e-8)
 
 
 def relational_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
