@@ -46,6 +46,11 @@ def _kl_per_sample(teacher_logits: torch.Tensor, student_logits: torch.Tensor, t
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
 
 
+def _every_sample(kd: torch.Tensor) -> tuple[torch.Tensor, LossParts]:
+    """A term that distils every sample: its diagnostics, with the mask passing all of them (coverage 1)."""
+    return kd, {"kd": kd.detach(), "mask_coverage": torch.ones((), device=kd.device)}
+
+
 def masked_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
               threshold: float) -> tuple[torch.Tensor, LossParts]:
     """T^2 * KL averaged over the samples whose softened teacher confidence exceeds `threshold`."""
@@ -72,7 +77,7 @@ def decoupled_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tar
     nckd = _kl_per_sample(teacher_logits - big * target, student_logits - big * target,
                           temperature).mean()
     kd = (tckd + beta * nckd) * temperature**2
-    return kd, {"kd": kd.detach(), "mask_coverage": torch.ones(())}
+    return _every_sample(kd)
 
 
 def _standardised(logits: torch.Tensor) -> torch.Tensor:
@@ -87,7 +92,7 @@ def standardised_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     teacher_logits = _standardised(teacher_logits.detach().float())
     kl = _kl_per_sample(teacher_logits, _standardised(student_logits), temperature)
     kd = kl.mean() * temperature**2
-    return kd, {"kd": kd.detach(), "mask_coverage": torch.ones(())}
+    return _every_sample(kd)
 
 
 def _pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
@@ -104,7 +109,7 @@ def relational_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     inter = _pearson_distance(p_s, p_t, dim=1).mean()
     intra = _pearson_distance(p_s, p_t, dim=0).mean()
     kd = (beta * inter + gamma * intra) * temperature**2
-    return kd, {"kd": kd.detach(), "mask_coverage": torch.ones(())}
+    return _every_sample(kd)
 
 
 def kd_terms(cfg: DistillConfig) -> dict[str, KDTerm]:
