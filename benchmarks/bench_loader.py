@@ -34,12 +34,16 @@ def throughput(dataset: LesionDataset, workers: int, batch: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _flip(x: torch.Tensor, flip: bool, op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    return op(x) if flip else x
+
+
 def view_steps(view: ViewParams, size: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """apply_view's steps one by one, each on an image already at the view's size but the first."""
     return {
         "resized crop": lambda x: TF.resized_crop(x, view.top, view.left, view.height, view.width, [size, size],
                                                   antialias=True),
-        "flips": lambda x: TF.vertical_flip(TF.horizontal_flip(x)),
+        "flips": lambda x: _flip(_flip(x, view.hflip, TF.horizontal_flip), view.vflip, TF.vertical_flip),
         "rotation": lambda x: TF.rotate(x, view.angle),
         "brightness": lambda x: TF.adjust_brightness(x, view.brightness),
         "contrast": lambda x: TF.adjust_contrast(x, view.contrast),

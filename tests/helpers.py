@@ -106,12 +106,12 @@ def assert_checkpoint_keeps_spec_key(model, spec, cfg, key: str, older_default: 
     return rebuilt
 
 
-def load_script(name: str):
-    """scripts/NAME.py as a module (the scripts folder joins sys.path, as when the script runs, so the scripts it
-    imports resolve)."""
+def load_script(name: str, folder: str = "scripts"):
+    """FOLDER/NAME.py as a module (the folder joins sys.path, as when the script runs, so the modules it imports
+    from beside it resolve): scripts/ or benchmarks/."""
     import importlib
     import sys
-    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    scripts = str(Path(__file__).resolve().parents[1] / folder)
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
     return importlib.import_module(name)
