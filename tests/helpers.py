@@ -111,7 +111,7 @@ def load_script(name: str, folder: str = "scripts"):
     from beside it resolve): scripts/ or benchmarks/."""
     import importlib
     import sys
-    scripts = str(Path(__file__).resolve().parents[1] / folder)
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
+    where = str(Path(__file__).resolve().parents[1] / folder)
+    if where not in sys.path:
+        sys.path.insert(0, where)
     return importlib.import_module(name)
