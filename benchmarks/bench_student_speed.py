@@ -33,9 +33,11 @@ PATHS = {
 }
 
 
-def make_step(overrides: dict, image_size: int, batch: int) -> Callable[[], None]:
-    """One optimiser step of the real training module on a fixed uint8 batch."""
-    cfg = load_config(role="student", overrides={"data.image_size": image_size, **overrides})
+def make_step(overrides: dict, image_size: int, batch: int, recipe: str | None = None) -> Callable[[], None]:
+    """One optimiser step of the real training module on a fixed uint8 batch of image_size px (the student's
+    input, or the recipe's view size, which the step shrinks to data.image_size), from `recipe`'s student
+    config (None: the defaults) with `overrides`."""
+    cfg = load_config(recipe, role="student", overrides={"data.image_size": image_size, **overrides})
     module = LesionClassifier(cfg.to_dict(), class_counts=[1] * 7)
     module.log = lambda *a, **k: None  # no Trainer attached: logging is a no-op here
     optimizer = torch.optim.AdamW(module.model.parameters(), lr=1e-3)
