@@ -246,3 +246,18 @@ def test_teacher_bf16_is_used_only_where_the_cpu_has_native_bf16(synth_manifest,
             module._teacher_outputs({}, torch.randn(2, 3, 48, 48))[0]
     module_code._cpu_has_native_bf16.cache_clear()
     assert seen == [native]
+
+
+def test_without_live_validation_the_ema_run_is_the_same_run(synth_manifest, tmp_path):
+    """train.ema_validate_live only logs: turning it off drops val_live/* and changes nothing the run selects."""
+    runs = {}
+    for live in (True, False):
+        cfg = tiny_config("student", synth_manifest, **{"train.ema_decay": 0.9, "train.epochs": 2,
+                                                        "train.ema_validate_live": live})
+        fit(cfg, tmp_path / str(live))
+        runs[live] = pd.read_csv(tmp_path / str(live) / "metrics.csv")
+    assert "val_live/macro_f1" in runs[True] and "val_live/macro_f1" not in runs[False]
+    pd.testing.assert_series_equal(runs[True]["val/macro_f1"], runs[False]["val/macro_f1"])
+    best = [torch.load(tmp_path / str(live) / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+            for live in (True, False)]
+    assert all(torch.equal(best[0][key], best[1][key]) for key in best[0])

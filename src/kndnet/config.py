@@ -87,6 +87,8 @@ class TrainConfig:
     mixup_alpha: float = 0.0       # mixup between images of a batch, lambda ~ Beta(a, a) (Zhang et al., 2018); 0: off
     cutmix_alpha: float = 0.0      # CutMix (Yun et al., 2019); with mixup too, each batch picks one of the two
     ema_decay: float = 0.0         # exponential moving average of the weights, validated and saved; 0: off
+    ema_validate_live: bool = True  # with an EMA, also score the live weights each epoch (val_live/*, logged
+                                   # only: the EMA is what is selected); false saves a pass per epoch
     progressive_start: int = 0     # progressive resizing: train input (px) at the first epoch, growing to
                                    # data.image_size; 0: off (validation always runs at data.image_size)
     progressive_until: float = 0.75  # fraction of the epochs after which training runs at the final size

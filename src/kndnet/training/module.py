@@ -84,10 +84,12 @@ class LesionClassifier(L.LightningModule):
         self.mixer = build_mixer(self.cfg.train, self.cfg.model.num_classes)
         self.register_buffer("teacher_shift", self._teacher_prior_shift(class_counts), persistent=False)
         self.ema: ModelEmaV3 | None = None
+        self.live_val_metrics: MetricCollection | None = None
         if self.cfg.train.ema_decay > 0:  # a submodule: saved and restored with the checkpoint
             self.ema = ModelEmaV3(self.model, decay=self.cfg.train.ema_decay, use_warmup=True)
             self.ema.requires_grad_(False)
-            self.live_val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val_live/")
+            if self.cfg.train.ema_validate_live:
+                self.live_val_metrics = _metrics(self.cfg.model.num_classes).clone(prefix="val_live/")
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and optimiser
         self._teacher_runtime = "torch"  # distill.teacher_runtime resolved when the teachers are attached
         self._teacher_sizes: list[int] = []          # each teacher's input size
@@ -285,9 +287,11 @@ class LesionClassifier(L.LightningModule):
             self.ema.update(self.model, step=self.global_step)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Validate the EMA weights when there are any (they are what the checkpoint ships), else the live ones."""
+        """Validate the EMA weights when there are any (they are what the checkpoint ships), else the live ones;
+        the live ones beside the EMA for the log under train.ema_validate_live."""
         if self.ema is not None:
-            self.live_val_metrics.update(self(batch["image"]), batch["label"])
+            if self.live_val_metrics is not None:
+                self.live_val_metrics.update(self(batch["image"]), batch["label"])
             logits = self.ema.module(self.preprocess(batch["image"]))
         else:
             logits = self(batch["image"])
@@ -298,7 +302,7 @@ class LesionClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
-        if self.ema is not None:
+        if self.live_val_metrics is not None:
             self.log_dict(self.live_val_metrics.compute())
             self.live_val_metrics.reset()
 
