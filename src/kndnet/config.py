@@ -82,6 +82,8 @@ class TrainConfig:
     compile: bool = True           # torch.compile the model (with channels_last: 2.9x on 2 CPU cores)
     limit_train_batches: float = 1.0
     log_every_n_steps: int = 10
+    profiler: str = "none"         # none | simple | advanced: Lightning's profiler, its report in the run
+                                   # directory (fit-profile.txt): where each step's time goes
     progress_bar: bool = True
     init_from: str = ""            # warm start from this checkpoint; "none" forbids the pipeline's warm start
     mixup_alpha: float = 0.0       # mixup between images of a batch, lambda ~ Beta(a, a) (Zhang et al., 2018); 0: off
@@ -334,6 +336,7 @@ CHOICES = {
     "model.student_activation": ("silu", "relu6"),
     "distill.loss": ("cmkd", "hinton", "dkd", "lskd", "dist"),
     "distill.teacher_runtime": ("torch", "onnxruntime", "auto"),
+    "train.profiler": ("none", "simple", "advanced"),
 }
 
 
@@ -471,8 +474,8 @@ PATH_KEYS = frozenset({"data.path", "data.cache_dir", "model.pretrained", "train
 OPERATIONAL_KEYS = frozenset({
     "data.path", "data.format", "data.cache", "data.cache_dir", "data.num_workers", "train.accelerator",
     "train.devices", "train.num_nodes", "train.strategy", "train.progress_bar", "train.log_every_n_steps",
-    "train.compile", "distill.teacher", "distill.teacher_cache", "distill.teacher_bf16", "distill.teacher_runtime",
-    "distill.teacher_split_batch",
+    "train.profiler", "train.compile", "distill.teacher", "distill.teacher_cache", "distill.teacher_bf16",
+    "distill.teacher_runtime", "distill.teacher_split_batch",
 })
 
 

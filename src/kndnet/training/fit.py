@@ -20,6 +20,7 @@ import yaml
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.profilers import AdvancedProfiler, Profiler, SimpleProfiler
 
 from kndnet.checkpoint import torch_load_weights
 from kndnet.classes import CLASS_CODES
@@ -63,6 +64,12 @@ def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def _profiler(name: str, run_dir: Path) -> Profiler | None:
+    """train.profiler as Lightning's profiler, writing its report to RUN/fit-profile.txt; None when off."""
+    kinds = {"simple": SimpleProfiler, "advanced": AdvancedProfiler}
+    return kinds[name](dirpath=run_dir, filename="profile") if name in kinds else None
+
+
 def build_trainer(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | None = None) -> L.Trainer:
     return L.Trainer(
         max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=_devices(cfg.train.devices),
@@ -71,7 +78,7 @@ def build_trainer(cfg: Config, run_dir: Path, extra_callbacks: list[Callback] | 
         + list(extra_callbacks or []), logger=CSVLogger(run_dir, name="logs"),
         log_every_n_steps=cfg.train.log_every_n_steps, limit_train_batches=cfg.train.limit_train_batches,
         deterministic=False, enable_model_summary=False, default_root_dir=run_dir,
-        enable_progress_bar=cfg.train.progress_bar,
+        enable_progress_bar=cfg.train.progress_bar, profiler=_profiler(cfg.train.profiler, run_dir),
     )
 
 
