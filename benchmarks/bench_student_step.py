@@ -7,7 +7,9 @@ the kernels torch.compile fuses around them (BatchNorm, SiLU, the elementwise op
 view, copies, the optimiser). The step is the real module's: `LesionClassifier.training_step` on the recipe's
 student config, fed uint8 batches at the recipe's view size (shrunk to the student's input inside, as in
 training), then backward and AdamW. Each variant is warmed up (compiled) first and timed in alternating rounds;
-the median round counts. Usage:
+the median round counts. It times one fixed batch over and over with no loader running, so its per-image cost by
+batch size need not hold in a real run (batch 16 was cheaper here and 1.12x dearer in a fit: docs/BENCH.md);
+for a run's own breakdown set `train.profiler`. Usage:
     python benchmarks/bench_student_step.py [--recipe cpu] [--batch-sizes 16 32 64] [--rounds 5]
 """
 
