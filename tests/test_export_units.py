@@ -349,7 +349,7 @@ def test_every_string_config_key_is_declared_a_path_key_or_not():
     not_paths = {"data.format", "model.arch", "model.color_constancy", "model.student_block", "model.ensemble",
                  "model.student_activation",
                  "train.sampler", "train.accelerator", "train.devices", "train.strategy", "train.precision",
-                 "distill.loss", "distill.teacher_runtime"}
+                 "train.profiler", "distill.loss", "distill.teacher_runtime"}
     assert strings - not_paths == PATH_KEYS
 
 
