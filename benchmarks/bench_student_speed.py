@@ -60,6 +60,18 @@ def timed(step: Callable[[], None], steps: int) -> float:
     return time.perf_counter() - start
 
 
+def median_round_seconds(steps: dict[str, Callable[[], None]], per_round: int, rounds: int) -> dict[str, float]:
+    """Each step warmed up (compiled) first, then all timed `per_round` times in alternating rounds, so a slow
+    spell of the machine hits every path alike: name -> the median round's seconds."""
+    for step in steps.values():
+        timed(step, 3)  # warm-up and compilation
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            seconds[name].append(timed(step, per_round))
+    return {name: statistics.median(s) for name, s in seconds.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=224)
@@ -70,13 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = {name: make_step(o, args.image_size, args.batch_size) for name, o in PATHS.items()}
-    for step in steps.values():
-        timed(step, 3)  # warm-up and compilation
-    seconds: dict[str, list[float]] = {name: [] for name in PATHS}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            seconds[name].append(timed(step, args.steps))
-    rate = {n: args.batch_size * args.steps / statistics.median(s) for n, s in seconds.items()}
+    seconds = median_round_seconds(steps, args.steps, args.rounds)
+    rate = {name: args.batch_size * args.steps / s for name, s in seconds.items()}
     print(f"student training, {args.image_size} px, batch {args.batch_size}, {args.threads} threads, "
           f"median of {args.rounds} alternating rounds")
     print_rates(rate, "plain eager NCHW", 50, "plain eager")

@@ -16,12 +16,11 @@ for a run's own breakdown set `train.profiler`. Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections import defaultdict
 from collections.abc import Callable
 
 import torch
-from bench_student_speed import make_step, timed
+from bench_student_speed import make_step, median_round_seconds
 from torch.profiler import ProfilerActivity, profile
 
 from kndnet.config import load_config
@@ -78,13 +77,8 @@ def main() -> None:
     args = parser.parse_args()
     batch = load_config(args.recipe, role="student").data.batch_size
     steps = variants(args.recipe, sorted(set(args.batch_sizes) | {batch}), batch)
-    for _, step in steps.values():
-        timed(step, 3)  # warm-up and compilation
-    seconds: dict[str, list[float]] = defaultdict(list)
-    for _ in range(args.rounds):
-        for name, (_, step) in steps.items():
-            seconds[name].append(timed(step, args.steps))
-    per_image = {name: statistics.median(seconds[name]) / (args.steps * b) for name, (b, _) in steps.items()}
+    seconds = median_round_seconds({name: step for name, (_, step) in steps.items()}, args.steps, args.rounds)
+    per_image = {name: seconds[name] / (args.steps * b) for name, (b, _) in steps.items()}
     baseline = f"batch {batch}, fp32"
     print(f"{args.recipe} recipe's student step, {torch.get_num_threads()} threads, median of {args.rounds} rounds")
     for name, seconds_per_image in per_image.items():
