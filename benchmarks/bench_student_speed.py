@@ -50,6 +50,7 @@ def make_step(overrides: dict, image_size: int, batch: int, recipe: str | None =
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    step.module = module  # type: ignore[attr-defined]  # what the step trains, for inspection
     return step
 
 

@@ -10,7 +10,7 @@ training), then backward and AdamW. Each variant is warmed up (compiled) first a
 the median round counts. It times one fixed batch over and over with no loader running, so its per-image cost by
 batch size need not hold in a real run (batch 16 was cheaper here and 1.12x dearer in a fit: docs/BENCH.md);
 for a run's own breakdown set `train.profiler`. Usage:
-    python benchmarks/bench_student_step.py [--recipe cpu] [--batch-sizes 16 32 64] [--rounds 5]
+    python benchmarks/bench_student_step.py [--recipe cpu] [--batch-sizes 16 32 64] [--rounds 5] [--input-sizes 96 112]
 """
 
 from __future__ import annotations
@@ -59,11 +59,16 @@ def recipe_step(recipe: str, batch: int, overrides: dict | None = None) -> Calla
     return make_step(keys, data.view_size or data.image_size, batch, recipe)
 
 
-def variants(recipe: str, batch_sizes: list[int], baseline_batch: int) -> dict[str, tuple[int, Callable]]:
-    """name -> (batch, step): each batch size in fp32, and bf16 autocast at the baseline batch."""
+def variants(recipe: str, batch_sizes: list[int], baseline_batch: int,
+             input_sizes: list[int] = ()) -> dict[str, tuple[int, Callable]]:
+    """name -> (batch, step): each batch size in fp32, bf16 autocast at the baseline batch, and the baseline batch
+    at each smaller student input in `input_sizes` (the sizes progressive resizing trains at; the same views)."""
     steps = {f"batch {b}, fp32": (b, recipe_step(recipe, b)) for b in batch_sizes}
     steps[f"batch {baseline_batch}, bf16 autocast"] = (
         baseline_batch, recipe_step(recipe, baseline_batch, {"train.precision": "bf16-mixed"}))
+    for size in input_sizes:
+        steps[f"batch {baseline_batch}, {size} px input"] = (
+            baseline_batch, recipe_step(recipe, baseline_batch, {"data.image_size": size}))
     return steps
 
 
@@ -74,9 +79,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile-steps", type=int, default=5)
+    parser.add_argument("--input-sizes", type=int, nargs="*", default=[],
+                        help="also time the baseline batch at these student input sizes (px; progressive resizing)")
     args = parser.parse_args()
     batch = load_config(args.recipe, role="student").data.batch_size
-    steps = variants(args.recipe, sorted(set(args.batch_sizes) | {batch}), batch)
+    steps = variants(args.recipe, sorted(set(args.batch_sizes) | {batch}), batch, args.input_sizes)
     seconds = median_round_seconds({name: step for name, (_, step) in steps.items()}, args.steps, args.rounds)
     per_image = {name: seconds[name] / (args.steps * b) for name, (b, _) in steps.items()}
     baseline = f"batch {batch}, fp32"

@@ -32,3 +32,14 @@ def test_an_eager_step_of_the_cpu_student_resizes_its_view_and_convolves(bench):
     assert shares["resize (view -> student input)"] > 0  # 160 px views shrunk to 128 px inside the step
     assert "fused kernels (torch.compile: BatchNorm, SiLU, elementwise)" not in shares  # nothing compiled
     assert shares["convolution backward (oneDNN)"] > 0 and shares["convolution forward (oneDNN)"] > 0
+
+
+def test_input_sizes_add_baseline_batch_variants_that_train_at_that_size(bench):
+    steps = bench.variants("cpu", batch_sizes=[8], baseline_batch=8, input_sizes=[64])
+    assert list(steps) == ["batch 8, fp32", "batch 8, bf16 autocast", "batch 8, 64 px input"]
+    assert steps["batch 8, 64 px input"][0] == 8
+    sizes = []
+    step = bench.recipe_step("cpu", batch=2, overrides={"data.image_size": 64, "train.compile": False})
+    step.module.model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[-1]))
+    step()
+    assert sizes == [64]  # the 160 px view shrunk to 64 px, not to the recipe's 128

@@ -53,6 +53,16 @@ def test_the_training_step_feeds_the_scheduled_size(synth_manifest, start, expec
     assert module._compiled[0].sizes == [expected]
 
 
+@pytest.mark.parametrize("start, dynamic", [(16, [False]), (0, [None])])
+def test_progressive_resizing_compiles_a_static_graph_per_size(synth_manifest, monkeypatch, start, dynamic):
+    """A size change must not turn the student's graph shape-generic (slower kernels for the final size too)."""
+    seen: list[object] = []
+    monkeypatch.setattr(torch, "compile", lambda fn, dynamic=None: seen.append(dynamic) or fn)
+    cfg = tiny_config("student", synth_manifest, **{"train.progressive_start": start, "train.compile": True})
+    LesionClassifier(cfg.to_dict(), class_counts(split_rows(load_manifest(synth_manifest), "train", 0)))
+    assert seen == dynamic
+
+
 @pytest.mark.slow
 def test_a_fit_logs_the_growing_size_and_validates_at_the_final_one(synth_manifest, tmp_path):
     cfg = tiny_config("student", synth_manifest, **{"train.progressive_start": 16, "train.progressive_until": 0.5})
