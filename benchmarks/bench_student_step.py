@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from bench_student_speed import make_step, median_round_seconds
@@ -60,7 +60,7 @@ def recipe_step(recipe: str, batch: int, overrides: dict | None = None) -> Calla
 
 
 def variants(recipe: str, batch_sizes: list[int], baseline_batch: int,
-             input_sizes: list[int] = ()) -> dict[str, tuple[int, Callable]]:
+             input_sizes: Sequence[int] = ()) -> dict[str, tuple[int, Callable]]:
     """name -> (batch, step): each batch size in fp32, bf16 autocast at the baseline batch, and the baseline batch
     at each smaller student input in `input_sizes` (the sizes progressive resizing trains at; the same views)."""
     steps = {f"batch {b}, fp32": (b, recipe_step(recipe, b)) for b in batch_sizes}

@@ -116,9 +116,9 @@ class LesionClassifier(L.LightningModule):
 
     def _compile(self, fn: Any) -> Any:
         """torch.compile, specialised to each input size under progressive resizing: by default the first size
-        change makes dynamo recompile a shape-generic graph, whose kernels then also run the final size, slower
-        than a graph made for it (runs/v23: the last epochs at 128 px ran 71-81 s against 65 s at a fixed size).
-        Static graphs cost one compilation per size, a handful per run."""
+        change makes dynamo recompile a shape-generic graph, whose kernels then also run the final size and may be
+        slower than a graph made for it (likely why runs/v23's last epochs at 128 px ran 71-81 s against 65 s at a
+        fixed size). Static graphs cost one compilation per size, a handful per run (runs/v54: about 30 s each)."""
         return torch.compile(fn, dynamic=False) if self.cfg.train.progressive_start else torch.compile(fn)
 
     def _warm_start(self, path: str) -> None:
