@@ -94,7 +94,7 @@ class LesionClassifier(L.LightningModule):
         self._teacher_runtime = "torch"  # distill.teacher_runtime resolved when the teachers are attached
         self._teacher_sizes: list[int] = []          # each teacher's input size
         # compiled wrapper kept outside the module tree, so checkpoint keys stay `model.*`
-        self._compiled = [self._compile(self.model)] if self.cfg.train.compile else [self.model]
+        self._compiled = [self._compile(self.model)]
         # embedding distillation: the student's embedding and logits in one (compiled) pass, and one projector
         # per teacher, made when the teachers are attached (their widths are known then)
         self.projectors: EmbeddingProjectors | None = None
@@ -111,15 +111,17 @@ class LesionClassifier(L.LightningModule):
         if not hasattr(self.model, "forward_with_embedding"):
             raise ConfigError(f"distill.embedding_weight needs the kndnet student's embedding pass; model.arch "
                               f"{self.cfg.model.arch!r} has none: distil into kndnet_student or set the weight to 0")
-        method = self.model.forward_with_embedding
-        return self._compile(method) if self.cfg.train.compile else method
+        return self._compile(self.model.forward_with_embedding)
 
     def _compile(self, fn: Any) -> Any:
-        """torch.compile, specialised to each input size under progressive resizing: by default the first size
-        change makes dynamo recompile a shape-generic graph, whose kernels then also run the final size and may be
-        slower than a graph made for it (likely why runs/v23's last epochs at 128 px ran 71-81 s against 65 s at a
-        fixed size). Static graphs cost one compilation per size, a handful per run (runs/v54: about 30 s each)."""
-        return torch.compile(fn, dynamic=False) if self.cfg.train.progressive_start else torch.compile(fn)
+        """`fn` itself unless train.compile; else torch.compile, specialised to each input size under progressive
+        resizing: by default the first size change makes dynamo recompile a shape-generic graph, whose kernels then
+        also run the final size and may be slower than a graph made for it (likely why runs/v23's last epochs at
+        128 px ran 71-81 s against 65 s at a fixed size). Static graphs cost one compilation per size, a handful per
+        run (runs/v54: about 30 s each)."""
+        if not self.cfg.train.compile:
+            return fn
+        return torch.compile(fn, dynamic=False if self.cfg.train.progressive_start else None)
 
     def _warm_start(self, path: str) -> None:
         if path and path != "none":
